@@ -1,0 +1,90 @@
+"""The `nixrec` command: the root click group and the one place exit codes are chosen.
+
+Each verb lives in a small module of its own (cmd_*.py here, cli.py in replayer/
+and analysis/); this module mounts them and turns every failure into one line
+on stderr with the documented exit code (README, "Exit codes").
+"""
+
+import os
+import sys
+import traceback
+
+import click
+
+from nixrec.recorder import __version__
+from nixrec.recorder.errors import (
+    EXIT_BAD_INPUT, EXIT_INTERNAL, NixrecError,
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nixrec")
+def root():
+    """Record, replay and explain Nix derivation builds.
+
+    Exit codes: 0 success; 1 the build failed (the trace is complete);
+    2 bad input or usage; 3 this host cannot do it; 70 internal error.
+    """
+
+
+def _mount_commands():
+    """Attach every verb; an import here is the whole registration."""
+    from nixrec.recorder import cmd_drv, cmd_events, cmd_record
+    for mod in (cmd_drv, cmd_events, cmd_record):
+        for cmd in mod.COMMANDS:
+            root.add_command(cmd)
+    try:
+        from nixrec.analysis import cli as analysis_cli
+    except ImportError:          # analysis not installed in this checkout yet
+        analysis_cli = None
+    try:
+        from nixrec.replayer import cli as replayer_cli
+    except ImportError:
+        replayer_cli = None
+    for mod in (analysis_cli, replayer_cli):
+        for cmd in getattr(mod, "COMMANDS", ()):
+            root.add_command(cmd)
+
+
+def _say(message: str) -> None:
+    # One line, always: a user reads the first line and stops.
+    first = str(message).strip().splitlines()[0] if str(message).strip() else "error"
+    click.echo(f"nixrec: {first}", err=True)
+
+
+def main(argv=None) -> int:
+    """Entry point of the console script; never lets a traceback reach the user."""
+    _mount_commands()
+    try:
+        rc = root.main(args=argv, prog_name="nixrec", standalone_mode=False)
+    except NixrecError as e:
+        _say(str(e))
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        _say("interrupted")
+        sys.exit(130)
+    except click.ClickException as e:
+        # Usage errors: click's own message, on one line, exit 2.
+        _say(e.format_message())
+        sys.exit(EXIT_BAD_INPUT)
+    except BrokenPipeError:
+        # `nixrec events T | head`: the reader went away; not an error.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        sys.exit(0)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        if os.environ.get("NIXREC_DEBUG"):
+            traceback.print_exc()
+        _say(f"internal error: {type(e).__name__}: {e} "
+             "(set NIXREC_DEBUG=1 for the traceback)")
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""The `nixrec drv` verb (placeholder until its issue lands)."""
+
+COMMANDS = []

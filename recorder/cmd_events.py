@@ -1,0 +1,3 @@
+"""The `nixrec events` verb (placeholder until its issue lands)."""
+
+COMMANDS = []

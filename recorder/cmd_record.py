@@ -1,0 +1,3 @@
+"""The `nixrec record` verb (placeholder until its issue lands)."""
+
+COMMANDS = []

@@ -1,0 +1,148 @@
+"""The Nix store as nixrec sees it: where it is, what a derivation's inputs
+close over, and the calls into real Nix (when installed) to make or realise .drv files.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+
+from nixrec.recorder.errors import BadInput
+
+STORE_DIR = "/nix/store"
+
+
+def nix_env() -> dict:
+    """Environment for nix-* commands: talk to the local store directly when root.
+
+    As root without a daemon, NIX_REMOTE must be empty or Nix tries the socket.
+    """
+    env = dict(os.environ)
+    if os.geteuid() == 0:
+        env["NIX_REMOTE"] = ""
+    return env
+
+
+def have_nix() -> bool:
+    return shutil.which("nix-store") is not None and shutil.which("nix-instantiate") is not None
+
+
+def _run_nix(argv, what):
+    try:
+        p = subprocess.run(argv, env=nix_env(), capture_output=True, text=True)
+    except FileNotFoundError:
+        raise BadInput(f"{what}: {argv[0]} is not installed (apt-get install nix-bin)")
+    if p.returncode != 0:
+        lines = [l for l in p.stderr.strip().splitlines() if l.strip()
+                 and not l.startswith("warning:")]
+        msg = lines[-1].strip() if lines else f"exit code {p.returncode}"
+        raise BadInput(f"{what}: {msg}")
+    return p.stdout
+
+
+def instantiate(nix_file: str, attr: str = None) -> str:
+    """`nix-instantiate FILE [-A ATTR]` -> the .drv path (a real one, made by Nix)."""
+    if not os.path.exists(nix_file):
+        raise BadInput(f"no such file: {nix_file}")
+    argv = ["nix-instantiate", nix_file]
+    if attr:
+        argv += ["-A", attr]
+    out = _run_nix(argv, f"cannot instantiate {nix_file}")
+    paths = [l.strip() for l in out.splitlines() if l.strip().endswith(".drv")]
+    if len(paths) != 1:
+        raise BadInput(f"{nix_file}: expected one derivation, got {len(paths)} (use -A ATTR)")
+    return paths[0]
+
+
+def realise(paths) -> None:
+    """Make sure every path exists in the store (builds input derivations with real Nix)."""
+    missing = [p for p in paths if not os.path.exists(p)]
+    if not missing:
+        return
+    if not have_nix():
+        raise BadInput(f"input not in the store and Nix is not installed: {missing[0]}")
+    _run_nix(["nix-store", "--realise", *missing], "cannot realise the inputs")
+
+
+def closure(paths) -> list:
+    """The store paths `paths` refer to, transitively (sorted).
+
+    With Nix: `nix-store -qR`. Without it (documented fallback, docs/sandbox.md):
+    scan each path's files for the hash parts of the store paths present on this
+    machine, the same substring rule Nix uses for references.
+    """
+    paths = sorted(set(paths))
+    if not paths:
+        return []
+    if have_nix():
+        try:
+            out = _run_nix(["nix-store", "-qR", *paths], "cannot compute the input closure")
+            return sorted(set(l.strip() for l in out.splitlines() if l.strip()))
+        except BadInput:
+            pass  # paths not registered (copied by hand): fall back to scanning
+    return _closure_by_scan(paths)
+
+
+def _closure_by_scan(paths) -> list:
+    """References by scanning for hash parts, as scanForReferences does."""
+    try:
+        names = os.listdir(STORE_DIR)
+    except OSError:
+        names = []
+    by_hash = {n[:32]: os.path.join(STORE_DIR, n) for n in names if len(n) > 33 and n[32] == "-"}
+    seen, todo = set(), list(paths)
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        for h in _hash_parts_in(p, by_hash):
+            if by_hash[h] not in seen:
+                todo.append(by_hash[h])
+    return sorted(seen)
+
+
+def _hash_parts_in(path, by_hash):
+    found = set()
+    for root, dirs, files in os.walk(path) if os.path.isdir(path) else [(os.path.dirname(path), [], [os.path.basename(path)])]:
+        for f in files + dirs:
+            fp = os.path.join(root, f)
+            try:
+                data = os.readlink(fp).encode() if os.path.islink(fp) else (
+                    open(fp, "rb").read() if os.path.isfile(fp) else b"")
+            except OSError:
+                continue
+            for h in by_hash:
+                if h.encode() in data:
+                    found.add(h)
+    return found
+
+
+def path_hash(path: str) -> str:
+    """A content hash of a store path (sha256 over a NAR-like walk), for the trace header.
+
+    Replay compares these to refuse a changed input. Not Nix's NAR hash: cheap,
+    stable, and enough to tell "changed" from "same".
+    """
+    h = hashlib.sha256()
+    if os.path.islink(path) or not os.path.isdir(path):
+        _hash_entry(h, path, "")
+        return "sha256:" + h.hexdigest()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):
+            _hash_entry(h, os.path.join(root, name), os.path.relpath(os.path.join(root, name), path))
+        for d in dirs:
+            h.update(b"D" + os.path.relpath(os.path.join(root, d), path).encode() + b"\0")
+    return "sha256:" + h.hexdigest()
+
+
+def _hash_entry(h, full, rel):
+    if os.path.islink(full):
+        h.update(b"L" + rel.encode() + b"\0" + os.readlink(full).encode() + b"\0")
+        return
+    st = os.stat(full)
+    h.update(b"F" + rel.encode() + b"\0" + (b"x" if st.st_mode & 0o111 else b"-"))
+    with open(full, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)

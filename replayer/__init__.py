@@ -1,0 +1,1 @@
+"""nixrec.replayer: rebuild a recorded sandbox and stop the build at an event."""

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-time set-up for nixrec: system packages, the .venv, the fixture busybox.
+# Called by `make setup` (and so by `make demo` and `make test`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the recorder and its tests need:
+#   nix-bin        real Nix 2.8, the oracle (nix-instantiate, nix-build, nix-store)
+#   busybox-static self-contained builders for the fixture derivations
+#   strace         the peer the tests and benchmarks compare against
+PKGS="nix-bin busybox-static strace"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing$missing"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq $missing >/dev/null
+    else
+        echo "setup: missing Debian packages:$missing" >&2
+        echo "setup: install them with: sudo apt-get install$missing" >&2
+        exit 2
+    fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+# Re-install only when pyproject.toml changed since the last install.
+stamp=.venv/.nixrec-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    touch "$stamp"
+fi
+
+bash fixtures/prepare.sh
