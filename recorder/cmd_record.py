@@ -1,3 +1,75 @@
-"""The `nixrec record` verb (placeholder until its issue lands)."""
+"""`nixrec record DRV`: build a derivation in nixrec's sandbox under the tracer."""
 
-COMMANDS = []
+import os
+import sys
+
+import click
+
+from nixrec.recorder import session
+from nixrec.recorder.errors import EXIT_BUILD_FAILED
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+@click.command("record")
+@click.argument("target", metavar="DRV")
+@click.option("-A", "--attr", help="Attribute to instantiate when DRV is a .nix file.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Trace file to write (default: NAME.nixrec in the current directory).")
+@click.option("--extra-sandbox-paths", default="", metavar='"P ..."',
+              help="More host paths to show in the sandbox, as Nix's extra-sandbox-paths "
+                   "(target=source, a trailing ? makes one optional).")
+@click.option("--cores", type=int, help="NIX_BUILD_CORES (default: nix.conf, else all cores).")
+@click.option("--keep-build-dir", is_flag=True, help="Keep the sandbox's /build on the host.")
+@click.option("--no-sandbox", is_flag=True, hidden=True,
+              help="Not available yet: see README, 'Limits'.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not stream the build log.")
+def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir, no_sandbox,
+               quiet):
+    """Build DRV in a Nix-faithful sandbox and record everything it does.
+
+    DRV is a .drv path, or a .nix file with -A ATTR (instantiated with
+    nix-instantiate). The trace goes to -o TRACE; outputs to TRACE.d/outputs/,
+    never into the real store. Exit 0 if the build succeeded, 1 if it failed
+    (the trace is complete either way).
+    """
+    if no_sandbox:
+        raise click.UsageError("--no-sandbox is not implemented yet")
+    log = None
+    if not quiet:
+        out = sys.stderr.buffer
+
+        def log(data):
+            out.write(data)
+            out.flush()
+    opts = session.RecordOptions(output=output, attr=attr,
+                                 extra_sandbox_paths=extra_sandbox_paths, cores=cores,
+                                 keep_build_dir=keep_build_dir, log=log)
+    res = session.record(target, opts)
+    if res.exit_signal:
+        outcome = f"failed due to signal {res.exit_signal}"
+    elif res.exit_status:
+        outcome = f"failed with exit code {res.exit_status}"
+    else:
+        outcome = "succeeded"
+    click.echo(f"nixrec: build {outcome}"
+               + (f" ({res.error})" if res.error else "")
+               + (" (interrupted)" if res.interrupted else ""), err=True)
+    click.echo(f"nixrec: {res.processes} processes, {res.events} events, "
+               f"{res.refused} refused, {res.duration:.1f} s, "
+               f"trace {_human_bytes(res.trace_bytes)}", err=True)
+    for name, path in sorted(res.outputs.items()):
+        click.echo(f"nixrec: output {name}: {os.path.relpath(path)}", err=True)
+    if res.build_dir:
+        click.echo(f"nixrec: kept build directory {res.build_dir}", err=True)
+    click.echo(res.trace)
+    if res.failed:
+        sys.exit(EXIT_BUILD_FAILED)
+
+
+COMMANDS = [record_cmd]

@@ -1,0 +1,261 @@
+"""ctypes bindings to the Linux calls Python's os module lacks: namespaces,
+mounts, ptrace, process_vm_readv, seccomp. The one place that touches ctypes.
+
+Every wrapper raises OSError with the errno on failure, like the os module.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import struct
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# --- namespaces and mounts (unshare(2), mount(2), pivot_root(2)) -------------
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+
+SYS_pivot_root = 155
+SYS_seccomp = 317
+SYS_process_vm_readv = 310
+
+
+def _check(ret, what):
+    if ret == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+    return ret
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def mount(source, target, fstype, flags=0, data=None) -> None:
+    enc = lambda s: s.encode() if isinstance(s, str) else s
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags),
+                       enc(data)), f"mount {target}")
+
+
+def umount2(target: str, flags: int) -> None:
+    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_libc.syscall(ctypes.c_long(SYS_pivot_root), new_root.encode(), put_old.encode()),
+           "pivot_root")
+
+
+def sethostname(name: str) -> None:
+    b = name.encode()
+    _check(_libc.sethostname(b, ctypes.c_size_t(len(b))), "sethostname")
+
+
+def setdomainname(name: str) -> None:
+    b = name.encode()
+    _check(_libc.setdomainname(b, ctypes.c_size_t(len(b))), "setdomainname")
+
+
+# --- process attributes -------------------------------------------------------
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+ADDR_NO_RANDOMIZE = 0x0040000
+
+
+def prctl(option: int, arg2: int = 0) -> None:
+    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl")
+
+
+def personality(persona: int) -> int:
+    return _check(_libc.personality(ctypes.c_ulong(persona)), "personality")
+
+
+# --- seccomp -------------------------------------------------------------------
+SECCOMP_SET_MODE_FILTER = 1
+
+
+def seccomp_install(prog: bytes) -> None:
+    """Load a classic BPF program (bytes of struct sock_filter) as a seccomp filter."""
+    n = len(prog) // 8
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+    fprog = struct.pack("HxxxxxxQ", n, ctypes.addressof(buf))
+    fbuf = ctypes.create_string_buffer(fprog, len(fprog))
+    _check(_libc.syscall(ctypes.c_long(SYS_seccomp), ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+                         ctypes.c_uint(0), fbuf), "seccomp")
+
+
+# --- ptrace ---------------------------------------------------------------------
+PTRACE_TRACEME = 0
+PTRACE_CONT = 7
+PTRACE_KILL = 8
+PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
+PTRACE_SYSCALL = 24
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETSIGINFO = 0x4202
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_LISTEN = 0x4208
+PTRACE_GET_SYSCALL_INFO = 0x420E
+
+PTRACE_O_TRACESYSGOOD = 1
+PTRACE_O_TRACEFORK = 1 << 1
+PTRACE_O_TRACEVFORK = 1 << 2
+PTRACE_O_TRACECLONE = 1 << 3
+PTRACE_O_TRACEEXEC = 1 << 4
+PTRACE_O_TRACEEXIT = 1 << 6
+PTRACE_O_TRACESECCOMP = 1 << 7
+PTRACE_O_EXITKILL = 1 << 20
+
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_VFORK = 2
+PTRACE_EVENT_CLONE = 3
+PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_EXIT = 6
+PTRACE_EVENT_SECCOMP = 7
+PTRACE_EVENT_STOP = 128
+
+PTRACE_SYSCALL_INFO_ENTRY = 1
+PTRACE_SYSCALL_INFO_EXIT = 2
+PTRACE_SYSCALL_INFO_SECCOMP = 3
+
+_ptrace = _libc.ptrace
+_ptrace.restype = ctypes.c_long
+_ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+
+
+def ptrace(req: int, pid: int, addr=0, data=0) -> int:
+    ctypes.set_errno(0)
+    ret = _ptrace(req, pid, addr, data)
+    if ret == -1:
+        e = ctypes.get_errno()
+        if e:
+            raise OSError(e, f"ptrace({req:#x}, {pid}): {os.strerror(e)}")
+    return ret
+
+
+_evmsg = ctypes.c_ulong()
+_evmsg_p = ctypes.addressof(_evmsg)
+
+
+def geteventmsg(pid: int) -> int:
+    ptrace(PTRACE_GETEVENTMSG, pid, 0, _evmsg_p)
+    return _evmsg.value
+
+
+# struct ptrace_syscall_info is 88 bytes on x86_64; parsed with struct for speed.
+_INFO_SIZE = 88
+_info = ctypes.create_string_buffer(_INFO_SIZE)
+_info_p = ctypes.addressof(_info)
+_INFO_HEAD = struct.Struct("=B3xIQQ")        # op, arch, ip, sp
+_INFO_SC = struct.Struct("=Q6Q")             # nr, args[6] (entry and seccomp)
+_INFO_EXIT = struct.Struct("=qB")            # rval, is_error
+
+
+def get_syscall_info(pid: int):
+    """-> (op, nr, args) for entry/seccomp stops, (op, rval, is_error) for exit stops."""
+    ptrace(PTRACE_GET_SYSCALL_INFO, pid, _INFO_SIZE, _info_p)
+    raw = _info.raw
+    op = raw[0]
+    if op == PTRACE_SYSCALL_INFO_EXIT:
+        rval, is_err = _INFO_EXIT.unpack_from(raw, 24)
+        return op, rval, is_err
+    vals = _INFO_SC.unpack_from(raw, 24)
+    return op, vals[0], vals[1:]
+
+
+class _Regs(ctypes.Structure):
+    # struct user_regs_struct, x86_64 (asm/ptrace.h order).
+    _fields_ = [(n, ctypes.c_ulonglong) for n in (
+        "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs "
+        "eflags rsp ss fs_base gs_base ds es fs gs").split()]
+
+
+_regs = _Regs()
+_regs_p = ctypes.addressof(_regs)
+
+
+def skip_syscall(pid: int) -> None:
+    """At a seccomp stop: make the kernel skip this call (nr = -1)."""
+    ptrace(PTRACE_GETREGS, pid, 0, _regs_p)
+    _regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+    ptrace(PTRACE_SETREGS, pid, 0, _regs_p)
+
+
+def set_return(pid: int, value: int) -> None:
+    """At a syscall-exit stop: overwrite the return value (e.g. -EPERM)."""
+    ptrace(PTRACE_GETREGS, pid, 0, _regs_p)
+    _regs.rax = value & 0xFFFFFFFFFFFFFFFF
+    ptrace(PTRACE_SETREGS, pid, 0, _regs_p)
+
+
+# --- reading tracee memory (process_vm_readv(2)) ------------------------------------
+class _IOVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_vm_readv = _libc.process_vm_readv
+_vm_readv.restype = ctypes.c_ssize_t
+_vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
+                      ctypes.c_ulong, ctypes.c_ulong]
+_RBUF_SIZE = 1 << 16
+_rbuf = ctypes.create_string_buffer(_RBUF_SIZE)
+_local = _IOVec(ctypes.addressof(_rbuf), 0)
+_remote = _IOVec(0, 0)
+_local_p = ctypes.addressof(_local)
+_remote_p = ctypes.addressof(_remote)
+
+
+def read_mem(pid: int, addr: int, size: int) -> bytes:
+    """Up to `size` bytes at addr in pid (fewer if the range ends in unmapped memory)."""
+    size = min(size, _RBUF_SIZE)
+    if addr == 0 or size <= 0:
+        return b""
+    _local.len = size
+    _remote.base = addr
+    _remote.len = size
+    n = _vm_readv(pid, _local_p, 1, _remote_p, 1, 0)
+    if n < 0:
+        # The range may cross into an unmapped page: read up to the page end.
+        first = 4096 - (addr & 4095)
+        if first >= size:
+            return b""
+        _local.len = _remote.len = first
+        n = _vm_readv(pid, _local_p, 1, _remote_p, 1, 0)
+        if n < 0:
+            return b""
+    return _rbuf.raw[:n]
+
+
+def read_cstr(pid: int, addr: int, limit: int = 4096) -> bytes:
+    """A NUL-terminated string at addr, read a page at a time."""
+    if addr == 0:
+        return None
+    out = b""
+    while len(out) < limit:
+        chunk_len = 4096 - ((addr + len(out)) & 4095)
+        chunk = read_mem(pid, addr + len(out), chunk_len)
+        if not chunk:
+            break
+        i = chunk.find(b"\0")
+        if i >= 0:
+            return out + chunk[:i]
+        out += chunk
+    return out

@@ -1,0 +1,547 @@
+"""The build sandbox, as Nix 2.8 makes it (../shared/reference/nix-sandbox.md §2).
+
+Two halves:
+- SandboxPlan: plain data, everything the sandbox will contain and how the
+  builder starts. It is stored in the trace header, so replay rebuilds the
+  same sandbox from the trace alone.
+- The setup steps: `prepare_host` lays out the chroot and build directory on
+  the host; `enter` runs in the child that becomes the builder (PID 1 of the
+  new PID namespace) and performs §2.2's runChild steps in Nix's order.
+
+Why nixrec's own code and not bubblewrap (docs/sandbox.md): the builder must be
+PID 1 with argv[0] = basename(builder) and the tracer's seccomp filter must be
+loaded right before the builder's exec. Debian 12's bwrap 0.8 keeps itself as
+PID 1 unless --as-pid-1, then cannot set up the pty session the way Nix does,
+and has no --argv0; each step below is a few lines here instead.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import struct
+
+from nixrec.recorder import linux
+
+BUILD_DIR = "/build"
+HOME = "/homeless-shelter"
+STORE_DIR = "/nix/store"
+SANDBOX_UID, SANDBOX_GID = 1000, 100
+
+# §2.4: the /etc files of a sandboxed build, byte for byte as 2.8 writes them.
+ETC_PASSWD = ("root:x:0:0:Nix build user:/build:/noshell\n"
+              "nixbld:x:1000:100:Nix build user:/build:/noshell\n"
+              "nobody:x:65534:65534:Nobody:/:/noshell\n")
+ETC_GROUP = "root:x:0:\nnixbld:!:100:\nnogroup:x:65534:\n"
+ETC_HOSTS = "127.0.0.1 localhost\n::1 localhost\n"
+ETC_NSSWITCH_FOD = "hosts: files dns\nservices: files\n"
+
+# §2.4 /dev: bind mounts of these host devices, plus symlinks.
+DEV_NODES = ("full", "null", "random", "tty", "urandom", "zero")
+DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+             "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2",
+             "ptmx": "/dev/pts/ptmx"}
+
+NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
+
+
+def nix32(data: bytes) -> str:
+    """Nix's base-32 (libutil/hash.cc printHash32): last 5-bit group first."""
+    n = (len(data) * 8 - 1) // 5 + 1
+    out = []
+    for i in range(n - 1, -1, -1):
+        b = i * 5
+        j, k = b // 8, b % 8
+        c = data[j] >> k
+        if j + 1 < len(data):
+            c |= data[j + 1] << (8 - k)
+        out.append(NIX32[c & 0x1F])
+    return "".join(out)
+
+
+class SandboxPlan:
+    """What the sandbox holds and how the builder starts. Plain data (to_dict)."""
+
+    FIELDS = ("drv_path", "name", "builder", "argv", "env", "cwd", "uid", "gid",
+              "hostname", "domainname", "network", "fixed_output", "inputs",
+              "sandbox_paths", "build_files", "etc_files", "etc_binds", "outputs",
+              "no_sandbox", "cores", "dev_shm_size", "store_dir", "build_dir", "home")
+
+    def __init__(self, **kw):
+        for f in self.FIELDS:
+            setattr(self, f, kw.get(f))
+
+    def to_dict(self) -> dict:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SandboxPlan":
+        return cls(**{f: d.get(f) for f in cls.FIELDS})
+
+
+# --- the plan -----------------------------------------------------------------------
+
+def parse_sandbox_paths(text: str) -> list:
+    """`sandbox-paths` syntax: `target=source` or `path`; a trailing `?` makes it optional."""
+    out = []
+    for item in (text or "").split():
+        optional = item.endswith("?")
+        if optional:
+            item = item[:-1]
+        target, _, source = item.partition("=")
+        out.append({"target": target, "source": source or target, "optional": optional})
+    return out
+
+
+def read_nix_conf(path="/etc/nix/nix.conf") -> dict:
+    """The sandbox-related settings of nix.conf (later lines win, extra- appends)."""
+    conf = {"sandbox-paths": "", "extra-sandbox-paths": "", "cores": None}
+    try:
+        lines = open(path, encoding="utf-8", errors="replace").read().splitlines()
+    except OSError:
+        return conf
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if "=" not in line:
+            continue
+        key, _, val = (s.strip() for s in line.partition("="))
+        if key in ("sandbox-paths", "build-sandbox-paths", "build-chroot-dirs"):
+            conf["sandbox-paths"] = val
+        elif key == "extra-sandbox-paths":
+            conf["extra-sandbox-paths"] = (conf["extra-sandbox-paths"] + " " + val).strip()
+        elif key in ("cores", "build-cores"):
+            conf["cores"] = val
+    return conf
+
+
+def build_env(drv, drv_path, cores, host_build_dir, fixed_output):
+    """§2.6: the builder's environment, in initEnv's order (later wins), plus the
+    files it implies in /build (passAsFile, structured attrs). -> (env, files)."""
+    env, files = {}, {}
+    env["PATH"] = "/path-not-set"
+    env["HOME"] = HOME
+    env["NIX_STORE"] = STORE_DIR
+    env["NIX_BUILD_CORES"] = str(cores)
+    attrs = drv.structured_attrs
+    if attrs is None:
+        pass_as_file = set(drv.pass_as_file)
+        for k, v in drv.env.items():
+            if k in pass_as_file:
+                fn = ".attr-" + nix32(hashlib.sha256(k.encode()).digest())
+                files[fn] = v
+                env[k + "Path"] = f"{BUILD_DIR}/{fn}"
+            else:
+                env[k] = v
+    else:
+        full = dict(attrs)
+        full["outputs"] = {name: o.path for name, o in drv.outputs.items()}
+        files[".attrs.json"] = json.dumps(full, separators=(",", ":"))
+        files[".attrs.sh"] = attrs_sh(full)
+        # 2.8-2.14 bug kept on purpose: these name the *host* directory
+        # (nix-sandbox.md §2.6 step 5), which does not exist in the sandbox.
+        nix_top = f"/tmp/nix-build-{os.path.basename(drv_path)[33:]}-0"
+        env["NIX_ATTRS_SH_FILE"] = nix_top + "/.attrs.sh"
+        env["NIX_ATTRS_JSON_FILE"] = nix_top + "/.attrs.json"
+    for k in ("NIX_BUILD_TOP", "TMPDIR", "TEMPDIR", "TMP", "TEMP", "PWD"):
+        env[k] = BUILD_DIR
+    if fixed_output:
+        env["NIX_OUTPUT_CHECKED"] = "1"
+        for name in (drv.env.get("impureEnvVars") or "").split():
+            env[name] = os.environ.get(name, "")
+    env["NIX_LOG_FD"] = "2"
+    env["TERM"] = "xterm-256color"
+    return env, files
+
+
+_SH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _sh_simple(v):
+    """writeStructuredAttrsShell's handleSimpleType: None for nested values."""
+    if isinstance(v, bool):
+        return "1" if v else ""
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return "'" + v.replace("'", "'\\''") + "'"
+    if v is None:
+        return "''"
+    return None
+
+
+def attrs_sh(attrs: dict) -> str:
+    """.attrs.sh: `declare` lines for the top-level keys that are shell names."""
+    out = []
+    for key, val in attrs.items():
+        if not _SH_NAME.match(key):
+            continue
+        s = _sh_simple(val)
+        if s is not None:
+            out.append(f"declare {key}={s}\n")
+        elif isinstance(val, list):
+            items = [_sh_simple(x) for x in val]
+            if all(i is not None for i in items):
+                out.append(f"declare -a {key}=(" + "".join(i + " " for i in items) + ")\n")
+        elif isinstance(val, dict):
+            items = {k: _sh_simple(x) for k, x in val.items()}
+            if all(i is not None for i in items.values()):
+                body = "".join(f"[{_sh_simple(k)}]={v} " for k, v in items.items())
+                out.append(f"declare -A {key}=({body})\n")
+    return "".join(out)
+
+
+def make_plan(drv, drv_path, inputs, cores=None, extra_sandbox_paths="",
+              no_sandbox=False, nix_conf=None) -> SandboxPlan:
+    """Everything the sandbox will be, from the derivation and the input closure."""
+    conf = nix_conf if nix_conf is not None else read_nix_conf()
+    if cores is None:
+        cores = int(conf["cores"]) if conf.get("cores") not in (None, "") else os.cpu_count()
+    fixed = drv.is_fixed_output
+    env, files = build_env(drv, drv_path, cores, None, fixed)
+    spaths = parse_sandbox_paths(conf.get("sandbox-paths", "")) + parse_sandbox_paths(
+        conf.get("extra-sandbox-paths", "")) + parse_sandbox_paths(extra_sandbox_paths)
+    etc_files = {"passwd": ETC_PASSWD, "group": ETC_GROUP}
+    etc_binds = []
+    if fixed:
+        # §2.4: fixed-output builds share the host network and see its resolver files.
+        etc_files["nsswitch.conf"] = ETC_NSSWITCH_FOD
+        for f in ("resolv.conf", "services", "hosts"):
+            if os.path.exists("/etc/" + f):
+                etc_binds.append(f)
+    else:
+        etc_files["hosts"] = ETC_HOSTS
+    return SandboxPlan(
+        drv_path=drv_path, name=drv.env.get("name", os.path.basename(drv_path)),
+        builder=drv.builder, argv=[os.path.basename(drv.builder)] + list(drv.args),
+        env=sorted(env.items()), cwd=BUILD_DIR, uid=SANDBOX_UID, gid=SANDBOX_GID,
+        hostname="localhost", domainname="(none)", network=not fixed, fixed_output=fixed,
+        inputs=sorted(inputs), sandbox_paths=spaths, build_files=files,
+        etc_files=etc_files, etc_binds=etc_binds,
+        outputs={name: o.path for name, o in drv.outputs.items()},
+        no_sandbox=no_sandbox, cores=cores, dev_shm_size="50%",
+        store_dir=STORE_DIR, build_dir=BUILD_DIR, home=HOME)
+
+
+# --- host side ----------------------------------------------------------------------
+
+class Layout:
+    """Host directories of one sandbox: the chroot tree and the build directory."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.root = os.path.join(workdir, "root")       # becomes / of the sandbox
+        self.build = os.path.join(workdir, "build")     # becomes /build
+        self.store = self.root + STORE_DIR              # outputs appear here
+
+
+def prepare_host(plan: SandboxPlan, workdir: str) -> Layout:
+    """§2.2 steps 2, 4, 5: the temporary directory and the chroot skeleton."""
+    lay = Layout(workdir)
+    os.makedirs(lay.build, mode=0o700)
+    os.chmod(lay.build, 0o700)
+    for name, content in plan.build_files.items():
+        with open(os.path.join(lay.build, name), "w", encoding="utf-8",
+                  errors="surrogateescape") as f:
+            f.write(content)
+        os.chmod(os.path.join(lay.build, name), 0o644)
+    os.makedirs(lay.root, mode=0o750)
+    os.chmod(lay.root, 0o750)
+    os.mkdir(lay.root + "/tmp")
+    os.chmod(lay.root + "/tmp", 0o1777)
+    os.mkdir(lay.root + "/etc")
+    for name, content in plan.etc_files.items():
+        with open(os.path.join(lay.root, "etc", name), "w") as f:
+            f.write(content)
+        os.chmod(os.path.join(lay.root, "etc", name), 0o644)
+    os.makedirs(lay.store)
+    os.chmod(lay.store, 0o1775)
+    for d in ("build", "dev", "proc"):
+        os.makedirs(lay.root + "/" + d, exist_ok=True)
+    os.chmod(lay.root + "/dev", 0o755)
+    return lay
+
+
+def check_sandbox_paths(plan: SandboxPlan) -> list:
+    """Sources that must exist; a missing non-optional one is a setup error."""
+    return [p["source"] for p in plan.sandbox_paths
+            if not p["optional"] and not os.path.exists(p["source"])]
+
+
+# --- child side: runs as PID 1 of the new namespaces, before the builder's exec ---------
+
+def _bind(source, target, readonly=False):
+    """Bind-mount a file or directory, creating the mount point like doBind does."""
+    if os.path.isdir(source) and not os.path.islink(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.exists(target):
+            open(target, "a").close()
+    linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
+    if readonly:
+        linux.mount(None, target, None,
+                    linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_REC)
+
+
+def _loopback_up():
+    """§2.2 10.4: bring `lo` up (IFF_UP|IFF_LOOPBACK|IFF_RUNNING) in the new netns."""
+    SIOCSIFFLAGS = 0x8914
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ifr = struct.pack("16sH14x", b"lo", 0x1 | 0x8 | 0x40)
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, ifr)
+    finally:
+        s.close()
+
+
+def enter(plan: SandboxPlan, lay: Layout) -> None:
+    """§2.2 step 10 (runChild), in Nix's order, up to just before the exec.
+
+    Every module it needs is imported at the top of this file: after pivot_root
+    Python's lazy imports would find no files. Runs in the forked child that
+    is PID 1 of the new PID namespace and holds
+    every capability of the new user namespace. Raises OSError on failure; the
+    caller reports it as a setup failure, never as a build failure.
+    """
+    if plan.network:
+        _loopback_up()
+    linux.sethostname(plan.hostname)
+    linux.setdomainname(plan.domainname)
+    # Nothing mounted from here on may propagate back to the host.
+    linux.mount(None, "/", None, linux.MS_PRIVATE | linux.MS_REC)
+    root = lay.root
+    linux.mount(root, root, None, linux.MS_BIND)
+    linux.mount(lay.store, lay.store, None, linux.MS_BIND)
+    linux.mount(None, lay.store, None, linux.MS_SHARED)
+    _populate_dev(root)
+    # Inputs: read-only, so a build can never write into the real store
+    # (Nix as root without build users would let it; docs/sandbox.md).
+    for path in plan.inputs:
+        _bind(path, root + path, readonly=True)
+    for sp in plan.sandbox_paths:
+        if sp["optional"] and not os.path.exists(sp["source"]):
+            continue
+        _bind(sp["source"], root + sp["target"], readonly=True)
+    for name in plan.etc_binds:
+        _bind("/etc/" + name, root + "/etc/" + name, readonly=True)
+    _bind(lay.build, root + BUILD_DIR)
+    linux.mount("none", root + "/proc", "proc", 0)
+    os.makedirs(root + "/dev/shm", exist_ok=True)
+    linux.mount("none", root + "/dev/shm", "tmpfs", 0, f"size={plan.dev_shm_size}")
+    os.makedirs(root + "/dev/pts", exist_ok=True)
+    linux.mount("none", root + "/dev/pts", "devpts", 0, "newinstance,mode=0620,ptmxmode=0666")
+    linux.unshare(linux.CLONE_NEWNS)
+    os.chdir(root)
+    os.mkdir("real-root")
+    linux.pivot_root(".", "real-root")
+    os.chroot(".")
+    linux.umount2("real-root", linux.MNT_DETACH)
+    os.rmdir("real-root")
+    os.setgid(plan.gid)
+    os.setuid(plan.uid)
+    os.chdir(plan.cwd)
+    os.umask(0o022)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.RLIM_INFINITY))
+    linux.personality(linux.ADDR_NO_RANDOMIZE)
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _kvm():
+    # Nix 2.8 puts "kvm" in its default system-features when /dev/kvm is
+    # usable, and then binds it into every sandbox (verified: `ls /dev`).
+    return ("kvm",) if os.access("/dev/kvm", os.R_OK | os.W_OK) else ()
+
+
+def _populate_dev(root):
+    """§2.4 /dev: the host's harmless devices bound in, and the usual symlinks."""
+    for dev in DEV_NODES + _kvm():
+        if os.path.exists("/dev/" + dev):
+            _bind("/dev/" + dev, f"{root}/dev/{dev}")
+    for name, target in DEV_LINKS.items():
+        os.symlink(target, f"{root}/dev/{name}")
+
+
+# --- starting the builder -----------------------------------------------------------
+
+class Spawned:
+    """The two processes of a sandbox start: the helper that made the namespaces
+    (a child of nixrec) and the builder (PID 1 inside, stopped before exec)."""
+
+    def __init__(self, helper_pid, builder_pid, go_fd, err_fd):
+        self.helper_pid = helper_pid
+        self.builder_pid = builder_pid
+        self._go_fd = go_fd
+        self._err_fd = err_fd
+
+    def go(self) -> None:
+        """Let the builder load its seccomp filter and exec (after the tracer seized it)."""
+        os.write(self._go_fd, b"G")
+        os.close(self._go_fd)
+
+    def exec_error(self):
+        """After the build: the builder's exec failure, if any (None if it exec'd)."""
+        msg = _read_all(self._err_fd)
+        os.close(self._err_fd)
+        return msg.decode(errors="replace") or None
+
+    def reap_helper(self) -> None:
+        try:
+            os.waitpid(self.helper_pid, 0)
+        except ChildProcessError:
+            pass
+
+
+class SetupError(Exception):
+    """The sandbox could not be set up (reported as such, not as a build failure)."""
+
+
+def _read_all(fd) -> bytes:
+    out = b""
+    while True:
+        try:
+            b = os.read(fd, 65536)
+        except OSError:
+            break
+        if not b:
+            break
+        out += b
+    return out
+
+
+def _read_line(fd) -> bytes:
+    out = b""
+    while not out.endswith(b"\n"):
+        b = os.read(fd, 1)
+        if not b:
+            break
+        out += b
+    return out
+
+
+def spawn(plan: SandboxPlan, lay: Layout, pty_slave: int, seccomp_prog: bytes) -> Spawned:
+    """§2.2 step 8-10: namespaces, uid/gid maps, then the builder as PID 1.
+
+    The helper unshares the namespaces (a PID namespace takes effect for its
+    children), the parent writes the single-line uid/gid maps like Nix, and the
+    helper forks the builder, which sets up the chroot and waits for `go`.
+    Raises SetupError with the step that failed.
+    """
+    flags = (linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID
+             | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS)
+    if plan.network:
+        flags |= linux.CLONE_NEWNET
+    to_parent_r, to_parent_w = os.pipe()        # helper/builder -> nixrec
+    go_r, go_w = os.pipe()                      # nixrec -> builder: "G"
+    maps_r, maps_w = os.pipe()                  # nixrec -> helper: maps written
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)        # builder -> nixrec: exec error
+    helper = os.fork()
+    if helper == 0:
+        _helper_main(plan, lay, pty_slave, seccomp_prog, flags,
+                     to_parent_w, maps_r, go_r, err_w, (to_parent_r, go_w, maps_w, err_r))
+    for fd in (to_parent_w, go_r, maps_r, err_w):
+        os.close(fd)
+    try:
+        line = _read_line(to_parent_r)
+        if line != b"U\n":
+            raise SetupError(_setup_message(line, "creating the namespaces"))
+        _write_maps(helper, plan)
+        os.write(maps_w, b"M")
+        line = _read_line(to_parent_r)
+        if not line.startswith(b"B"):
+            raise SetupError(_setup_message(line, "starting the builder"))
+        builder = int(line[1:])
+        line = _read_line(to_parent_r)
+        if line != b"R\n":
+            raise SetupError(_setup_message(line, "setting up the sandbox"))
+    except SetupError:
+        os.close(go_w)
+        os.waitpid(helper, 0)
+        raise
+    finally:
+        os.close(to_parent_r)
+        os.close(maps_w)
+    return Spawned(helper, builder, go_w, err_r)
+
+
+def _setup_message(line: bytes, step: str) -> str:
+    text = line[1:].decode(errors="replace").strip() if line[:1] == b"E" else ""
+    return f"{step}: {text or 'the sandbox helper exited early'}"
+
+
+def _write_maps(pid: int, plan: SandboxPlan) -> None:
+    """§2.2 step 9: one map line each, setgroups denied, as Nix writes them."""
+    with open(f"/proc/{pid}/uid_map", "w") as f:
+        f.write(f"{plan.uid} {os.getuid()} 1")
+    with open(f"/proc/{pid}/setgroups", "w") as f:
+        f.write("deny")
+    with open(f"/proc/{pid}/gid_map", "w") as f:
+        f.write(f"{plan.gid} {os.getgid()} 1")
+
+
+def _helper_main(plan, lay, pty_slave, prog, flags, to_parent, maps_r, go_r, err_w, close):
+    """The forked helper: never returns. Exits with the builder's status."""
+    try:
+        for fd in close:
+            os.close(fd)
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        linux.unshare(flags)
+    except OSError as e:
+        os.write(to_parent, f"E{e.strerror or e}\n".encode())
+        os._exit(127)
+    os.write(to_parent, b"U\n")
+    if os.read(maps_r, 1) != b"M":
+        os._exit(127)
+    os.close(maps_r)
+    builder = os.fork()
+    if builder == 0:
+        _builder_main(plan, lay, pty_slave, prog, to_parent, go_r, err_w)
+    os.write(to_parent, f"B{builder}\n".encode())
+    for fd in (to_parent, go_r, err_w, pty_slave):
+        os.close(fd)
+    _, status = os.waitpid(builder, 0)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+
+
+def _builder_main(plan, lay, pty_slave, prog, to_parent, go_r, err_w):
+    """PID 1 of the sandbox: commonChildInit, runChild's steps, then exec."""
+    try:
+        os.setsid()
+        os.dup2(pty_slave, 2)
+        os.dup2(pty_slave, 1)
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)
+        enter(plan, lay)
+        keep = {0, 1, 2, to_parent, go_r, err_w}
+        for fd in _open_fds():
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+    except Exception as e:  # noqa: BLE001 - any failure here is a setup failure
+        os.write(to_parent, f"E{type(e).__name__}: {e}\n".encode(errors="replace"))
+        os._exit(127)
+    os.write(to_parent, b"R\n")
+    os.close(to_parent)
+    if os.read(go_r, 1) != b"G":
+        os._exit(127)
+    os.close(go_r)
+    env = {k: v for k, v in plan.env}
+    try:
+        linux.seccomp_install(prog)
+        os.execve(plan.builder, plan.argv, env)
+    except OSError as e:
+        # Nix: "executing '<builder>': No such file or directory".
+        os.write(err_w, f"executing '{plan.builder}': {e.strerror}".encode(errors="replace"))
+        os._exit(1)
+
+
+def _open_fds():
+    try:
+        return [int(x) for x in os.listdir("/proc/self/fd")]
+    except OSError:
+        return list(range(3, 256))

@@ -1,0 +1,149 @@
+"""THE syscall table: every call nixrec records, with its number, class and
+the role of each argument. The seccomp filter, the tracer's decoder and the
+analysis all read this table; a new syscall is one row here.
+
+x86_64 only for now (numbers from the kernel's syscall_64.tbl). python-ptrace's
+own table lacks openat2, clone3 and faccessat2, which is why nixrec keeps its own.
+"""
+
+import platform
+
+ARCH = "x86_64"
+AUDIT_ARCH_X86_64 = 0xC000003E
+
+# Classes: what kind of thing the call touches (analysis groups by these).
+FILE, EXEC, PROC, NET, OUT = "file", "exec", "proc", "net", "out"
+
+# Argument roles used by the decoder (recorder/decode.py):
+#   dirfd/path      a path relative to dirfd (AT_FDCWD = the process's cwd)
+#   dirfd2/path2    the second path of rename/link
+#   target          a symlink target: a string, not resolved
+#   flags / mode    an int worth keeping (open flags, access or chmod mode)
+#   atflags         AT_* flags (AT_EMPTY_PATH: the call is about dirfd itself)
+#   fd              a file descriptor the call acts on
+#   argv/envp       exec vectors; addr/addrlen a sockaddr; msg a msghdr;
+#   mmsg            an mmsghdr vector; buf a data buffer (len in `count`);
+#   iov/iovcnt      a write vector; how an open_how struct (openat2)
+#   wstatus         an int* filled in by wait4; sfamily/stype socket() args
+#   skip            an argument nixrec does not decode
+#
+# Each row: nr, name, class, roles, needs_exit. needs_exit=False means the
+# result is not recorded and the tracer lets the call run after the entry stop
+# (output writes: what was written is known at entry; waiting costs a stop).
+_ROWS = [
+    (2, "open", FILE, ("path", "flags", "mode"), True),
+    (85, "creat", FILE, ("path", "mode"), True),
+    (257, "openat", FILE, ("dirfd", "path", "flags", "mode"), True),
+    (437, "openat2", FILE, ("dirfd", "path", "how", "skip"), True),
+    (4, "stat", FILE, ("path", "skip"), True),
+    (6, "lstat", FILE, ("path", "skip"), True),
+    (262, "newfstatat", FILE, ("dirfd", "path", "skip", "atflags"), True),
+    (332, "statx", FILE, ("dirfd", "path", "atflags", "skip", "skip"), True),
+    (21, "access", FILE, ("path", "mode"), True),
+    (269, "faccessat", FILE, ("dirfd", "path", "mode"), True),
+    (439, "faccessat2", FILE, ("dirfd", "path", "mode", "atflags"), True),
+    (89, "readlink", FILE, ("path", "skip", "skip"), True),
+    (267, "readlinkat", FILE, ("dirfd", "path", "skip", "skip"), True),
+    (83, "mkdir", FILE, ("path", "mode"), True),
+    (258, "mkdirat", FILE, ("dirfd", "path", "mode"), True),
+    (87, "unlink", FILE, ("path",), True),
+    (263, "unlinkat", FILE, ("dirfd", "path", "atflags"), True),
+    (84, "rmdir", FILE, ("path",), True),
+    (82, "rename", FILE, ("path", "path2"), True),
+    (264, "renameat", FILE, ("dirfd", "path", "dirfd2", "path2"), True),
+    (316, "renameat2", FILE, ("dirfd", "path", "dirfd2", "path2", "flags"), True),
+    (86, "link", FILE, ("path", "path2"), True),
+    (265, "linkat", FILE, ("dirfd", "path", "dirfd2", "path2", "atflags"), True),
+    (88, "symlink", FILE, ("target", "path2"), True),
+    (266, "symlinkat", FILE, ("target", "dirfd2", "path2"), True),
+    (80, "chdir", FILE, ("path",), True),
+    (81, "fchdir", FILE, ("fd",), True),
+    (90, "chmod", FILE, ("path", "mode"), True),
+    (91, "fchmod", FILE, ("fd", "mode"), True),
+    (268, "fchmodat", FILE, ("dirfd", "path", "mode"), True),
+    (452, "fchmodat2", FILE, ("dirfd", "path", "mode", "atflags"), True),
+    (92, "chown", FILE, ("path", "skip", "skip"), True),
+    (94, "lchown", FILE, ("path", "skip", "skip"), True),
+    (260, "fchownat", FILE, ("dirfd", "path", "skip", "skip", "atflags"), True),
+    (76, "truncate", FILE, ("path", "skip"), True),
+    (132, "utime", FILE, ("path", "skip"), True),
+    (235, "utimes", FILE, ("path", "skip"), True),
+    (280, "utimensat", FILE, ("dirfd", "path", "skip", "atflags"), True),
+    (133, "mknod", FILE, ("path", "mode", "skip"), True),
+    (259, "mknodat", FILE, ("dirfd", "path", "mode", "skip"), True),
+    (188, "setxattr", FILE, ("path",), True),
+    (189, "lsetxattr", FILE, ("path",), True),
+    (190, "fsetxattr", FILE, ("fd",), True),
+    (161, "chroot", FILE, ("path",), True),
+    (165, "mount", FILE, ("skip", "path", "skip", "flags"), True),
+    (155, "pivot_root", FILE, ("path", "path2"), True),
+    (59, "execve", EXEC, ("path", "argv", "envp"), True),
+    (322, "execveat", EXEC, ("dirfd", "path", "argv", "envp", "atflags"), True),
+    (61, "wait4", PROC, ("skip", "wstatus", "skip", "skip"), True),
+    (272, "unshare", PROC, ("flags",), True),
+    (41, "socket", NET, ("sfamily", "stype", "skip"), True),
+    (42, "connect", NET, ("fd", "addr", "addrlen"), True),
+    (49, "bind", NET, ("fd", "addr", "addrlen"), True),
+    (44, "sendto", NET, ("fd", "buf", "count", "skip", "addr", "addrlen"), True),
+    (46, "sendmsg", NET, ("fd", "msg", "skip"), True),
+    (307, "sendmmsg", NET, ("fd", "mmsg", "count", "skip"), True),
+    (1, "write", OUT, ("fd", "buf", "count"), False),
+    (20, "writev", OUT, ("fd", "iov", "iovcnt"), False),
+]
+
+
+class Syscall:
+    """One row of the table, as the tracer and the filter use it."""
+
+    __slots__ = ("nr", "name", "cls", "roles", "needs_exit")
+
+    def __init__(self, nr, name, cls, roles, needs_exit):
+        self.nr, self.name, self.cls = nr, name, cls
+        self.roles, self.needs_exit = roles, needs_exit
+
+    def arg(self, role):
+        """Index of the argument with this role, or None."""
+        try:
+            return self.roles.index(role)
+        except ValueError:
+            return None
+
+
+BY_NR = {r[0]: Syscall(*r) for r in _ROWS}
+BY_NAME = {s.name: s for s in BY_NR.values()}
+
+# Calls the sandbox's seccomp rules refuse (nix-sandbox.md §2.7): chmod-family
+# with S_ISUID/S_ISGID -> EPERM, *setxattr -> ENOTSUP. Name -> arg index of mode.
+SETUID_CHMOD = {"chmod": 1, "fchmod": 1, "fchmodat": 2, "fchmodat2": 2}
+XATTR_SET = ("setxattr", "lsetxattr", "fsetxattr")
+S_ISUID, S_ISGID = 0o4000, 0o2000
+
+# Output writes worth a stop: only to fd 1 and 2 (the build log). The filter
+# checks the fd in BPF so a compiler writing object files never stops.
+OUTPUT_FDS = (1, 2)
+
+# Calls whose fstat-style form (AT_EMPTY_PATH with an empty path) names no
+# path: the filter lets them through without a stop (issue 6). name -> atflags arg.
+EMPTY_PATH_SKIP = {"newfstatat": 3, "statx": 2}
+AT_EMPTY_PATH = 0x1000
+AT_FDCWD = -100
+
+# Calls that change what a process is, by class, for analysis.
+WRITE_CALLS = frozenset(("creat", "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir",
+                         "rename", "renameat", "renameat2", "link", "linkat", "symlink",
+                         "symlinkat", "chmod", "fchmodat", "fchmodat2", "chown", "lchown",
+                         "fchownat", "truncate", "utime", "utimes", "utimensat", "mknod",
+                         "mknodat", "setxattr", "lsetxattr"))
+STAT_CALLS = frozenset(("stat", "lstat", "newfstatat", "statx", "access", "faccessat",
+                        "faccessat2", "readlink", "readlinkat"))
+OPEN_CALLS = frozenset(("open", "openat", "openat2"))
+
+
+def check_arch() -> str:
+    """The machine must be x86_64: the table's numbers are that ABI's."""
+    return platform.machine()
+
+
+def errno_name(n: int) -> str:
+    import errno as _errno
+    return _errno.errorcode.get(n, f"E{n}")

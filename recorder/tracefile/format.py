@@ -1,0 +1,274 @@
+"""The byte layout of a .nixrec file: the one place that knows it (docs/trace-format.md).
+
+    prefix   MAGIC, version, header length, header crc32        (PREFIX, 20 bytes)
+    header   msgpack dict given by the recorder (opaque here)
+    chunk*   CHUNK_HEAD (32 bytes) + lz4 block of one msgpack chunk payload
+    index    INDEX_HEAD (16 bytes) + lz4 block of one msgpack dict
+    footer   FOOTER (24 bytes): where the index starts, the last seq
+
+Everything is little-endian. Every part carries its own crc32 so a reader can
+tell a torn or flipped chunk from a good one and skip only that chunk.
+writer.py and reader.py use these helpers and never pack bytes themselves.
+"""
+
+import struct
+import zlib
+
+import lz4.block
+import msgpack
+
+from nixrec.recorder.tracefile.model import Event
+
+# THE format version. Bump it on any change a v1 reader would misread, and add
+# a fixtures/golden/vN.nixrec for the old one (style.md, "Trace file").
+FORMAT_VERSION = 1
+OLDEST_VERSION = 1
+
+# PNG-style magic: the high byte and the \n catch 7-bit and newline-mangling
+# transfers (a trace pasted through a text channel), not only wrong files.
+MAGIC = b"\x89NIXREC\n"
+PREFIX = struct.Struct("<8sIII")          # magic, version, header_len, header_crc
+
+CHUNK_TAG = b"CHNK"
+# tag, compressed len, raw len, first seq, event count, payload crc; then a crc
+# of those 28 bytes, so a walker can trust a length before seeking over it.
+CHUNK_FIELDS = struct.Struct("<4sIIQII")
+CHUNK_HEAD_SIZE = CHUNK_FIELDS.size + 4
+
+INDEX_TAG = b"INDX"
+INDEX_HEAD = struct.Struct("<4sIII")      # tag, compressed len, raw len, crc of block
+
+FOOTER_TAG = b"NXRE"
+FOOTER_FIELDS = struct.Struct("<QQ")      # index offset, last seq
+FOOTER = struct.Struct("<QQI4s")          # ... + crc of the two fields + tag
+FOOTER_SIZE = FOOTER.size
+
+# Strings are stored as the bytes the OS gave (UTF-8, surrogateescape), so a
+# non-UTF-8 file name read back equals os.fsdecode() of its bytes.
+_STR_ERRORS = "surrogateescape"
+
+# Order of the columns in a chunk payload (after the string table and count).
+COLUMNS = ("kind", "proc", "pid", "dt", "syscall", "result", "errno",
+           "path", "flags", "path2", "args")
+
+
+class FormatError(Exception):
+    """A part of the file is not what the layout says; the reader turns it into a problem."""
+
+
+def crc(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def new_packer() -> msgpack.Packer:
+    return msgpack.Packer(unicode_errors=_STR_ERRORS, use_bin_type=True)
+
+
+def unpack(data: bytes):
+    return msgpack.unpackb(data, raw=False, unicode_errors=_STR_ERRORS,
+                           strict_map_key=False, use_list=True)
+
+
+def safe_str(s: str) -> str:
+    """`s` if it can be stored, else with its unstorable lone surrogates as '?'.
+
+    os.fsdecode never yields those (only U+DC80..U+DCFF), so only a str built by
+    hand can lose anything here.
+    """
+    try:
+        s.encode("utf-8", _STR_ERRORS)
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "replace").decode("utf-8")
+
+
+# -- prefix + header ---------------------------------------------------------
+
+def pack_prefix_and_header(header: dict) -> bytes:
+    body = new_packer().pack(header)
+    return PREFIX.pack(MAGIC, FORMAT_VERSION, len(body), crc(body)) + body
+
+
+# -- chunks ------------------------------------------------------------------
+
+def pack_chunk(first_seq: int, count: int, payload: bytes) -> bytes:
+    """The bytes of one chunk: its header, then the lz4 block of `payload`."""
+    block = lz4.block.compress(payload, store_size=False)
+    fields = CHUNK_FIELDS.pack(CHUNK_TAG, len(block), len(payload), first_seq,
+                               count, crc(block))
+    return fields + struct.pack("<I", crc(fields)) + block
+
+
+def parse_chunk_head(head: bytes):
+    """(comp_len, raw_len, first_seq, count, payload_crc), or None if not a good head."""
+    if len(head) < CHUNK_HEAD_SIZE:
+        return None
+    fields = head[:CHUNK_FIELDS.size]
+    (want,) = struct.unpack_from("<I", head, CHUNK_FIELDS.size)
+    if crc(fields) != want:
+        return None
+    tag, comp_len, raw_len, first_seq, count, payload_crc = CHUNK_FIELDS.unpack(fields)
+    if tag != CHUNK_TAG or first_seq < 1:
+        return None
+    return comp_len, raw_len, first_seq, count, payload_crc
+
+
+def decode_block(block: bytes, raw_len: int, want_crc: int) -> bytes:
+    if crc(block) != want_crc:
+        raise FormatError("checksum mismatch")
+    try:
+        raw = lz4.block.decompress(block, uncompressed_size=raw_len)
+    except Exception as e:  # lz4 raises LZ4BlockError; any failure means bad bytes
+        raise FormatError(f"lz4: {e}") from None
+    if len(raw) != raw_len:
+        raise FormatError("wrong decompressed length")
+    return raw
+
+
+class ChunkEncoder:
+    """Builds one chunk's payload: column arrays plus a per-chunk string table.
+
+    Columns rather than one array per event: runs of alike values (kinds, nil
+    flags, small time deltas) sit next to each other, which lz4 compresses far
+    better (the later target is <= 8 bytes/event). Each chunk has its own
+    string table, so any chunk decodes without the ones before it.
+    """
+
+    def __init__(self):
+        self._packer = new_packer()
+        self.strings = {}              # str -> ref
+        self.table = []                # ref -> str as stored
+        self.cols = {name: [] for name in COLUMNS[:-1]}
+        self.args = []                 # msgpack bytes of each event's args (or nil)
+        self._last_pid = {}            # proc ref -> pid, to store repeats as nil
+        self._last_time = 0
+        self.argv0_at_start = []       # [proc ref, argv0 ref or nil, ...] (see add)
+
+    def __len__(self):
+        return len(self.args)
+
+    def _ref(self, s):
+        if s is None:
+            return None
+        ref = self.strings.get(s)
+        if ref is None:
+            ref = self.strings[s] = len(self.table)
+            self.table.append(safe_str(s))
+        return ref
+
+    def add(self, ev: Event, argv0_before) -> None:
+        """Append `ev`; `argv0_before` is its process's program before this event.
+
+        The first time a process shows up in the chunk we store what it was
+        running, so `argv0_at` works on a chunk alone (an interrupted trace
+        has no index to ask).
+        """
+        # Pack args first: a value msgpack cannot store fails here, at the
+        # append that brought it, not at the flush that would lose the chunk.
+        args = self._pack_args(ev.args)
+        c = self.cols
+        proc = self._ref(ev.proc)
+        if proc not in self._last_pid:
+            self.argv0_at_start += [proc, self._ref(argv0_before)]
+        pid = None if self._last_pid.get(proc) == ev.pid else ev.pid
+        self._last_pid[proc] = ev.pid
+        c["kind"].append(self._ref(ev.kind))
+        c["proc"].append(proc)
+        c["pid"].append(pid)
+        c["dt"].append(ev.time - self._last_time)
+        self._last_time = ev.time
+        c["syscall"].append(self._ref(ev.syscall))
+        c["result"].append(ev.result)
+        c["errno"].append(self._ref(ev.errno))
+        c["path"].append(self._ref(ev.path))
+        c["flags"].append(ev.flags)
+        c["path2"].append(self._ref(ev.path2))
+        self.args.append(args)
+
+    def _pack_args(self, args) -> bytes:
+        if not args:
+            return b"\xc0"                      # msgpack nil
+        # Keys go through the string table: the same dozen names repeat.
+        return self._packer.pack({self._ref(k): v for k, v in args.items()})
+
+    def payload(self) -> bytes:
+        p = self._packer
+        n = len(self.args)
+        parts = [p.pack_array_header(3 + len(COLUMNS)), p.pack(self.table), p.pack(n),
+                 p.pack(self.argv0_at_start)]
+        parts += [p.pack(self.cols[name]) for name in COLUMNS[:-1]]
+        parts += [p.pack_array_header(n), b"".join(self.args)]
+        return b"".join(parts)
+
+
+def decode_chunk(raw: bytes, first_seq: int):
+    """(events, argv0 at chunk start {proc: argv0}) from a chunk payload."""
+    try:
+        table, n, starts, *cols = unpack(raw)
+    except Exception as e:
+        raise FormatError(f"bad payload: {e}") from None
+    if len(cols) != len(COLUMNS) or any(len(c) != n for c in cols):
+        raise FormatError("bad payload: column lengths differ")
+    try:
+        return _events_from_columns(table, n, cols, first_seq), _starts(table, starts)
+    except (IndexError, TypeError, AttributeError, ValueError) as e:
+        raise FormatError(f"bad payload: {e}") from None
+
+
+def _starts(table, starts) -> dict:
+    return {table[starts[i]]: (None if starts[i + 1] is None else table[starts[i + 1]])
+            for i in range(0, len(starts), 2)}
+
+
+def _events_from_columns(table, n, cols, first_seq):
+    kinds, procs, pids, dts, syscalls, results, errnos, paths, flags, paths2, args = cols
+
+    def s(ref):
+        return None if ref is None else table[ref]
+
+    events, last_pid, t = [], {}, 0
+    for i in range(n):
+        proc = table[procs[i]]
+        pid = pids[i]
+        if pid is None:
+            pid = last_pid[proc]
+        last_pid[proc] = pid
+        t += dts[i]
+        a = args[i]
+        a = {table[k]: v for k, v in a.items()} if a else {}
+        events.append(Event(
+            table[kinds[i]], proc, pid=pid, syscall=s(syscalls[i]), path=s(paths[i]),
+            path2=s(paths2[i]), flags=flags[i], result=results[i], errno=s(errnos[i]),
+            args=a, time=t, seq=first_seq + i))
+    return events
+
+
+# -- index + footer ------------------------------------------------------------
+
+def pack_index(index: dict) -> bytes:
+    raw = new_packer().pack(index)
+    block = lz4.block.compress(raw, store_size=False)
+    return INDEX_HEAD.pack(INDEX_TAG, len(block), len(raw), crc(block)) + block
+
+
+def parse_index_head(head: bytes):
+    """(comp_len, raw_len, crc) of an index head, or None."""
+    if len(head) < INDEX_HEAD.size:
+        return None
+    tag, comp_len, raw_len, want = INDEX_HEAD.unpack_from(head)
+    return (comp_len, raw_len, want) if tag == INDEX_TAG else None
+
+
+def pack_footer(index_offset: int, last_seq: int) -> bytes:
+    fields = FOOTER_FIELDS.pack(index_offset, last_seq)
+    return FOOTER.pack(index_offset, last_seq, crc(fields), FOOTER_TAG)
+
+
+def parse_footer(data: bytes):
+    """(index_offset, last_seq), or None if `data` is not a good footer."""
+    if len(data) != FOOTER_SIZE:
+        return None
+    index_offset, last_seq, want, tag = FOOTER.unpack(data)
+    if tag != FOOTER_TAG or crc(FOOTER_FIELDS.pack(index_offset, last_seq)) != want:
+        return None
+    return index_offset, last_seq

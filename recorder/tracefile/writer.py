@@ -1,0 +1,223 @@
+"""TraceWriter: appends events to a .nixrec file, one self-contained chunk at a time.
+
+Crash safety comes from the order of writes, not from fsync: the header, then
+each chunk written whole with os.write as soon as it ends, then the index and
+the footer last. A recorder killed with SIGKILL leaves every chunk it wrote
+(the kernel still holds them), and the reader reads up to the last one; it
+loses only the chunk being filled, which is at most `chunk_events` events or
+about `max_chunk_age` seconds. fsync runs once, at close (a machine crash may
+lose more; a recorder crash does not).
+"""
+
+import errno as _errno
+import os
+import time
+
+from nixrec.recorder.errors import EXIT_BAD_INPUT, EXIT_HOST, NixrecError
+from nixrec.recorder.tracefile import format as fmt
+from nixrec.recorder.tracefile.model import Event, Process
+from nixrec.recorder.tracefile.procs import ProcessTracker
+
+# Errors that mean "the user gave a path we cannot create" rather than "the host
+# ran out of something while writing": they exit 2 (bad input), the rest 3.
+_PATH_ERRNOS = {_errno.ENOENT, _errno.ENOTDIR, _errno.EACCES, _errno.EISDIR,
+                _errno.EROFS, _errno.EPERM, _errno.ENAMETOOLONG}
+
+
+class TraceWriteError(NixrecError):
+    """The trace file cannot be written; the chunks already written stay readable."""
+
+    exit_code = EXIT_HOST
+
+
+class TraceWriter:
+    """Writes one recording. Memory: the chunk being filled, the chunk list and
+    the process table (one entry per process, a few per exec), never past events.
+
+        with TraceWriter(path, header) as w:
+            for ev in events:
+                w.append(ev)
+            w.close(summary, processes)
+    """
+
+    def __init__(self, path, header: dict, chunk_events: int = 8192,
+                 max_chunk_age: float = 1.0):
+        self.path = os.fspath(path)
+        self.chunk_events = max(1, int(chunk_events))
+        # A SIGKILLed recorder loses the chunk in memory; 1 s bounds that loss
+        # in time as chunk_events bounds it in events.
+        self.max_chunk_age = max_chunk_age
+        self.bytes_written = 0
+        self.chunks = []                   # [offset, first_seq, count] per chunk
+        self._next_seq = 1
+        self._tracker = ProcessTracker()
+        self._enc = fmt.ChunkEncoder()
+        self._chunk_started = time.monotonic()
+        self._closed = False
+        self._failed = None
+        prefix = fmt.pack_prefix_and_header(header)   # an unpackable header fails here
+        self._fd = self._open()
+        self._write(prefix)
+
+    # -- appending -------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        return self._next_seq - 1
+
+    def append(self, event: Event) -> int:
+        """Store `event`; give it the next seq if its seq is 0; return its seq."""
+        self._check_usable()
+        given = event.seq
+        if given and given != self._next_seq:
+            raise ValueError(f"event seq {given} is out of order "
+                             f"(the next seq is {self._next_seq})")
+        event.seq = self._next_seq
+        try:
+            self._enc.add(event, self._tracker.argv0(event.proc))
+        except Exception:
+            event.seq = given
+            raise
+        self._tracker.see(event)
+        self._next_seq += 1
+        if len(self._enc) >= self.chunk_events or self._chunk_is_old():
+            self.flush()
+        return event.seq
+
+    def _chunk_is_old(self) -> bool:
+        # time.monotonic() is ~50 ns, small next to encoding one event, so it
+        # runs on every append: a slow trickle of events is flushed on time too.
+        return time.monotonic() - self._chunk_started > self.max_chunk_age
+
+    def tick(self) -> None:
+        """Flush the chunk if it is older than max_chunk_age; for an idle tracer loop."""
+        if not self._closed and not self._failed and len(self._enc) and self._chunk_is_old():
+            self.flush()
+
+    def flush(self) -> None:
+        """End the current chunk now and write it (no-op when it is empty)."""
+        self._check_usable()
+        n = len(self._enc)
+        self._chunk_started = time.monotonic()
+        if not n:
+            return
+        first = self._next_seq - n
+        data = fmt.pack_chunk(first, n, self._enc.payload())
+        self._enc = fmt.ChunkEncoder()
+        offset = self.bytes_written
+        self._write(data)
+        self.chunks.append([offset, first, n])
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self, summary: dict = None, processes=None) -> None:
+        """Write the last chunk, the index and the footer, fsync and close.
+
+        `processes`: the recorder's process table (list of Process); when None
+        the table folded from the appended events is stored.
+        """
+        if self._closed:
+            return
+        if self._failed:
+            self._close_fd()
+            return
+        try:
+            self.flush()
+            index_offset = self.bytes_written
+            self._write(fmt.pack_index(self._index(summary, processes)))
+            self._write(fmt.pack_footer(index_offset, self.last_seq))
+            self._fsync()
+        finally:
+            self._close_fd()
+
+    def abandon(self) -> None:
+        """Write what is buffered and close without an index: the trace then
+        reads as "recording interrupted after event N", which is the truth."""
+        if self._closed:
+            return
+        try:
+            if not self._failed:
+                self.flush()
+        finally:
+            self._close_fd()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            try:
+                self.abandon()
+            except NixrecError:
+                pass            # keep the original exception, it says more
+        return False
+
+    def _index(self, summary, processes) -> dict:
+        if processes is None:
+            processes = list(self._tracker.procs.values())
+        return {
+            "chunks": self.chunks,
+            "last_seq": self.last_seq,
+            "summary": summary if summary is not None else {},
+            "processes": [_process_dict(p) for p in processes],
+            "execs": {proc: [list(e) for e in hist]
+                      for proc, hist in self._tracker.execs.items()},
+        }
+
+    # -- the OS ----------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._failed:
+            raise self._failed
+        if self._closed:
+            raise ValueError(f"trace {self.path} is already closed")
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                           0o644)
+        except OSError as e:
+            code = EXIT_BAD_INPUT if e.errno in _PATH_ERRNOS else EXIT_HOST
+            raise TraceWriteError(f"cannot create trace {self.path}: {e.strerror}",
+                                  code) from None
+
+    def _write(self, data: bytes) -> None:
+        """Write all of `data` at the end, or undo the torn part and raise."""
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as e:
+            self._fail(e)
+        self.bytes_written += len(data)
+
+    def _fail(self, e: OSError):
+        # Cut the torn tail (best effort) so the file ends at a chunk boundary;
+        # the reader would cope anyway, but a clean end reads faster.
+        try:
+            os.ftruncate(self._fd, self.bytes_written)
+        except OSError:
+            pass
+        self._failed = TraceWriteError(f"cannot write trace {self.path}: {e.strerror}")
+        raise self._failed from None
+
+    def _fsync(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as e:
+            if e.errno != _errno.EINVAL:      # EINVAL: a pipe or special file
+                self._fail(e)
+
+    def _close_fd(self) -> None:
+        self._closed = True
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+
+def _process_dict(p) -> dict:
+    return p.as_dict() if isinstance(p, Process) else dict(p)

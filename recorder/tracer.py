@@ -1,0 +1,484 @@
+"""The ptrace loop: the one place that drives tracees.
+
+The builder runs under a seccomp filter (seccomp.py) that stops it only on the
+calls in syscalls.py. At each stop the tracer reads the call with one
+PTRACE_GET_SYSCALL_INFO and its strings with process_vm_readv, lets the call
+run to its exit stop when the result matters, and hands the finished event to
+`emit`. Forks, execs and exits come from ptrace's own event stops.
+
+Processes are named by tree path (style.md): the builder is "1", its children
+"1.1", "1.2", ... in the order the tracer sees their creation.
+"""
+
+import errno
+import os
+import signal
+import time
+
+from nixrec.recorder import decode, linux, syscalls
+from nixrec.recorder.tracefile.model import Event, Process
+
+WALL = 0x40000000          # __WALL: wait for clone children (threads) too
+
+OPTIONS = (linux.PTRACE_O_TRACESYSGOOD | linux.PTRACE_O_TRACEFORK
+           | linux.PTRACE_O_TRACEVFORK | linux.PTRACE_O_TRACECLONE
+           | linux.PTRACE_O_TRACEEXEC | linux.PTRACE_O_TRACESECCOMP
+           | linux.PTRACE_O_EXITKILL)
+
+# Signals worth an event when delivered; SIGCHLD and friends are routine.
+NOTABLE_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE,
+                   signal.SIGILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                   signal.SIGPIPE, signal.SIGALRM, signal.SIGXCPU, signal.SIGQUIT,
+                   signal.SIGSYS, signal.SIGUSR1, signal.SIGUSR2}
+OUTPUT_LIMIT = 1 << 16          # bytes of one write kept in the trace
+CLONE_THREAD = 0x00010000
+_FORK_SYSCALL = {linux.PTRACE_EVENT_FORK: "fork", linux.PTRACE_EVENT_VFORK: "vfork",
+                 linux.PTRACE_EVENT_CLONE: "clone"}
+
+
+def signame(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return f"SIG{n}"
+
+
+class Tracee:
+    """What the tracer knows of one live process."""
+
+    __slots__ = ("pid", "nspid", "proc", "nchildren", "cwd", "pending", "forced_errno",
+                 "info", "connected")
+
+    def __init__(self, pid, nspid, proc, cwd, info):
+        self.pid = pid               # live pid, as the tracer sees it (never in the trace)
+        self.nspid = nspid           # the pid the build sees (PID namespace): recorded
+        self.proc = proc
+        self.nchildren = 0
+        self.cwd = cwd
+        self.pending = None          # (Syscall, Event) between entry and exit stops
+        self.forced_errno = 0        # a refusal nixrec applies (Nix's seccomp rules)
+        self.info = info             # the Process record for the trace
+        self.connected = {}          # fd -> address of connect() (for send without one)
+
+
+class Tracer:
+    """Traces one build from its builder's first exec to the last exit."""
+
+    def __init__(self, emit, cwd="/build", output_rdev=None, builder_env=True):
+        self.emit = emit                    # callable(Event): the session's sink
+        self.t0 = time.monotonic()
+        self.tracees = {}                   # live pid -> Tracee
+        self.unborn = {}                    # pid -> status: stopped before its fork event
+        self.processes = {}                 # tree path -> Process
+        self.by_nspid = {}                  # the build's pid -> tree path (latest)
+        self.start_cwd = cwd
+        self.output_rdev = output_rdev      # st_rdev of the pty slave: the build log
+        self.builder_pid = None
+        self.builder_status = None          # ("exit", code) or ("signal", name)
+        self.stops = 0
+        self.refused = 0
+        self.builder_env = builder_env
+        self.current = ""                   # argv0 of the last exec (status line)
+
+    # --- attaching ---------------------------------------------------------------
+    def seize(self, pid: int) -> None:
+        """Attach to the builder before it loads its filter and execs."""
+        linux.ptrace(linux.PTRACE_SEIZE, pid, 0, OPTIONS)
+        self.builder_pid = pid
+        nspid = _nspid(pid)
+        info = Process("1", pid=nspid, parent=None)
+        self.processes["1"] = info
+        self.tracees[pid] = Tracee(pid, nspid, "1", self.start_cwd, info)
+
+    def kill_build(self) -> None:
+        """SIGKILL the builder: PID 1 of its namespace, so every process goes."""
+        if self.builder_pid and self.builder_status is None:
+            try:
+                os.kill(self.builder_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # --- the loop ------------------------------------------------------------------
+    def run(self, should_stop=None) -> None:
+        """Until every tracee has exited. `should_stop()` -> True kills the build."""
+        while self.tracees:
+            try:
+                pid, status = os.waitpid(-1, WALL)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            if should_stop is not None and should_stop():
+                self.kill_build()
+            self._dispatch(pid, status)
+
+    def drain(self) -> None:
+        """After kill_build: reap every tracee so none stays a zombie of ours.
+
+        A traced process that dies is reported to the tracer first; until the
+        tracer waits for it, its real parent (the sandbox helper) cannot.
+        """
+        self.kill_build()
+        while self.tracees:
+            try:
+                pid, status = os.waitpid(-1, WALL)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            t = self.tracees.get(pid)
+            if t is None:
+                continue
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self._on_exit(t, status)
+            else:
+                try:
+                    self._resume(pid)
+                except OSError:
+                    pass
+
+    def _now(self) -> int:
+        return int((time.monotonic() - self.t0) * 1_000_000)
+
+    def _dispatch(self, pid, status):
+        t = self.tracees.get(pid)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            if t is not None:
+                self._on_exit(t, status)
+            return
+        if not os.WIFSTOPPED(status):
+            return
+        if t is None:
+            # A new child can report its first stop before its parent's fork
+            # event names it; hold it until the parent's stop arrives.
+            self.unborn[pid] = status
+            return
+        self.stops += 1
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        try:
+            if event == linux.PTRACE_EVENT_SECCOMP:
+                self._on_seccomp(t)
+            elif sig == (signal.SIGTRAP | 0x80):
+                self._on_syscall_exit(t)
+            elif event in _FORK_SYSCALL:
+                self._on_fork(t, event)
+            elif event == linux.PTRACE_EVENT_EXEC:
+                self._on_exec_done(t)
+            elif event == linux.PTRACE_EVENT_STOP:
+                self._resume(t.pid)
+            elif event:
+                self._resume(t.pid)
+            else:
+                self._on_signal(t, sig)
+        except ProcessLookupError:
+            pass      # killed while stopped (SIGKILL): its exit status follows
+        except OSError as e:
+            if e.errno != errno.ESRCH:
+                raise
+
+    def _resume(self, pid, sig=0, req=linux.PTRACE_CONT):
+        linux.ptrace(req, pid, 0, sig)
+
+    # --- process events ----------------------------------------------------------------
+    def _on_fork(self, t, event):
+        child_pid = linux.geteventmsg(t.pid)
+        t.nchildren += 1
+        proc = f"{t.proc}.{t.nchildren}"
+        thread = event == linux.PTRACE_EVENT_CLONE and self._is_thread(child_pid, t.pid)
+        nspid = _nspid(child_pid)
+        seq_info = Process(proc, pid=nspid, parent=t.proc, argv=list(t.info.argv),
+                           exe=t.info.exe)
+        self.processes[proc] = seq_info
+        self.by_nspid[nspid] = proc
+        child = Tracee(child_pid, nspid, proc, t.cwd, seq_info)
+        self.tracees[child_pid] = child
+        self.emit(Event("fork", t.proc, t.nspid, _FORK_SYSCALL[event], result=nspid,
+                        args={"child": proc, "thread": thread}, time=self._now()))
+        self._resume(t.pid)
+        if child_pid in self.unborn:
+            status = self.unborn.pop(child_pid)
+            self._dispatch(child_pid, status)
+
+    @staticmethod
+    def _is_thread(child_pid, parent_pid):
+        try:
+            with open(f"/proc/{child_pid}/status") as f:
+                for line in f:
+                    if line.startswith("Tgid:"):
+                        return int(line.split()[1]) != child_pid
+        except OSError:
+            pass
+        return False
+
+    def _on_exit(self, t, status):
+        del self.tracees[t.pid]
+        if os.WIFEXITED(status):
+            code, sig = os.WEXITSTATUS(status), None
+        else:
+            code, sig = None, signame(os.WTERMSIG(status))
+        t.info.exit_status, t.info.exit_signal = code, sig
+        if t.pending is not None and t.pending[1].kind == "exec":
+            # exit_group from another thread during exec, or killed mid-call.
+            t.pending = None
+        self.emit(Event("exit", t.proc, t.nspid, None, result=code,
+                        args={"status": code, "signal": sig}, time=self._now()))
+        if t.pid == self.builder_pid:
+            self.builder_status = ("exit", code) if sig is None else ("signal", sig)
+
+    def _on_signal(self, t, sig):
+        if sig in NOTABLE_SIGNALS:
+            self.emit(Event("signal", t.proc, t.nspid, None,
+                            args={"signal": signame(sig)}, time=self._now()))
+        if sig in (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+            sig = 0     # no job control in a build: never leave a tracee stopped
+        self._resume(t.pid, sig)
+
+    # --- syscalls ---------------------------------------------------------------------------
+    def _on_seccomp(self, t):
+        op, nr, args = linux.get_syscall_info(t.pid)
+        sc = syscalls.BY_NR.get(nr)
+        if sc is None or op != linux.PTRACE_SYSCALL_INFO_SECCOMP:
+            self._resume(t.pid)
+            return
+        ev = self._decode_entry(t, sc, args)
+        if ev is None:
+            self._resume(t.pid)
+            return
+        refusal = self._sandbox_refusal(sc, args)
+        if refusal:
+            # Nix's seccomp rules, applied here so the refused call is in the trace.
+            linux.skip_syscall(t.pid)
+            t.forced_errno = refusal
+        if not sc.needs_exit:
+            self.emit(ev)
+            self._resume(t.pid)
+            return
+        t.pending = (sc, ev)
+        self._resume(t.pid, req=linux.PTRACE_SYSCALL)
+
+    @staticmethod
+    def _sandbox_refusal(sc, args):
+        if sc.name in syscalls.SETUID_CHMOD:
+            if args[syscalls.SETUID_CHMOD[sc.name]] & (syscalls.S_ISUID | syscalls.S_ISGID):
+                return errno.EPERM
+        elif sc.name in syscalls.XATTR_SET:
+            return errno.ENOTSUP
+        return 0
+
+    def _on_syscall_exit(self, t):
+        if t.pending is None:
+            self._resume(t.pid)
+            return
+        sc, ev = t.pending
+        t.pending = None
+        op, rval, is_err = linux.get_syscall_info(t.pid)
+        if t.forced_errno:
+            rval, is_err = -t.forced_errno, 1
+            linux.set_return(t.pid, rval)
+            t.forced_errno = 0
+            self.refused += 1
+        if is_err:
+            ev.result, ev.errno = -1, syscalls.errno_name(-rval)
+        else:
+            ev.result = rval
+        self._finish(t, sc, ev)
+        self.emit(ev)
+        self._resume(t.pid)
+
+    def _on_exec_done(self, t):
+        """PTRACE_EVENT_EXEC: the exec succeeded; the new program runs next."""
+        if t.pending is not None and t.pending[1].kind == "exec":
+            ev = t.pending[1]
+            t.pending = None
+            ev.result = 0
+            t.info.argv = ev.args.get("argv", [])
+            t.info.exe = ev.path
+            if not t.info.first_seq:
+                t.info.first_seq = -1     # set by the session from the seq
+            self.current = os.path.basename(t.info.argv[0]) if t.info.argv else ev.path
+            self.emit(ev)
+        # Resume with CONT: the exec's own exit stop is not needed any more.
+        self._resume(t.pid)
+
+    # --- decoding --------------------------------------------------------------------------------
+    def _read(self, pid):
+        return lambda addr, size: linux.read_mem(pid, addr, size)
+
+    def _path_arg(self, t, sc, args, role, dirrole):
+        i = sc.arg(role)
+        if i is None:
+            return None
+        raw = linux.read_cstr(t.pid, args[i])
+        if raw is None:
+            return None
+        path = decode.fsdecode(raw)
+        j = sc.arg(dirrole)
+        base = t.cwd
+        if j is not None:
+            dirfd = _s32(args[j])
+            if path == "" or not path.startswith("/"):
+                if dirfd != syscalls.AT_FDCWD:
+                    base = self._fd_path(t, dirfd)
+                    if path == "":
+                        return base
+        if path == "":
+            return ""
+        return decode.resolve(base, path)
+
+    def _fd_path(self, t, fd):
+        try:
+            return decode.fsdecode(os.readlink(f"/proc/{t.pid}/fd/{fd}").encode(
+                "utf-8", "surrogateescape"))
+        except OSError:
+            return f"<fd {fd}>"
+
+    def _decode_entry(self, t, sc, args):
+        """-> the Event for a call at its entry (result filled in at exit)."""
+        ev = Event("exec" if sc.cls == syscalls.EXEC else "syscall", t.proc, t.nspid,
+                   sc.name, time=self._now())
+        if sc.cls == syscalls.OUT:
+            return self._decode_output(t, sc, args, ev)
+        ev.path = self._path_arg(t, sc, args, "path", "dirfd")
+        if sc.arg("path2") is not None:
+            ev.path2 = self._path_arg(t, sc, args, "path2", "dirfd2")
+        for role in ("flags", "mode"):
+            i = sc.arg(role)
+            if i is not None and ev.flags is None:
+                ev.flags = args[i] & 0xFFFFFFFF
+        i = sc.arg("atflags")
+        if i is not None and ev.path in (None, "") and args[i] & syscalls.AT_EMPTY_PATH:
+            j = sc.arg("dirfd")
+            ev.path = self._fd_path(t, _s32(args[j])) if j is not None else None
+        i = sc.arg("fd")
+        if i is not None:
+            ev.args["fd"] = _s32(args[i])
+            if sc.cls == syscalls.FILE and ev.path is None:
+                ev.path = self._fd_path(t, _s32(args[i]))
+        i = sc.arg("target")
+        if i is not None:
+            ev.args["target"] = decode.fsdecode(linux.read_cstr(t.pid, args[i]) or b"")
+        i = sc.arg("how")
+        if i is not None:
+            raw = linux.read_mem(t.pid, args[i], 8)
+            if len(raw) == 8:
+                ev.flags = int.from_bytes(raw, "little") & 0xFFFFFFFF
+        if sc.cls == syscalls.EXEC:
+            self._decode_exec(t, sc, args, ev)
+        elif sc.cls == syscalls.NET:
+            self._decode_net(t, sc, args, ev)
+        elif sc.name == "wait4":
+            ev.args["wstatus_addr"] = args[1]
+        return ev
+
+    def _decode_exec(self, t, sc, args, ev):
+        read = self._read(t.pid)
+        ptrs = decode.read_ptr_array(read, args[sc.arg("argv")])
+        ev.args["argv"] = [decode.fsdecode(linux.read_cstr(t.pid, p) or b"") for p in ptrs]
+        if self.builder_env and t.proc == "1" and not t.info.exe:
+            envp = decode.read_ptr_array(read, args[sc.arg("envp")])
+            ev.args["env"] = [decode.fsdecode(linux.read_cstr(t.pid, p, 1 << 20) or b"")
+                              for p in envp]
+
+    def _decode_net(self, t, sc, args, ev):
+        read = self._read(t.pid)
+        fd = _s32(args[0])
+        if sc.name == "socket":
+            ev.args["family"] = decode.AF_NAMES.get(args[0], f"AF_{args[0]}")
+            ev.args["type"] = decode.SOCK_NAMES.get(args[1] & 0xF, str(args[1] & 0xF))
+            return
+        ev.args["fd"] = fd
+        payload = b""
+        if sc.name in ("connect", "bind"):
+            sa = linux.read_mem(t.pid, args[1], min(args[2], 128))
+        elif sc.name == "sendto":
+            sa = linux.read_mem(t.pid, args[4], min(args[5], 128)) if args[4] else b""
+            payload = linux.read_mem(t.pid, args[1], min(args[2], 512))
+        else:
+            addr = args[1]              # sendmsg: a msghdr; sendmmsg: the first mmsghdr
+            sa, iov = decode.msghdr(read, addr)
+            if iov:
+                payload = linux.read_mem(t.pid, iov[0][0], min(iov[0][1], 512))
+        family, address = decode.sockaddr(sa) if sa else (None, None)
+        if address is None:
+            address = t.connected.get(fd)
+        elif sc.name == "connect":
+            t.connected[fd] = address
+        if family:
+            ev.args["family"] = family
+        if address:
+            ev.args["address"] = address
+        if payload and decode.port_of(address) == 53:
+            name = decode.dns_question(payload)
+            if name:
+                ev.args["dns"] = name
+
+    def _decode_output(self, t, sc, args, ev):
+        fd = _s32(args[0])
+        if self.output_rdev is not None:
+            try:
+                if os.stat(f"/proc/{t.pid}/fd/{fd}").st_rdev != self.output_rdev:
+                    return None        # fd 1/2 redirected to a file: not the log
+            except OSError:
+                return None
+        ev.kind = "output"
+        ev.args["fd"] = fd
+        if sc.name == "write":
+            data = linux.read_mem(t.pid, args[1], min(args[2], OUTPUT_LIMIT))
+        else:
+            parts = []
+            for base, ln in decode.iovecs(self._read(t.pid), args[1], min(args[2], 64)):
+                parts.append(linux.read_mem(t.pid, base, min(ln, OUTPUT_LIMIT)))
+            data = b"".join(parts)[:OUTPUT_LIMIT]
+        ev.args["data"] = data
+        ev.result = len(data)
+        return ev
+
+    # --- after the call --------------------------------------------------------------------------
+    def _finish(self, t, sc, ev):
+        """What a finished call changes in the tracer's view of the process."""
+        addr = ev.args.pop("wstatus_addr", None)
+        if ev.errno is not None:
+            return
+        if sc.name == "chdir":
+            t.cwd = ev.path
+        elif sc.name == "fchdir":
+            t.cwd = self._cwd(t)
+        elif sc.name == "wait4" and ev.result and ev.result > 0:
+            self._decode_wait(t, ev, addr)
+
+    def _cwd(self, t):
+        try:
+            return os.readlink(f"/proc/{t.pid}/cwd")
+        except OSError:
+            return t.cwd
+
+    def _decode_wait(self, t, ev, addr):
+        child = self.by_nspid.get(ev.result)
+        if child:
+            ev.args["child"] = child
+        if addr:
+            raw = linux.read_mem(t.pid, addr, 4)
+            if len(raw) == 4:
+                st = int.from_bytes(raw, "little")
+                if os.WIFEXITED(st):
+                    ev.args["status"] = os.WEXITSTATUS(st)
+                elif os.WIFSIGNALED(st):
+                    ev.args["signal"] = signame(os.WTERMSIG(st))
+
+
+def _nspid(pid: int) -> int:
+    """The pid a process has inside its PID namespace (last NSpid field)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return pid
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
