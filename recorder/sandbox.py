@@ -274,7 +274,15 @@ def check_sandbox_paths(plan: SandboxPlan) -> list:
 # --- child side: runs as PID 1 of the new namespaces, before the builder's exec ---------
 
 def _bind(source, target, readonly=False):
-    """Bind-mount a file or directory, creating the mount point like doBind does."""
+    """Bind-mount a file or directory, creating the mount point like doBind does.
+
+    A symlink source is recreated as the same symlink (doBind does so: on a
+    merged-/usr host /bin -> usr/bin must stay a link, not become a mount).
+    """
+    if os.path.islink(source):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.symlink(os.readlink(source), target)
+        return
     if os.path.isdir(source) and not os.path.islink(source):
         os.makedirs(target, exist_ok=True)
     else:

@@ -16,9 +16,6 @@ from nixrec.recorder.errors import EXIT_HOST, BadInput, HostUnsupported, NixrecE
 from nixrec.recorder.tracer import Tracer
 from nixrec.recorder.tracefile.writer import TraceWriter
 
-# Where a sandboxed build may look without it being an escape attempt: what
-# the sandbox itself provides (nix-sandbox.md §2.4).
-SANDBOX_OWN = ("/build", "/tmp", "/proc", "/dev", "/etc/passwd", "/etc/group", "/etc/hosts")
 REFUSED_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOTSUP", "ENETUNREACH", "ECONNREFUSED",
                   "EHOSTUNREACH", "EAFNOSUPPORT"}
 
@@ -164,14 +161,23 @@ class _LogPump(threading.Thread):
         self.on_eof()
 
 
-def _is_refused(ev) -> bool:
+def visible_roots(plan) -> frozenset:
+    """Top-level names that exist in the sandbox: its own and the sandbox-paths."""
+    own = {"build", "tmp", "proc", "dev", "etc", "nix"}
+    own.update(p["target"].strip("/").split("/")[0] for p in plan.sandbox_paths)
+    return frozenset(own)
+
+
+def is_refused(ev, roots) -> bool:
+    """A call the sandbox refused: a permission or network error, or a path
+    that is missing only because its top directory is not in the sandbox."""
     if ev.errno is None:
         return False
     if ev.errno in REFUSED_ERRNOS:
         return True
     p = ev.path or ""
-    return ev.errno == "ENOENT" and p.startswith("/") and not p.startswith(
-        ("/nix/store/",) + SANDBOX_OWN)
+    return (ev.errno == "ENOENT" and p.startswith("/")
+            and p.split("/", 2)[1] not in roots)
 
 
 def record(target: str, opts: RecordOptions) -> RecordResult:
@@ -188,11 +194,12 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     writer = TraceWriter(out, header_for(drv_path, plan, hashes))
     counts = {"events": 0, "refused": 0}
     interrupted = []
+    roots = visible_roots(plan)
 
     def emit(ev):
         writer.append(ev)
         counts["events"] += 1
-        if _is_refused(ev):
+        if ev.errno is not None and is_refused(ev, roots):
             counts["refused"] += 1
 
     master, slave = os.openpty()

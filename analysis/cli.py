@@ -1,0 +1,132 @@
+"""The analysis verbs: `nixrec why`, `nixrec deps`, `nixrec graph`.
+
+Reading the trace and picking a renderer happen here; the analysis itself is
+in rootcause.py, deps.py and graph.py (pure functions of the trace's data).
+"""
+
+import os
+
+import click
+
+from nixrec.recorder.errors import BadInput
+
+
+def _open(path):
+    from nixrec.recorder.tracefile.reader import open_trace
+    return open_trace(path)
+
+
+def _store_peek(store_dir="/nix/store"):
+    """Read a script's #! line, only from the local store (inputs are immutable
+    there, so what we read is what the build ran); None anywhere else."""
+    def peek(path):
+        if not path or not path.startswith(store_dir + "/"):
+            return None
+        try:
+            with open(path, "rb") as f:
+                head = f.read(256)
+        except OSError:
+            return None
+        if not head.startswith(b"#!"):
+            return None
+        words = head[2:].split(b"\n", 1)[0].split()
+        return words[0].decode("utf-8", "replace") if words else None
+    return peek
+
+
+def why_report(path):
+    from nixrec.analysis.rootcause import explain
+    r = _open(path)
+    try:
+        return explain(r.header, r.processes, r.events(), problems=r.problems,
+                       summary=r.summary, trace_path=path, peek=_store_peek())
+    finally:
+        r.close()
+
+
+@click.command("why")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def why_cmd(trace, as_json):
+    """Explain why the recorded build failed: chain, root causes, replay command."""
+    from nixrec.analysis.render import json as rjson, text
+    rep = why_report(trace)
+    click.echo(rjson.dumps(rep) if as_json else text.why_text(rep), nl=as_json)
+
+
+@click.command("deps")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("--markdown", is_flag=True, help="A Markdown report.")
+def deps_cmd(trace, as_json, markdown):
+    """List every access outside the declared inputs, and unused inputs."""
+    if as_json and markdown:
+        raise BadInput("deps: choose one of --json and --markdown")
+    from nixrec.analysis.deps import undeclared_accesses
+    from nixrec.analysis.render import json as rjson, markdown as rmd, text
+    r = _open(trace)
+    try:
+        rep = undeclared_accesses(r.header, r.events())
+        problems = r.problems
+    finally:
+        r.close()
+    if as_json:
+        rep = dict(rep, partial=problems)
+        click.echo(rjson.dumps(rep))
+    elif markdown:
+        click.echo(rmd.deps_markdown(rep), nl=False)
+    else:
+        if problems:
+            click.echo(f"note: partial trace: {problems[0]}")
+        click.echo(text.deps_text(rep), nl=False)
+
+
+GRAPH_FORMATS = (".dot", ".graphml", ".json")
+
+
+@click.command("graph")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output file; the format follows the extension: " +
+                   ", ".join(GRAPH_FORMATS))
+@click.option("--fold-store", is_flag=True,
+              help="Show /nix/store/<hash>-name/... as the store path.")
+@click.option("--hide-reads", is_flag=True, help="Leave out successful reads and stats.")
+@click.option("--failure", is_flag=True, help="Only the failure's neighbourhood.")
+def graph_cmd(trace, output, fold_store, hide_reads, failure):
+    """Write the build as a graph of processes, files and sockets."""
+    ext = os.path.splitext(output)[1].lower()
+    if ext not in GRAPH_FORMATS:
+        raise BadInput(f"graph: cannot tell the format of {output}: "
+                       f"use one of {', '.join(GRAPH_FORMATS)}")
+    from nixrec.analysis.graph import build_graph, failure_subgraph
+    r = _open(trace)
+    try:
+        g = build_graph(r.header, r.processes, r.events(), fold_store=fold_store,
+                        hide_reads=hide_reads)
+    finally:
+        r.close()
+    if failure:
+        g = failure_subgraph(g, why_report(trace))
+    _write_graph(g, output, ext)
+    click.echo(f"wrote {output}: {g.number_of_nodes()} nodes, "
+               f"{g.number_of_edges()} edges", err=True)
+
+
+def _write_graph(g, output, ext):
+    import networkx as nx
+    from nixrec.analysis.render import dot, json as rjson
+    try:
+        if ext == ".dot":
+            with open(output, "w") as f:
+                f.write(dot.graph_dot(g))
+        elif ext == ".graphml":
+            nx.write_graphml(dot.graphml_ready(g), output)
+        else:
+            with open(output, "w") as f:
+                f.write(rjson.graph_json(g))
+    except OSError as e:
+        raise BadInput(f"graph: cannot write {output}: {e.strerror}") from None
+
+
+COMMANDS = [why_cmd, deps_cmd, graph_cmd]

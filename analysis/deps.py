@@ -1,0 +1,183 @@
+"""What the build touched outside what it declared (`nixrec deps`).
+
+Also the one owner of "where is this path in the sandbox" (classify_path) and
+"what kind of access is this event" (access_of), which rootcause.py reuses.
+"""
+
+import os
+
+from nixrec.recorder.syscalls import OPEN_CALLS, STAT_CALLS, WRITE_CALLS, XATTR_SET
+
+STORE_DIR = "/nix/store"
+
+# Paths Nix itself puts in every sandbox (nix-sandbox.md §2.4): touching them is
+# not an undeclared dependency, so neither `deps` nor `why` should blame them.
+SANDBOX_FILES = frozenset({
+    "/", "/nix", "/etc", "/etc/passwd", "/etc/group", "/etc/hosts",
+    "/tmp", "/dev", "/proc", "/dev/shm", "/dev/pts",
+})
+SANDBOX_PREFIXES = ("/proc/", "/dev/", "/tmp/")
+
+# Open flags that make an open a write (asm-generic/fcntl.h).
+O_WRONLY, O_RDWR, O_CREAT, O_TRUNC = 0o1, 0o2, 0o100, 0o1000
+_OPEN_WRITE = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
+
+# Access kind per syscall name: the table's classes (recorder/syscalls.py owns
+# them) plus the calls analysis also names but the table does not class.
+_STAT = STAT_CALLS | {"chdir", "getxattr", "lgetxattr"}
+_WRITE = WRITE_CALLS | {"fchmod", "fsetxattr", "fchown"} | set(XATTR_SET)
+_OPEN = OPEN_CALLS
+_CONNECT = {"connect", "sendto", "sendmsg", "bind"}
+_CREATE = {"mkdir", "mkdirat", "link", "linkat", "symlink", "symlinkat", "creat",
+           "mknod", "mknodat"}
+_DELETE = {"unlink", "unlinkat", "rmdir"}
+_RENAME = {"rename", "renameat", "renameat2"}
+
+
+def access_of(ev) -> str:
+    """read | write | stat | exec | connect | None for an event that names a path."""
+    if ev.kind == "exec":
+        return "exec"
+    name = ev.syscall or ""
+    if name in _OPEN:
+        return "write" if (ev.flags or 0) & _OPEN_WRITE else "read"
+    if name in _STAT:
+        return "stat"
+    if name in _WRITE:
+        return "write"
+    if name in _CONNECT:
+        return "connect"
+    return None
+
+
+def creates(ev):
+    """The path an event made exist (open O_CREAT, mkdir, link, rename target) or None."""
+    if ev.failed or ev.kind != "syscall":
+        return None
+    name = ev.syscall or ""
+    if name in _OPEN and (ev.flags or 0) & O_CREAT:
+        return ev.path
+    if name in _RENAME or name in ("link", "linkat", "symlink", "symlinkat"):
+        return ev.path2
+    if name in _CREATE:
+        return ev.path2 or ev.path
+    return None
+
+
+def deletes(ev):
+    if ev.failed or ev.kind != "syscall":
+        return None
+    if ev.syscall in _DELETE:
+        return ev.path
+    if ev.syscall in _RENAME:
+        return ev.path
+    return None
+
+
+def store_path_of(path: str, store_dir: str = STORE_DIR):
+    """/nix/store/<hash>-name/sub/dir -> /nix/store/<hash>-name; None outside the store."""
+    if not path or not path.startswith(store_dir + "/"):
+        return None
+    first = path[len(store_dir) + 1:].split("/", 1)[0]
+    return f"{store_dir}/{first}" if first else None
+
+
+class PathClassifier:
+    """Where a path is, seen from the derivation's declared sandbox plan."""
+
+    def __init__(self, plan: dict):
+        plan = plan or {}
+        self.store_dir = plan.get("store_dir") or STORE_DIR
+        self.build_dir = plan.get("build_dir") or "/build"
+        self.home = plan.get("home") or "/homeless-shelter"
+        self.inputs = set(plan.get("inputs") or ())
+        self.outputs = set((plan.get("outputs") or {}).values())
+
+    def category(self, path: str) -> str:
+        """input | output | build | sandbox | store | home | host."""
+        if path == self.home or path.startswith(self.home + "/"):
+            return "home"
+        sp = store_path_of(path, self.store_dir)
+        if sp is not None:
+            if sp in self.inputs:
+                return "input"
+            if sp in self.outputs:
+                return "output"
+            return "store"
+        if path == self.store_dir or path == self.build_dir \
+                or path.startswith(self.build_dir + "/"):
+            return "build" if path != self.store_dir else "sandbox"
+        if path in SANDBOX_FILES or path.startswith(SANDBOX_PREFIXES):
+            return "sandbox"
+        return "host"
+
+    def undeclared(self, path: str) -> bool:
+        return self.category(path) in ("store", "home", "host")
+
+
+# deps categories, in report order.
+CATEGORIES = ("host", "store", "home", "network", "dns")
+
+
+def _key_of(ev, cls):
+    """(category, key field, value) for one event, or None if it is declared."""
+    dns = ev.args.get("dns") if ev.args else None
+    if dns:
+        return ("dns", "host", dns)
+    access = access_of(ev)
+    if access == "connect":
+        addr = ev.args.get("address")
+        # A Unix socket inside /build or /tmp is the build talking to itself.
+        if not addr or ev.args.get("family") == "AF_UNIX" \
+                and not cls.undeclared(addr):
+            return None
+        return ("network", "address", addr)
+    if ev.path is None or access is None:
+        return None
+    path = ev.path2 if access == "write" and ev.path2 and ev.syscall not in _RENAME \
+        else ev.path
+    cat = cls.category(path)
+    if cat not in ("host", "store", "home"):
+        return None
+    return (cat, "path", path)
+
+
+def undeclared_accesses(header: dict, events) -> dict:
+    """Stream the events once; returns {"undeclared": [...], "unused_inputs": [...]}."""
+    plan = (header or {}).get("plan") or {}
+    cls = PathClassifier(plan)
+    groups = {}
+    touched = set()
+    for ev in events:
+        for p in (ev.path, ev.path2):
+            sp = store_path_of(p, cls.store_dir) if p else None
+            if sp in cls.inputs:
+                touched.add(sp)
+        if ev.kind not in ("syscall", "exec"):
+            continue
+        key = _key_of(ev, cls)
+        if key is None:
+            continue
+        cat, field, value = key
+        access = "connect" if cat in ("network", "dns") else access_of(ev)
+        result = "refused" if ev.failed else "succeeded"
+        g = groups.get((cat, value, access, result))
+        if g is None:
+            g = groups[(cat, value, access, result)] = {
+                field: value, "category": cat, "access": access, "result": result,
+                "count": 0, "first_seq": ev.seq, "procs": [], "errno": ev.errno}
+        g["count"] += 1
+        if ev.proc not in g["procs"]:
+            g["procs"].append(ev.proc)
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    undeclared = sorted(groups.values(),
+                        key=lambda g: (order[g["category"]], g["first_seq"]))
+    for g in undeclared:
+        if g["errno"] is None:
+            del g["errno"]
+    unused = sorted(cls.inputs - touched)
+    return {"undeclared": undeclared, "unused_inputs": unused}
+
+
+def basename(path: str) -> str:
+    return os.path.basename(path.rstrip("/")) if path else ""

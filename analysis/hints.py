@@ -1,0 +1,119 @@
+"""One-line summaries and hints in Nix terms for each cause kind (nix-sandbox.md §4).
+
+The words here are what a user reads first; the fixes are the usual nixpkgs ones.
+"""
+
+from nixrec.analysis.deps import basename
+
+
+def _who(c):
+    argv0 = basename(c["argv"][0]) if c.get("argv") else "?"
+    return f"{argv0} ({c['proc']})"
+
+
+def _errno(c):
+    return f": {c['errno']}" if c.get("errno") else ""
+
+
+def _summary(c):
+    k, who = c["kind"], _who(c)
+    path = c.get("path")
+    if k == "network":
+        return f"{who} tried to connect to {c.get('address')}{_errno(c)} -- " \
+               "the sandbox has no network"
+    if k == "dns":
+        target = c.get("host") or c.get("address")
+        return f"{who} tried to resolve {target}{_errno(c)} -- no DNS in the sandbox"
+    if k == "missing-executable":
+        where = ", ".join(c.get("looked_in") or []) or "PATH"
+        return f"{who} could not find the command {c.get('command')} " \
+               f"(looked in {where})"
+    if k == "missing-interpreter":
+        interp = c.get("interpreter")
+        what = f"its interpreter {interp} is missing" if interp else \
+            "the file exists, so its #! interpreter or ELF interpreter is missing " \
+            "(the trace does not show which)"
+        return f"{who} could not execute {path}: ENOENT -- {what}"
+    if k == "undeclared-host-path":
+        via = f" (via symlink {c['link']})" if c.get("link") else ""
+        return f"{who} could not {_verb(c)} {path}{via}{_errno(c)} -- " \
+               "not a declared input"
+    if k == "undeclared-store-path":
+        return f"{who} could not {_verb(c)} {path}{_errno(c)} -- " \
+               f"{c.get('store_path')} is not in the input closure"
+    if k == "home":
+        return f"{who} wrote under HOME: {path}{_errno(c)} -- " \
+               "HOME=/homeless-shelter does not exist"
+    if k == "write-outside":
+        return f"{who} tried to write {path}{_errno(c)} -- outside /build and the outputs"
+    if k == "write-denied":
+        return f"{who} was refused writing {path}{_errno(c)}"
+    if k == "seccomp":
+        return f"{who} {c.get('syscall')} {path or ''}{_errno(c)} -- the sandbox " \
+               f"forbids setting the {c.get('what', 'attribute')}"
+    if k == "race":
+        miss = "found it missing" if c.get("errno") else "read it"
+        return f"{who} {miss}: {path}, but {c.get('creator')} was still making it " \
+               f"(created at event {c.get('created_seq')}) -- a race"
+    if k == "signal":
+        return f"{who} was killed by {c.get('signal')}"
+    if c.get("syscall"):
+        return f"{who} failed: {c['syscall']} {path or ''}{_errno(c)}".rstrip()
+    return f"{who} exited with status {c.get('exit_code', 'non-zero')}"
+
+
+def _verb(c):
+    return {"exec": "execute", "stat": "find", "write": "write"}.get(
+        c.get("access"), "open")
+
+
+HINTS = {
+    "network": "builds have no network: fetch in a fixed-output derivation "
+               "(fetchurl, vendor hashes) or disable the test (doCheck = false, "
+               "disabledTests, comment \"requires network access\")",
+    "dns": "no resolver in the sandbox: fetch in a fixed-output derivation or "
+           "disable the tests that need DNS",
+    "missing-executable": "add the package that provides it to nativeBuildInputs "
+                          "(or use its store path)",
+    "missing-interpreter": "the #! line points outside the store (e.g. /usr/bin/env, "
+                           "/bin/bash): run patchShebangs on build scripts, or call "
+                           "the interpreter explicitly",
+    "undeclared-host-path": "host paths are invisible in the sandbox: add the package "
+                            "to buildInputs and point the build at its store path",
+    "undeclared-store-path": "the path was referenced without string context "
+                             "(unsafeDiscardStringContext, a hard-coded path): refer "
+                             "to the derivation with \"${pkg}\" so it becomes an input",
+    "home": "HOME=/homeless-shelter: export HOME=$TMPDIR (or add "
+            "writableTmpDirAsHomeHook) before the step",
+    "write-outside": "install into $out (e.g. PREFIX=$out, DESTDIR), not the "
+                     "host's /usr or /",
+    "write-denied": "files copied from the store are read-only: chmod -R u+w "
+                    "after copying, or write to a new file",
+    "seccomp": "Nix's seccomp filter refuses setuid/setgid bits and extended "
+               "attributes: install without them or disable that test",
+    "race": "a parallel-build race: add the missing dependency between the two "
+            "steps, or set enableParallelBuilding = false with a comment",
+    "signal": "killed: a timeout (timeout, max-silent-time), the OOM killer or a "
+              "crash; check the build's time and memory",
+    "fallback": "no known pattern; replay to this event and inspect the sandbox "
+                "(nixrec replay ... --until N)",
+}
+
+
+def describe(c, facts):
+    """Fill in c["summary"], c["hint"] and c["evidence"] (in place)."""
+    if c.get("via"):
+        v = c["via"]
+        c["summary"] = _summary(c) + f"; so {v['missing']} was never made and " \
+            f"{v['consumer']} failed on it"
+    else:
+        c["summary"] = _summary(c)
+    c["hint"] = HINTS.get(c["kind"], HINTS["fallback"])
+    ev = []
+    if c.get("syscall"):
+        ev.append(f"event {c['seq']}: {c['syscall']}"
+                  f"({c.get('path') or c.get('address') or c.get('host') or ''})"
+                  f" = {'-1 ' + c['errno'] if c.get('errno') else 'ok'}")
+    for line in facts.stderr_of(c["proc"], limit=3):
+        ev.append(f"stderr of {c['proc']}: {line}")
+    c["evidence"] = ev

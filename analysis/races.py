@@ -1,0 +1,54 @@
+"""Races between concurrently running processes (make -j, `a & b & wait`).
+
+A race here is: process A found a file missing (or read it) at seq m, and a
+process B that was already running at m created it later. B "was running"
+means the subtree that B belongs to, below the nearest common ancestor of A
+and B, had been forked before m: that is how `make -j` runs two recipes.
+"""
+
+from nixrec.analysis.deps import access_of
+from nixrec.analysis.facts import is_ancestor
+
+
+def _branch_root(facts, a: str, b: str) -> str:
+    """The ancestor of b (or b) just below the nearest common ancestor of a and b."""
+    parts_a, parts_b = a.split("."), b.split(".")
+    i = 0
+    while i < min(len(parts_a), len(parts_b)) and parts_a[i] == parts_b[i]:
+        i += 1
+    return ".".join(parts_b[:i + 1])
+
+
+def _concurrent(facts, a: str, b: str, seq: int) -> bool:
+    if a == b or is_ancestor(b, a) or is_ancestor(a, b):
+        return False
+    root = facts.procs.get(_branch_root(facts, a, b))
+    return root is not None and 0 < root.first_seq <= seq
+
+
+def find_races(facts):
+    """Yield dicts {seq, proc, path, creator, created_seq, missing} best first."""
+    out = []
+    for ev in facts.failures:
+        if ev.errno != "ENOENT" or not ev.path or access_of(ev) not in ("read", "stat",
+                                                                         "exec"):
+            continue
+        race = _first_concurrent_create(facts, ev.proc, ev.path, ev.seq)
+        if race:
+            out.append(dict(race, seq=ev.seq, proc=ev.proc, path=ev.path,
+                            missing=True, event=ev))
+    for path, reads in facts.reads.items():
+        for seq, proc in reads:
+            race = _first_concurrent_create(facts, proc, path, seq)
+            if race:
+                out.append(dict(race, seq=seq, proc=proc, path=path, missing=False,
+                                event=None))
+                break
+    return out
+
+
+def _first_concurrent_create(facts, proc, path, seq):
+    for cseq, cproc in facts.created.get(path, ()):
+        if cseq > seq and _concurrent(facts, proc, cproc, seq):
+            return {"creator": cproc, "created_seq": cseq}
+    return None

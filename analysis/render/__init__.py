@@ -1,0 +1,1 @@
+"""Formatting only: text, JSON, Markdown and DOT views of analysis results."""

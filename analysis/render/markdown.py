@@ -1,0 +1,27 @@
+"""Markdown for `deps --markdown` (to paste into an issue)."""
+
+from nixrec.analysis.render.text import TITLES
+
+
+def deps_markdown(rep: dict) -> str:
+    out = ["# Undeclared accesses", ""]
+    if not rep["undeclared"]:
+        out += ["None: the build touched only its declared inputs.", ""]
+    cats = []
+    for g in rep["undeclared"]:
+        if g["category"] not in cats:
+            cats.append(g["category"])
+    for cat in cats:
+        out += [f"## {TITLES[cat]}", "", "| what | access | result | count | first seq | processes |",
+                "|---|---|---|---:|---:|---|"]
+        for g in rep["undeclared"]:
+            if g["category"] != cat:
+                continue
+            what = g.get("path") or g.get("address") or g.get("host")
+            res = g["result"] + (f" ({g['errno']})" if g.get("errno") else "")
+            out.append(f"| `{what}` | {g['access']} | {res} | {g['count']} | "
+                       f"{g['first_seq']} | {', '.join(g['procs'])} |")
+        out.append("")
+    out += ["## Unused inputs", ""]
+    out += [f"- `{p}`" for p in rep["unused_inputs"]] or ["None."]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,57 @@
+"""Short human text for `why` and `deps`."""
+
+TITLES = {"host": "Host paths", "store": "Store paths not in the closure",
+          "home": "HOME", "network": "Network", "dns": "DNS"}
+
+
+def why_text(rep: dict) -> str:
+    out = []
+    for p in rep.get("partial") or ():
+        out.append(f"note: partial trace: {p}")
+        break
+    if rep["status"] == "succeeded":
+        out.append("the build succeeded: nothing to explain")
+        return "\n".join(out) + "\n"
+    code = rep.get("exit_signal") or f"exit code {rep.get('exit_code')}"
+    out.append(f"build failed ({code})")
+    chain = rep["failure_chain"]
+    if chain:
+        out.append("failure chain: " + " <- ".join(
+            f"{_argv0(e['argv'])} ({e['proc']}, {e.get('signal') or e['exit_code']})"
+            for e in chain))
+    causes = rep["root_causes"]
+    if causes:
+        top = causes[0]
+        out.append(f"root cause: {top['summary']}")
+        for line in top.get("evidence", ()):
+            out.append(f"  {line}")
+        out.append(f"hint: {top['hint']}")
+        if len(causes) > 1:
+            out.append("other suspects:")
+            for c in causes[1:4]:
+                out.append(f"  [{c['kind']}] #{c['seq']} {c['summary']}")
+    out.append(f"replay: {rep['replay']}")
+    return "\n".join(out) + "\n"
+
+
+def _argv0(argv):
+    return (argv[0].rsplit("/", 1)[-1] if argv else "?")
+
+
+def deps_text(rep: dict) -> str:
+    out = []
+    if not rep["undeclared"]:
+        out.append("no undeclared accesses")
+    last = None
+    for g in rep["undeclared"]:
+        if g["category"] != last:
+            last = g["category"]
+            out.append(f"{TITLES[last]}:")
+        what = g.get("path") or g.get("address") or g.get("host")
+        err = f" {g['errno']}" if g.get("errno") else ""
+        out.append(f"  {what}  {g['access']} {g['result']}{err} x{g['count']} "
+                   f"(first #{g['first_seq']}, procs {', '.join(g['procs'][:5])})")
+    if rep["unused_inputs"]:
+        out.append("unused inputs:")
+        out += [f"  {p}" for p in rep["unused_inputs"]]
+    return "\n".join(out) + "\n"

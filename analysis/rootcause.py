@@ -1,0 +1,482 @@
+"""Why did the build fail (`nixrec why`): failure chain, ranked root causes, replay.
+
+Pure functions of (header, processes, events). The shape of the answer:
+  1. the failure chain: builder -> ... -> origin, following a parent that
+     waited for a failed child and then failed itself;
+  2. candidate causes, one per suspicious event (rules below), scored by
+     where they happened (origin > chain > elsewhere), whether the build log
+     names them, and whether they were just a probe that later succeeded;
+  3. see-through steps: an exec ENOENT on a file that exists is a missing
+     interpreter; a "file missing" whose producer failed earlier is that
+     producer's cause (data flow); a symlink out of the sandbox names its target.
+"""
+
+import re
+
+from nixrec.analysis import races
+from nixrec.analysis.deps import PathClassifier, access_of, basename, store_path_of
+from nixrec.analysis.facts import collect, is_ancestor
+from nixrec.analysis import hints
+
+# Probes every libc or shell makes and shrugs off; a failure here is noise.
+NOISE = re.compile(
+    r"(/locale|locale\.alias|locale-archive|/gconv|\.mo$|/ld\.so\.|/etc/ld\.so|"
+    r"nsswitch\.conf|/etc/localtime|/usr/share/zoneinfo|/terminfo|/etc/mtab|"
+    r"/nscd|/etc/resolv\.conf|/etc/host\.conf|/etc/gai\.conf|/etc/services|"
+    r"/etc/protocols|/\.inputrc|/etc/inputrc|/etc/profile|/\.profile|/\.ashrc|"
+    r"/\.bashrc|/etc/bash\.bashrc|/etc/nix|/\.nix-|/dev/tty$|/etc/ssl|/etc/pki)")
+
+# How much a kind of cause explains a build failure on its own (before context).
+PRIOR = {
+    "signal": 6, "seccomp": 5, "network": 5, "dns": 5, "home": 5,
+    "missing-interpreter": 5, "race": 5, "missing-executable": 4,
+    "undeclared-store-path": 4, "write-outside": 4, "write-denied": 4,
+    "undeclared-host-path": 3, "fallback": 0,
+}
+# A top cause scoring below this explains too little: the fallback goes first.
+GOOD = 4
+SECCOMP_ERRNO = ("ENOTSUP", "EOPNOTSUPP")
+DENIED_ERRNO = ("EACCES", "EROFS", "EPERM")
+
+
+# -- failure chain --------------------------------------------------------------
+
+def failure_chain(facts):
+    """[builder, ..., origin] tree paths; [] if the build succeeded."""
+    root = facts.procs.get("1")
+    if root is None or not root.failed:
+        return []
+    chain = ["1"]
+    while True:
+        child = _failed_child(facts, chain[-1])
+        if child is None or child in chain:
+            return chain
+        chain.append(child)
+
+
+def _failed_child(facts, proc):
+    """The child whose failure `proc` propagated: the last failed one it waited for."""
+    q = facts.procs[proc]
+    failed = [c for c in q.children if c in facts.procs and facts.procs[c].failed]
+    if not failed:
+        return None
+    waited = {}
+    for seq, child, status in facts.waits.get(proc, ()):
+        if child in failed:
+            waited[child] = seq
+    if waited:
+        return max(waited, key=waited.get)
+    # No wait recorded (interrupted trace, or reaped by a signal handler).
+    return max(failed, key=lambda c: facts.procs[c].exit_seq or facts.procs[c].last_seq)
+
+
+# -- candidate causes: one per suspicious event ----------------------------------
+
+def _cause(kind, ev, facts, **fields):
+    q = facts.procs.get(ev.proc)
+    c = {"kind": kind, "seq": ev.seq, "proc": ev.proc,
+         "argv": list(q.argv) if q else [], "syscall": ev.syscall,
+         "errno": ev.errno}
+    if ev.path and "path" not in fields and kind not in ("network", "dns"):
+        c["path"] = ev.path
+    c.update({k: v for k, v in fields.items() if v is not None})
+    return c
+
+
+def classify_event(ev, facts, cls):
+    """The most specific cause kind for one failed (or HOME-writing) event, or None."""
+    access = access_of(ev)
+    name = ev.syscall or ""
+    if ev.errno in SECCOMP_ERRNO and "xattr" in name:
+        return _cause("seccomp", ev, facts, what="extended attribute")
+    if ev.errno == "EPERM" and "chmod" in name and (ev.flags or 0) & 0o6000:
+        return _cause("seccomp", ev, facts, what="setuid/setgid bit")
+    if ev.args.get("dns"):
+        return _cause("dns", ev, facts, host=ev.args["dns"])
+    if access == "connect":
+        return _network_cause(ev, facts, cls)
+    if not ev.path:
+        return None
+    cat = cls.category(ev.path)
+    if cat == "home":
+        return _cause("home", ev, facts) if access == "write" else None
+    if access == "write" and cat in ("host", "store"):
+        return _cause("write-outside", ev, facts)
+    if access == "write" and ev.errno in DENIED_ERRNO:
+        return _cause("write-denied", ev, facts)
+    if ev.kind == "exec" and ev.errno == "ENOENT":
+        return _exec_enoent(ev, facts, cls)
+    if cat == "store":
+        return _cause("undeclared-store-path", ev, facts,
+                      store_path=store_path_of(ev.path, cls.store_dir))
+    if cat == "host":
+        return _cause("undeclared-host-path", ev, facts, access=access)
+    link = _symlink_out(ev.path, facts, cls)
+    if link:
+        return _cause("undeclared-host-path", ev, facts, path=link[1], link=link[0],
+                      access=access)
+    return _cause("fallback", ev, facts)
+
+
+def _network_cause(ev, facts, cls):
+    addr = ev.args.get("address") or ""
+    if ev.args.get("family") == "AF_UNIX" and (not cls.undeclared(addr)
+                                                or NOISE.search(addr)):
+        return None      # the build's own sockets, or glibc asking for nscd
+    port = addr.rsplit(":", 1)[-1]
+    if port == "53":             # a resolver query without a decoded question
+        return _cause("dns", ev, facts, address=addr, host=_guess_host(facts, ev.proc))
+    return _cause("network", ev, facts, address=addr)
+
+
+_HOST_IN_LOG = re.compile(r"(?:resolve host:?|bad address|resolve|lookup|host)\s+"
+                          r"'?([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)'?")
+_HOSTNAME = re.compile(r"^(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}$")
+_FILE_EXT = re.compile(r"\.(c|h|cc|o|so|a|txt|json|py|sh|mk|in|am|ac|nix|pc|gz|xz|tar)$")
+
+
+def _guess_host(facts, proc):
+    """The name a resolver query was for, when the tracer could not decode it:
+    the build log ("Could not resolve host: X") or the program's arguments."""
+    m = _HOST_IN_LOG.search(facts.stderr_text([proc]))
+    if m:
+        return m.group(1)
+    q = facts.procs.get(proc)
+    for arg in (q.argv[1:] if q else ()):
+        word = re.sub(r"^[a-z]+://", "", arg).split("/", 1)[0].split(":", 1)[0]
+        if _HOSTNAME.match(word) and not _FILE_EXT.search(word):
+            return word
+    return None
+
+
+def _exec_enoent(ev, facts, cls):
+    """ENOENT from execve: a missing program, or (if the file exists) its interpreter."""
+    if _file_exists(facts, cls, ev.path):
+        interp = _interpreter_of(ev, facts)
+        return _cause("missing-interpreter", ev, facts, interpreter=interp,
+                      command=ev.path)
+    return _cause("missing-executable", ev, facts, command=basename(ev.path),
+                  looked_in=[ev.path.rsplit("/", 1)[0] or "/"])
+
+
+def _file_exists(facts, cls, path):
+    """The trace shows the file existed, or it is inside a declared input."""
+    return facts.exists_evidence(path) or cls.category(path) == "input"
+
+
+def _interpreter_of(ev, facts):
+    """The interpreter the kernel failed to find, if the trace (or the store) shows it."""
+    peek = getattr(facts, "peek", None)
+    for f in facts.failures:
+        # Some tracers report the kernel's own open of the interpreter.
+        if f.proc == ev.proc and f.seq in (ev.seq - 1, ev.seq + 1) and f.path \
+                and f.path != ev.path and f.errno == "ENOENT":
+            return f.path
+    return peek(ev.path) if peek else None
+
+
+def _symlink_out(path, facts, cls):
+    """(link, target) if `path` or a parent is a recorded symlink to outside the sandbox."""
+    p = path
+    while p and p != "/":
+        target = facts.symlinks.get(p)
+        if target:
+            if not target.startswith("/"):
+                target = p.rsplit("/", 1)[0] + "/" + target
+            full = target + path[len(p):]
+            if cls.undeclared(full):
+                return (p, full)
+            return None
+        p = p.rsplit("/", 1)[0]
+    return None
+
+
+# -- causes made of several events -----------------------------------------------
+
+def path_searches(facts, cls):
+    """missing-executable causes from PATH searches in which every entry failed.
+
+    Shells search PATH with stat() (busybox ash) or execve() per entry; a search
+    that later succeeds on the same name is noise. A stat-only search counts only
+    if the log says "not found" or the process exited 127, since configure also
+    stats PATH entries on purpose.
+    """
+    groups = {}
+    for ev in facts.failures:
+        if ev.errno != "ENOENT" or not ev.path or access_of(ev) not in ("stat", "exec"):
+            continue
+        name = basename(ev.path)
+        g = groups.setdefault((ev.proc, name), [])
+        g.append(ev)
+    for (proc, name), evs in groups.items():
+        last = evs[-1]
+        if facts.base_succeeded_later(last.path, last.seq):
+            continue
+        dirs = sorted({e.path.rsplit("/", 1)[0] or "/" for e in evs})
+        execd = any(e.kind == "exec" for e in evs)
+        q = facts.procs.get(proc)
+        said = re.search(re.escape(name) + r"(: not found|: command not found|"
+                         r": No such file)", facts.stderr_text([proc]))
+        if not execd and not said and not (q and q.exit_status == 127):
+            continue
+        if execd and len(dirs) == 1 and _file_exists(facts, cls, last.path):
+            continue          # one exec of a file that exists: an interpreter problem
+        yield _cause("missing-executable", last, facts, command=name, looked_in=dirs,
+                     path=last.path)
+
+
+def race_causes(facts):
+    for r in races.find_races(facts):
+        ev = r["event"]
+        fields = dict(path=r["path"], creator=r["creator"], created_seq=r["created_seq"])
+        if ev is not None:
+            yield _cause("race", ev, facts, **fields)
+        else:
+            q = facts.procs.get(r["proc"])
+            yield {"kind": "race", "seq": r["seq"], "proc": r["proc"],
+                   "argv": list(q.argv) if q else [], "syscall": "openat",
+                   "errno": None, **fields}
+
+
+def signal_causes(facts, chain):
+    """A process in the chain killed by a signal (timeout, OOM killer, segfault)."""
+    for proc in chain:
+        q = facts.procs[proc]
+        if not q.exit_signal:
+            continue
+        ev = facts.exits.get(proc)
+        yield {"kind": "signal", "seq": ev.seq if ev else q.last_seq, "proc": proc,
+               "argv": list(q.argv), "syscall": None, "errno": None,
+               "signal": q.exit_signal}
+
+
+# -- scoring --------------------------------------------------------------------
+
+def _score(c, facts, chain, log_text):
+    origin = chain[-1] if chain else None
+    s = PRIOR.get(c["kind"], 0)
+    proc = c["proc"]
+    if proc == origin:
+        s += 4
+    elif proc in chain:
+        s += 2
+    elif origin and is_ancestor(origin, proc):
+        s += 2
+    elif chain and any(is_ancestor(p, proc) for p in chain[1:]):
+        s += 1
+    key = c.get("path") or c.get("address") or c.get("host") or ""
+    name = c.get("command") or basename(key)
+    mentioned = _mentioned(key, name, log_text)
+    if mentioned:
+        s += 3
+    path = c.get("path") or ""
+    if c["kind"] not in ("race", "signal") and path:
+        if facts.base_succeeded_later(path, c["seq"]):
+            s -= 4           # a probe: the same name was found afterwards
+        if NOISE.search(path):
+            s -= 6
+        if c.get("syscall") and access_of_name(c["syscall"]) == "stat" \
+                and not mentioned:
+            s -= 5           # `test -e`, configure checks: asked, not needed
+    if c["kind"] == "race" and proc not in chain and c.get("errno") is None:
+        s -= 6           # a read that raced but did not make anything fail
+    q = facts.procs.get(proc)
+    if q and origin == proc and c["seq"] >= q.exec_seq:
+        s += 1           # in the program that finally failed, not its shell parent
+    return s
+
+
+def _mentioned(key, name, log_text):
+    """The build log names this path, command, host or address (host part)."""
+    if not key:
+        return False
+    if key in log_text:
+        return True
+    host = key.rsplit(":", 1)[0] if re.match(r"^[\d.]+:\d+$", key) else None
+    for word in (name, host):
+        if word and len(word) >= 3 and re.search(
+                r"(?<![\w.-])" + re.escape(word) + r"(?![\w-])", log_text):
+            return True
+    return False
+
+
+def access_of_name(syscall):
+    class _E:          # access_of wants an event; this is the name-only question
+        kind, flags = "syscall", 0
+    e = _E()
+    e.syscall = syscall
+    return access_of(e)
+
+
+def rank(causes, facts, chain):
+    log_text = facts.stderr_text(chain)
+    best = {}
+    for c in causes:
+        c["score"] = _score(c, facts, chain, log_text)
+        # One cause per event; the rule with the higher score wins it.
+        k = c["seq"]
+        if k not in best or c["score"] > best[k]["score"]:
+            best[k] = c
+    merged = {}
+    for c in sorted(best.values(), key=lambda c: (-c["score"], -c["seq"])):
+        ident = (c["kind"], c.get("path"), c.get("address"), c.get("host"),
+                 c.get("command"))
+        if ident in merged:
+            merged[ident].setdefault("also_seq", []).append(c["seq"])
+            continue
+        merged[ident] = c
+    return list(merged.values())
+
+
+def candidates(facts, chain, cls):
+    out = []
+    for ev in facts.failures:
+        c = classify_event(ev, facts, cls)
+        if c:
+            out.append(c)
+    for ev in facts.home_writes:
+        out.append(_cause("home", ev, facts))
+    for ev in facts.network:
+        # A UDP connect to a resolver succeeds; only the query after it fails.
+        if not ev.failed and (ev.args.get("dns") or
+                              (ev.args.get("address") or "").endswith(":53")):
+            c = classify_event(ev, facts, cls)
+            if c:
+                out.append(c)
+    out.extend(path_searches(facts, cls))
+    out.extend(race_causes(facts))
+    out.extend(signal_causes(facts, chain))
+    return out
+
+
+# -- see past the symptom: data flow -----------------------------------------------
+
+def _producer_of(facts, path, before, chain):
+    """A process that failed before `before` and was meant to make `path`."""
+    name = basename(path)
+    word = re.compile(r"(?<![\w.-])" + re.escape(name) + r"(?![\w-])")
+    found = None
+    for q in facts.procs.values():
+        if not q.failed or q.proc in chain or (q.exit_seq or q.last_seq) > before:
+            continue
+        if any(is_ancestor(q.proc, p) for p in chain):
+            continue
+        touched = any(s for s, p in facts.writers.get(path, ()) if p == q.proc)
+        if touched or any(word.search(a) for a in q.argv[1:]):
+            if found is None or q.last_seq > found.last_seq:
+                found = q
+    return found
+
+
+def _follow_data_flow(ranked, facts, chain, cls):
+    """If the top cause is a missing file a failed earlier step should have made,
+    put that step's own causes first (the misleading-message case)."""
+    if not ranked:
+        return ranked
+    top = ranked[0]
+    if top.get("errno") != "ENOENT" or top["kind"] not in ("fallback",) or \
+            not top.get("path"):
+        return ranked
+    producer = _producer_of(facts, top["path"], top["seq"], chain)
+    if producer is None:
+        return ranked
+    sub = [producer.proc]
+    while True:
+        nxt = _failed_child(facts, sub[-1])
+        if nxt is None or nxt in sub:
+            break
+        sub.append(nxt)
+    inner = [c for c in candidates(facts, sub, cls)
+             if c["proc"] == producer.proc or is_ancestor(producer.proc, c["proc"])]
+    inner = rank(inner, facts, sub)
+    if not inner:
+        return ranked
+    for c in inner:
+        c["via"] = {"missing": top["path"], "consumer": top["proc"],
+                    "producer": producer.proc}
+    seen = {c["seq"] for c in inner}
+    return inner + [c for c in ranked if c["seq"] not in seen]
+
+
+# -- the report -----------------------------------------------------------------
+
+def explain(header, processes, events, problems=(), summary=None, trace_path="TRACE",
+            peek=None):
+    """The whole `why` answer as plain data (render/ formats it)."""
+    facts = collect(header, processes, events)
+    facts.peek = peek
+    _apply_summary(facts, summary)
+    cls = PathClassifier(facts.plan)
+    chain = failure_chain(facts)
+    root = facts.procs.get("1")
+    status = "failed" if chain else "succeeded"
+    ranked = []
+    if chain:
+        ranked = rank(candidates(facts, chain, cls), facts, chain)
+        ranked = _follow_data_flow(ranked, facts, chain, cls)
+        ranked = [c for c in ranked if c["score"] > -3] or ranked[:1]
+        if not ranked or ranked[0]["kind"] == "fallback" or ranked[0]["score"] < GOOD:
+            ranked = _with_fallback(ranked, facts, chain)
+    for c in ranked:
+        hints.describe(c, facts)
+    until = ranked[0]["seq"] if ranked else facts.last_seq
+    return {
+        "status": status,
+        "exit_code": root.exit_status if root else None,
+        "exit_signal": root.exit_signal if root else None,
+        "partial": list(problems or ()),
+        "failure_chain": [_chain_entry(facts, p) for p in chain],
+        "root_causes": [_public(c) for c in ranked[:10]],
+        "stderr_tail": _stderr_tail(facts, chain),
+        "replay": f"nixrec replay {trace_path} --until {until}",
+    }
+
+
+def _apply_summary(facts, summary):
+    root = facts.proc("1")
+    if summary:
+        if summary.get("exit_status") is not None:
+            root.exit_status = summary["exit_status"]
+        if summary.get("exit_signal"):
+            root.exit_signal = summary["exit_signal"]
+
+
+def _with_fallback(ranked, facts, chain):
+    """No cause explains it well: point at the origin's last failed call."""
+    origin = chain[-1]
+    fails = [e for e in facts.failures if e.proc == origin
+             and not NOISE.search(e.path or e.args.get("address") or "")
+             and not (e.path and facts.base_succeeded_later(e.path, e.seq))]
+    q = facts.procs[origin]
+    if fails:
+        ev = fails[-1]
+        fb = _cause("fallback", ev, facts)
+    else:
+        fb = {"kind": "fallback", "seq": q.exit_seq or q.last_seq, "proc": origin,
+              "argv": list(q.argv), "syscall": None, "errno": None}
+    fb["score"] = -1
+    rest = [c for c in ranked if c["seq"] != fb["seq"]]
+    return [fb] + rest
+
+
+PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
+          "host", "command", "looked_in", "interpreter", "link", "store_path",
+          "creator", "created_seq", "signal", "access", "via", "summary", "hint",
+          "evidence", "score")
+
+
+def _public(c):
+    return {k: c[k] for k in PUBLIC if c.get(k) is not None}
+
+
+def _chain_entry(facts, proc):
+    q = facts.procs[proc]
+    return {"proc": proc, "pid": q.pid, "argv": list(q.argv),
+            "exit_code": q.exit_status, "signal": q.exit_signal}
+
+
+def _stderr_tail(facts, chain, limit=12):
+    """The last lines of the build log, as Nix shows them, with who wrote them."""
+    lines = [(s, p, l) for p in facts.stderr for s, l in facts.stderr[p]]
+    lines.sort()
+    return [{"proc": p, "text": l} for _, p, l in lines[-limit:]]
