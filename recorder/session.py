@@ -180,6 +180,95 @@ def is_refused(ev, roots) -> bool:
             and p.split("/", 2)[1] not in roots)
 
 
+class Build:
+    """One run of a plan's sandbox under the tracer: what record and replay share.
+
+        b = Build(plan, workdir, emit, log=..., before=...)
+        b.start()                 # sandbox up, builder seized, exec released
+        state = b.run()           # "done", or "frozen" when `before` said so
+        ...                       # (replay: attach a shell, then b.thaw(); b.run())
+        b.stop()                  # kill what is left, reap, close the pty
+    """
+
+    def __init__(self, plan, workdir, emit, log=None, before=None):
+        self.plan = plan
+        self.workdir = workdir
+        self.emit = emit
+        self.log = log
+        self.before = before
+        self.interrupted = False
+        self.lay = None
+        self.tracer = None
+        self.spawned = None
+        self.pump = None
+        self.exec_error = None
+        self._master = None
+        self._prev_int = None
+        self.t0 = None
+
+    def start(self) -> None:
+        """Lay out the sandbox, start the builder, seize it, let it exec.
+
+        Raises NixrecError (exit 3) for a sandbox or ptrace failure: a setup
+        failure, reported as such and never as a build failure.
+        """
+        self.lay = sandbox.prepare_host(self.plan, os.path.join(self.workdir, "sandbox"))
+        master, slave = os.openpty()
+        tty.setraw(slave)            # §2.2 step 7: raw, so no LF -> CRLF
+        self.tracer = Tracer(self.emit, cwd=self.plan.cwd,
+                             output_rdev=os.fstat(slave).st_rdev, before=self.before)
+        self.t0 = time.monotonic()
+        try:
+            self.spawned = sandbox.spawn(self.plan, self.lay, slave, seccomp.build_filter())
+        except sandbox.SetupError as e:
+            os.close(master)
+            os.close(slave)
+            raise NixrecError(f"sandbox setup failed: {e}", EXIT_HOST)
+        os.close(slave)
+        try:
+            self.tracer.seize(self.spawned.builder_pid)
+        except OSError as e:
+            os.kill(self.spawned.builder_pid, signal.SIGKILL)
+            self.spawned.reap_helper()
+            os.close(master)
+            raise HostUnsupported(f"cannot ptrace the builder: {e.strerror} (nixrec needs "
+                                  "CAP_SYS_PTRACE or kernel.yama.ptrace_scope=0)")
+        self._master = master
+        self.pump = _LogPump(master, self.log, self.tracer.kill_build)
+        self.pump.start()
+        self._prev_int = signal.signal(signal.SIGINT, self._on_int)
+        self.spawned.go()
+
+    def _on_int(self, signum, frame):
+        # Ctrl-C: kill the build; the loop then drains and the trace is closed.
+        self.interrupted = True
+        self.tracer.kill_build()
+
+    def run(self) -> str:
+        return self.tracer.run()
+
+    def thaw(self) -> None:
+        self.tracer.thaw()
+
+    def stop(self) -> None:
+        """Kill what is left of the build, reap every process, close the pty."""
+        if self._prev_int is not None:
+            signal.signal(signal.SIGINT, self._prev_int)
+            self._prev_int = None
+        self.tracer.drain()
+        self.spawned.reap_helper()
+        self.pump.join(timeout=5)
+        os.close(self._master)
+        self.exec_error = self.spawned.exec_error()
+
+    @property
+    def duration(self) -> float:
+        return time.monotonic() - self.t0
+
+    def remove_sandbox(self) -> None:
+        shutil.rmtree(self.lay.workdir, ignore_errors=True)
+
+
 def record(target: str, opts: RecordOptions) -> RecordResult:
     """Record one build end to end. Raises NixrecError for what is not a build failure."""
     check_host()
@@ -190,10 +279,8 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     if os.path.exists(workdir):
         shutil.rmtree(workdir)
     os.makedirs(workdir)
-    lay = sandbox.prepare_host(plan, os.path.join(workdir, "sandbox"))
     writer = TraceWriter(out, header_for(drv_path, plan, hashes))
     counts = {"events": 0, "refused": 0}
-    interrupted = []
     roots = visible_roots(plan)
 
     def emit(ev):
@@ -202,73 +289,44 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         if ev.errno is not None and is_refused(ev, roots):
             counts["refused"] += 1
 
-    master, slave = os.openpty()
-    tty.setraw(slave)            # §2.2 step 7: raw, so no LF -> CRLF
-    tracer = Tracer(emit, cwd=plan.cwd, output_rdev=os.fstat(slave).st_rdev)
-    t0 = time.monotonic()
+    build = Build(plan, workdir, emit, log=opts.log)
     try:
-        spawned = sandbox.spawn(plan, lay, slave, seccomp.build_filter())
-    except sandbox.SetupError as e:
+        build.start()
+    except NixrecError:
         writer.abandon()
-        os.close(master)
-        os.close(slave)
-        raise NixrecError(f"sandbox setup failed: {e}", EXIT_HOST)
-    os.close(slave)
+        raise
     try:
-        tracer.seize(spawned.builder_pid)
-    except OSError as e:
-        os.kill(spawned.builder_pid, signal.SIGKILL)
-        spawned.reap_helper()
-        writer.abandon()
-        raise HostUnsupported(f"cannot ptrace the builder: {e.strerror} "
-                              "(nixrec needs CAP_SYS_PTRACE or kernel.yama.ptrace_scope=0)")
-    pump = _LogPump(master, opts.log, tracer.kill_build)
-    pump.start()
-    prev_int = signal.getsignal(signal.SIGINT)
-
-    def on_int(signum, frame):
-        # Ctrl-C: kill the build; the loop then drains and the trace is closed.
-        interrupted.append(True)
-        tracer.kill_build()
-
-    signal.signal(signal.SIGINT, on_int)
-    try:
-        spawned.go()
-        tracer.run()
+        build.run()
     finally:
-        signal.signal(signal.SIGINT, prev_int)
-        tracer.drain()
-        spawned.reap_helper()
-        pump.join(timeout=5)
-        os.close(master)
-    exec_error = spawned.exec_error()
-    duration = time.monotonic() - t0
-    outputs, output_error = _collect_outputs(plan, lay, workdir, tracer.builder_status)
-    status, sig = _exit_of(tracer.builder_status, exec_error, output_error, interrupted)
+        build.stop()
+    tracer = build.tracer
+    outputs, output_error = _collect_outputs(plan, build.lay, workdir, tracer.builder_status)
+    error = build.exec_error or output_error
+    status, sig = _exit_of(tracer.builder_status, error, build.interrupted)
     summary = {"exit_status": status, "exit_signal": sig, "events": counts["events"],
                "processes": len(tracer.processes), "refused": counts["refused"],
-               "duration": round(duration, 3), "stops": tracer.stops,
-               "log_bytes": pump.bytes, "outputs": outputs, "error": exec_error or output_error,
-               "interrupted": bool(interrupted)}
+               "duration": round(build.duration, 3), "stops": tracer.stops,
+               "log_bytes": build.pump.bytes, "outputs": outputs, "error": error,
+               "interrupted": build.interrupted}
     writer.close(summary, None)
     if not opts.keep_build_dir:
-        shutil.rmtree(lay.workdir, ignore_errors=True)
+        build.remove_sandbox()
     return RecordResult(trace=out, drv_path=drv_path, exit_status=status, exit_signal=sig,
                         events=counts["events"], processes=len(tracer.processes),
-                        refused=counts["refused"], duration=duration,
-                        trace_bytes=os.path.getsize(out), outputs=outputs,
-                        error=exec_error or output_error, interrupted=bool(interrupted),
-                        build_dir=lay.build if opts.keep_build_dir else None)
+                        refused=counts["refused"], duration=build.duration,
+                        trace_bytes=os.path.getsize(out), outputs=outputs, error=error,
+                        interrupted=build.interrupted,
+                        build_dir=build.lay.build if opts.keep_build_dir else None)
 
 
-def _exit_of(builder_status, exec_error, output_error, interrupted):
+def _exit_of(builder_status, error, interrupted):
     """-> (exit status for the user, signal name): 0 only for a clean build."""
     if builder_status is None:
         return 1, None
     kind, val = builder_status
     if kind == "signal":
         return 1, val
-    if exec_error or output_error or interrupted:
+    if error or interrupted:
         return val or 1, None
     return val, None
 

@@ -64,7 +64,7 @@ class Tracee:
 class Tracer:
     """Traces one build from its builder's first exec to the last exit."""
 
-    def __init__(self, emit, cwd="/build", output_rdev=None, builder_env=True):
+    def __init__(self, emit, cwd="/build", output_rdev=None, builder_env=True, before=None):
         self.emit = emit                    # callable(Event): the session's sink
         self.t0 = time.monotonic()
         self.tracees = {}                   # live pid -> Tracee
@@ -79,6 +79,9 @@ class Tracer:
         self.refused = 0
         self.builder_env = builder_env
         self.current = ""                   # argv0 of the last exec (status line)
+        self.before = before                # replay: callable(Event) -> freeze?
+        self.frozen = None                  # (Tracee, Event) while frozen
+        self.held = {}                      # pid -> wait status kept during a freeze
 
     # --- attaching ---------------------------------------------------------------
     def seize(self, pid: int) -> None:
@@ -99,8 +102,9 @@ class Tracer:
                 pass
 
     # --- the loop ------------------------------------------------------------------
-    def run(self, should_stop=None) -> None:
-        """Until every tracee has exited. `should_stop()` -> True kills the build."""
+    def run(self, should_stop=None) -> str:
+        """Until every tracee has exited ("done") or a `before` hook froze the
+        build ("frozen"). `should_stop()` -> True kills the build."""
         while self.tracees:
             try:
                 pid, status = os.waitpid(-1, WALL)
@@ -110,7 +114,66 @@ class Tracer:
                 continue
             if should_stop is not None and should_stop():
                 self.kill_build()
-            self._dispatch(pid, status)
+            try:
+                self._dispatch(pid, status)
+            except _Frozen:
+                return "frozen"
+        return "done"
+
+    # --- freezing (replay) ----------------------------------------------------------------
+    # A `before(event)` hook sees each recorded call at its entry, before the
+    # kernel runs it. Returning True freezes the build there: that process
+    # stays in its seccomp stop and every other tracee is brought to a stop
+    # too, so a shell can look at the sandbox exactly as it was before the call.
+
+    def _freeze(self, t, ev):
+        self.frozen = (t, ev)
+        for pid in list(self.tracees):
+            if pid != t.pid:
+                try:
+                    linux.ptrace(linux.PTRACE_INTERRUPT, pid)
+                except OSError:
+                    pass
+        waiting = set(self.tracees) - {t.pid}
+        while waiting:
+            try:
+                pid, status = os.waitpid(-1, WALL)
+            except ChildProcessError:
+                break
+            other = self.tracees.get(pid)
+            if other is None:
+                self.unborn[pid] = status     # a child born during the freeze
+                continue
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self._on_exit(other, status)
+                waiting.discard(pid)
+                continue
+            # Keep whatever stop it reported; thaw() handles it as usual.
+            self.held[pid] = status
+            waiting.discard(pid)
+        raise _Frozen()
+
+    def frozen_pids(self):
+        """Live pids of the frozen tracees (for attaching a shell)."""
+        return list(self.tracees)
+
+    def thaw(self) -> None:
+        """Resume a frozen build: the frozen call runs, held stops are handled."""
+        if self.frozen is None:
+            return
+        t, ev = self.frozen
+        self.frozen = None
+        self._continue_entry(t, ev)
+        held, self.held = self.held, {}
+        for pid, status in held.items():
+            try:
+                self._dispatch(pid, status)
+            except _Frozen:
+                # A hook froze again while thawing: keep the rest held.
+                for p2, st2 in held.items():
+                    if p2 not in self.held and p2 != pid:
+                        self.held[p2] = st2
+                return
 
     def drain(self) -> None:
         """After kill_build: reap every tracee so none stays a zombie of ours.
@@ -250,11 +313,18 @@ class Tracer:
             # Nix's seccomp rules, applied here so the refused call is in the trace.
             linux.skip_syscall(t.pid)
             t.forced_errno = refusal
+        t.pending = (sc, ev)
+        if self.before is not None and self.before(ev):
+            self._freeze(t, ev)
+        self._continue_entry(t, ev)
+
+    def _continue_entry(self, t, ev):
+        sc, _ = t.pending
         if not sc.needs_exit:
+            t.pending = None
             self.emit(ev)
             self._resume(t.pid)
             return
-        t.pending = (sc, ev)
         self._resume(t.pid, req=linux.PTRACE_SYSCALL)
 
     @staticmethod
@@ -465,6 +535,10 @@ class Tracer:
                     ev.args["status"] = os.WEXITSTATUS(st)
                 elif os.WIFSIGNALED(st):
                     ev.args["signal"] = signame(os.WTERMSIG(st))
+
+
+class _Frozen(Exception):
+    """Unwinds from a stop handler to run() when a `before` hook froze the build."""
 
 
 def _nspid(pid: int) -> int:
