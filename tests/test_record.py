@@ -1,0 +1,277 @@
+"""End to end: `nixrec record` on real derivations, real Nix as the oracle.
+
+- fidelity: the probe derivation prints what a build can observe of its
+  sandbox; its log under real Nix and under nixrec must be identical;
+- a deterministic derivation's output is byte-identical under both;
+- completeness: exec, open and connect calls strace sees for the same build
+  are the ones nixrec records (per path and result);
+- refused calls (network, host path, program not an input) are in the trace
+  with their errno and the process that made them.
+"""
+
+import collections
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from nixfix import instantiate, missing, nix_env, run_nixrec
+
+NIX_BUILD = ["nix-build", "--option", "sandbox", "true", "--option", "build-users-group", "",
+             "--option", "substituters", ""]
+
+pytestmark = pytest.mark.e2e
+
+
+def nix_build(drv: str) -> str:
+    """Build with real Nix (rebuilding with --check when the output exists) -> out path."""
+    out = subprocess.run(["nix-store", "-q", "--outputs", drv], env=nix_env(),
+                         capture_output=True, text=True).stdout.split()
+    valid = out and subprocess.run(["nix-store", "--check-validity", out[0]], env=nix_env(),
+                                   capture_output=True).returncode == 0
+    argv = NIX_BUILD + [drv, "--no-out-link"] + (["--check"] if valid else [])
+    p = subprocess.run(argv, env=nix_env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return out[0]
+
+
+def nix_log(drv: str) -> bytes:
+    """The raw builder log Nix stored (no tab expansion, no `name>` prefixes)."""
+    p = subprocess.run(["nix-store", "--read-log", drv], env=nix_env(), capture_output=True)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def record(drv, tmp_path, name="t", *extra):
+    trace = tmp_path / f"{name}.nixrec"
+    p = run_nixrec("record", drv, "-o", trace, *extra, timeout=300)
+    return p, trace
+
+
+def recorded_log(p) -> bytes:
+    # stderr is the streamed build log followed by nixrec's own summary lines.
+    lines = p.stderr.split(b"\n")
+    return b"\n".join(l for l in lines if not l.startswith(b"nixrec: "))
+
+
+def events(trace, *args):
+    p = run_nixrec("events", trace, "--json", *args)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(l) for l in p.stdout.splitlines()]
+
+
+def normalise(log: bytes) -> str:
+    text = log.decode(errors="replace")
+    # /proc's link count is the number of live processes: differs run to run.
+    text = re.sub(r"(dr-xr-xr-x)\s+\d+( .* DATE proc)", r"\1 N\2", text)
+    return text.strip()
+
+
+def test_probe_sees_the_same_sandbox_as_nix(tmp_path):
+    drv = instantiate("record.nix", "probe")
+    nix_build(drv)
+    p, _ = record(drv, tmp_path)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    ours, theirs = normalise(recorded_log(p)), normalise(nix_log(drv))
+    assert "== done" in theirs and "uid=1000(nixbld) gid=100(nixbld)" in theirs
+    assert ours == theirs
+
+
+def _tree(root):
+    """path -> (kind, content or target, executable) for every entry under root."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            if os.path.islink(full):
+                out[rel] = ("link", os.readlink(full), False)
+            elif os.path.isdir(full):
+                out[rel] = ("dir", None, False)
+            else:
+                with open(full, "rb") as f:
+                    out[rel] = ("file", f.read(), bool(os.stat(full).st_mode & 0o100))
+    return out
+
+
+def test_deterministic_output_is_byte_identical(tmp_path):
+    drv = instantiate("record.nix", "deterministic")
+    theirs = nix_build(drv)
+    p, trace = record(drv, tmp_path)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    ours = tmp_path / "t.nixrec.d" / "outputs" / os.path.basename(theirs)
+    assert _tree(ours) == _tree(theirs)
+    assert len(_tree(ours)) == 5
+
+
+def _strace_counts(drv, tmp_path):
+    """(call, path, errno) -> count for the builder's process tree under strace."""
+    if shutil.which("strace") is None:
+        missing("strace is not installed (apt-get install strace)")
+    log = tmp_path / "strace.out"
+    argv = ["strace", "-f", "-qq", "--pidns-translation", "-s", "4096", "-e",
+            "trace=execve,open,openat,openat2,creat,connect,clone,clone3,fork,vfork,chdir",
+            "-o", str(log)] + NIX_BUILD + [drv, "--no-out-link", "--check"]
+    p = subprocess.run(argv, env=nix_env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    builder = subprocess.run(["nix-store", "-q", "--binding", "builder", drv], env=nix_env(),
+                             capture_output=True, text=True).stdout.strip()
+    lines = _join_unfinished(log.read_text(errors="replace").splitlines())
+    parent, first, chdirs, root, start = _strace_tree(lines, builder)
+
+    def cwd_at(pid, idx):
+        # strace prints paths as given: resolve them as nixrec does, against
+        # the cwd then (the last chdir, else the parent's when the child began).
+        done = [path for i, path in chdirs.get(pid, []) if i < idx]
+        if done:
+            return done[-1]
+        if pid == root or pid not in parent:
+            return "/build"
+        return cwd_at(parent[pid], first[pid])
+
+    tree = {root} | {pid for pid in parent if _descends(pid, root, parent)}
+    counts = collections.Counter()
+    pat = re.compile(r'(\d+) +(execve|open|openat|openat2|creat|connect)\((?:AT_FDCWD, )?'
+                     r'(?:"([^"]*)"|(\d+), \{sa_family=AF_INET, sin_port=htons\((\d+)\), '
+                     r'sin_addr=inet_addr\("([^"]*)"\)).*= (-?\d+)(?: (E[A-Z]+))?')
+    for i, line in enumerate(lines[start:], start):
+        m = pat.match(line)
+        if not m or int(m.group(1)) not in tree:
+            continue
+        call = {"openat": "open", "openat2": "open", "creat": "open"}.get(m.group(2), m.group(2))
+        if m.group(3) is not None:
+            what = os.path.normpath(os.path.join(cwd_at(int(m.group(1)), i), m.group(3)))
+        else:
+            what = f"{m.group(6)}:{m.group(5)}"
+        counts[(call, what, m.group(8))] += 1
+    return counts
+
+
+def _join_unfinished(lines):
+    """strace -f splits a call another process interrupted into "<unfinished ...>"
+    and "<... name resumed>" lines; join them back into one line per call."""
+    out, pending = [], {}
+    for line in lines:
+        pid = line.split(" ", 1)[0]
+        if line.endswith(" <unfinished ...>"):
+            pending[pid] = (len(out), line[: -len(" <unfinished ...>")])
+            out.append(None)
+            continue
+        m = re.match(r"\d+ +<\.\.\. \w+ resumed>(.*)", line)
+        if m and pid in pending:
+            i, head = pending.pop(pid)
+            out[i] = head + m.group(1)
+            continue
+        out.append(line)
+    return [l for l in out if l is not None]
+
+
+def _strace_tree(lines, builder):
+    """-> parent pid map, first line per pid, chdirs per pid, builder pid, its exec line."""
+    parent, first, chdirs = {}, {}, collections.defaultdict(list)
+    root = start = None
+    for i, line in enumerate(lines):
+        pid = int(line.split()[0])
+        first.setdefault(pid, i)
+        # Inside the sandbox's PID namespace clone returns the namespaced pid;
+        # --pidns-translation adds the one strace's lines are keyed by. A
+        # clone may print as "<... clone resumed>" after the child's own lines.
+        m = re.match(r"(\d+) +(?:<\.\.\. )?(?:clone3?|v?fork)\b.*= \d+ /\* (\d+) in", line)
+        if m:
+            parent[int(m.group(2))] = int(m.group(1))
+        m = re.match(r'(\d+) +chdir\("([^"]*)"\) += 0', line)
+        if m and root is not None:
+            prev = chdirs[pid][-1][1] if chdirs[pid] else None
+            chdirs[pid].append((i, os.path.normpath(os.path.join(prev or "/build", m.group(2)))))
+        m = re.match(r'(\d+) +execve\("([^"]*)", \["sh"', line)
+        if m and m.group(2) == builder and root is None:
+            root, start = pid, i
+    assert root, "no exec of the builder in strace's output"
+    return parent, first, chdirs, root, start
+
+
+def _descends(pid, root, parent):
+    while pid in parent:
+        pid = parent[pid]
+        if pid == root:
+            return True
+    return False
+
+
+def _nixrec_counts(trace):
+    counts = collections.Counter()
+    for e in events(trace):
+        call = e["syscall"]
+        if call in ("open", "openat", "openat2", "creat"):
+            call = "open"
+        if call not in ("execve", "open", "connect"):
+            continue
+        what = e["address"] if call == "connect" else e["path"]
+        counts[(call, what, e["errno"])] += 1
+    return counts
+
+
+def test_exec_open_connect_match_strace(tmp_path):
+    drv = instantiate("record.nix", "tries")
+    nix_build(drv)
+    theirs = _strace_counts(drv, tmp_path)
+    p, trace = record(drv, tmp_path)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    ours = _nixrec_counts(trace)
+    assert sum(theirs.values()) > 20
+    assert ours == theirs
+
+
+def test_refused_calls_are_in_the_trace(tmp_path):
+    drv = instantiate("record.nix", "tries")
+    p, trace = record(drv, tmp_path)
+    assert p.returncode == 0
+    assert b"network refused" in p.stderr and b"gcc is not an input" in p.stderr
+    evs = events(trace, "--failed")
+    by_call = collections.defaultdict(list)
+    for e in evs:
+        by_call[e["syscall"]].append(e)
+    net = [e for e in by_call["connect"] if e["address"] == "1.1.1.1:80"]
+    assert net and net[0]["errno"] == "ENETUNREACH" and net[0]["argv0"] == "nc"
+    lo = [e for e in by_call["connect"] if e["address"] == "127.0.0.1:9"]
+    assert lo and lo[0]["errno"] == "ECONNREFUSED"
+    host = [e for e in by_call["openat"] if e["path"] == "/usr/include/stdio.h"]
+    assert host and host[0]["errno"] == "ENOENT" and host[0]["argv0"] == "cat"
+    # busybox sh searches PATH with stat, then reports "not found".
+    gcc = [e for e in evs if (e["path"] or "").endswith("/bin/gcc")]
+    assert gcc and all(e["errno"] == "ENOENT" for e in gcc)
+    assert all(e["proc"].startswith("1.") for e in net + host + gcc)
+    summary = p.stderr.decode().splitlines()
+    assert any(re.match(r"nixrec: \d+ processes, \d+ events, [1-9]\d* refused", l)
+               for l in summary), summary
+
+
+def test_fixed_output_build_sees_the_host_resolver_files(tmp_path):
+    drv = instantiate("record.nix", "fod")
+    p, trace = record(drv, tmp_path)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    listing = recorded_log(p).decode().split()
+    assert "nsswitch.conf" in listing and "passwd" in listing
+    assert ("resolv.conf" in listing) == os.path.exists("/etc/resolv.conf")
+
+
+def test_missing_drv_and_garbage_are_one_line_exit_2(tmp_path):
+    p = run_nixrec("record", tmp_path / "nope.drv")
+    assert p.returncode == 2 and p.stderr.count(b"\n") == 1
+    bad = tmp_path / "bad.drv"
+    bad.write_bytes(b"Derive([garbage")
+    p = run_nixrec("record", bad)
+    assert p.returncode == 2 and p.stderr.startswith(b"nixrec: ")
+    assert p.stderr.count(b"\n") == 1
+
+
+def test_failed_build_exits_1_with_a_complete_trace(tmp_path):
+    drv = instantiate("failing/default.nix", "hostPath")
+    p, trace = record(drv, tmp_path, "f", "-q")
+    assert p.returncode == 1
+    assert b"failed with exit code" in p.stderr
+    q = run_nixrec("events", trace, "--to", "3")
+    assert q.returncode == 0 and b"interrupted" not in q.stderr
