@@ -109,3 +109,59 @@ def msghdr(read, addr: int):
 def iovecs(read, addr: int, count: int) -> list:
     raw = read(addr, IOVEC.size * count)
     return [IOVEC.unpack_from(raw, i * IOVEC.size) for i in range(len(raw) // IOVEC.size)]
+
+
+def interpreter(path: str):
+    """The program a kernel exec of `path` also needs: the ELF PT_INTERP
+    (64-bit little-endian) or the first word of a #! line; None if neither."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        if head.startswith(b"#!"):
+            line = head[2:].split(b"\n", 1)[0].strip()
+            return fsdecode(line.split()[0]) if line else None
+        if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+            return None
+        phoff, = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+        for i in range(phnum):
+            ptype, = struct.unpack_from("<I", table, i * phentsize)
+            if ptype == 3:                       # PT_INTERP
+                off, = struct.unpack_from("<Q", table, i * phentsize + 8)
+                size, = struct.unpack_from("<Q", table, i * phentsize + 32)
+                f.seek(off)
+                return fsdecode(f.read(size).rstrip(b"\0"))
+    return None
+
+
+def resolve_in_root(root: str, path: str, limit: int = 40):
+    """Follow `path` inside the directory tree `root` (a process's /proc/PID/root)
+    the way that process's kernel would: absolute symlinks restart at `root`,
+    not at the host's /. -> (host path or None if missing, (link, target) of the
+    last symlink that led nowhere, or None)."""
+    parts = [p for p in path.split("/") if p]
+    cur, last_link = "", None
+    while parts:
+        name = parts.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            cur = cur.rsplit("/", 1)[0]
+            continue
+        nxt = cur + "/" + name
+        full = root + nxt
+        if os.path.islink(full):
+            limit -= 1
+            if limit < 0:
+                return None, last_link
+            target = os.readlink(full)
+            last_link = (nxt, target)
+            parts = [p for p in target.split("/") if p] + parts
+            if target.startswith("/"):
+                cur = ""
+            continue
+        if not os.path.lexists(full):
+            return None, last_link
+        cur = nxt
+    return root + (cur or "/"), None

@@ -508,6 +508,8 @@ class Tracer:
     def _finish(self, t, sc, ev):
         """What a finished call changes in the tracer's view of the process."""
         addr = ev.args.pop("wstatus_addr", None)
+        if ev.errno == "ENOENT" and ev.path:
+            self._explain_enoent(t, ev)
         if ev.errno is not None:
             return
         if sc.name == "chdir":
@@ -516,6 +518,25 @@ class Tracer:
             t.cwd = self._cwd(t)
         elif sc.name == "wait4" and ev.result and ev.result > 0:
             self._decode_wait(t, ev, addr)
+
+    def _explain_enoent(self, t, ev):
+        """Why a path is "missing" when something is there, seen from the
+        process's own root: a symlink whose target is not in the sandbox
+        (args link, link_target), or a program whose ELF or #! interpreter is
+        missing (args interpreter), the most confusing ENOENT a Nix user meets."""
+        root = f"/proc/{t.pid}/root"
+        try:
+            host, link = decode.resolve_in_root(root, ev.path)
+            if link is not None and host is None:
+                ev.args["link"], ev.args["link_target"] = link
+                return
+            if ev.kind == "exec" and host and os.path.isfile(host):
+                interp = decode.interpreter(host)
+                if interp:
+                    ev.args["interpreter"] = interp
+                    ev.args["interpreter_missing"] = decode.resolve_in_root(root, interp)[0] is None
+        except OSError:
+            pass
 
     def _cwd(self, t):
         try:
