@@ -217,7 +217,9 @@ _vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_vo
                       ctypes.c_ulong, ctypes.c_ulong]
 _RBUF_SIZE = 1 << 16
 _rbuf = ctypes.create_string_buffer(_RBUF_SIZE)
-_local = _IOVec(ctypes.addressof(_rbuf), 0)
+_rbuf_addr = ctypes.addressof(_rbuf)
+_string_at = ctypes.string_at
+_local = _IOVec(_rbuf_addr, 0)
 _remote = _IOVec(0, 0)
 _local_p = ctypes.addressof(_local)
 _remote_p = ctypes.addressof(_remote)
@@ -241,7 +243,8 @@ def read_mem(pid: int, addr: int, size: int) -> bytes:
         n = _vm_readv(pid, _local_p, 1, _remote_p, 1, 0)
         if n < 0:
             return b""
-    return _rbuf.raw[:n]
+    # string_at copies n bytes; _rbuf.raw would copy all 64 KiB at every stop.
+    return _string_at(_rbuf_addr, n)
 
 
 def read_cstr(pid: int, addr: int, limit: int = 4096) -> bytes:
@@ -259,3 +262,12 @@ def read_cstr(pid: int, addr: int, limit: int = 4096) -> bytes:
             return out + chunk[:i]
         out += chunk
     return out
+
+
+# --- joining namespaces (setns(2)) -----------------------------------------------------
+# Added for replay (replayer/attach.py): a shell joins the namespaces of a
+# stopped build. Python's os.setns exists only from 3.12.
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Join the namespace `fd` (an open /proc/PID/ns/* file) refers to."""
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")

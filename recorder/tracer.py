@@ -375,23 +375,21 @@ class Tracer:
     def _read(self, pid):
         return lambda addr, size: linux.read_mem(pid, addr, size)
 
-    def _path_arg(self, t, sc, args, role, dirrole):
-        i = sc.arg(role)
-        if i is None:
-            return None
+    def _path_arg(self, t, args, i, j):
+        """The path in argument i, resolved against dirfd argument j (or cwd)."""
         raw = linux.read_cstr(t.pid, args[i])
         if raw is None:
             return None
         path = decode.fsdecode(raw)
-        j = sc.arg(dirrole)
+        if path.startswith("/"):
+            return decode.resolve("/", path)
         base = t.cwd
         if j is not None:
             dirfd = _s32(args[j])
-            if path == "" or not path.startswith("/"):
-                if dirfd != syscalls.AT_FDCWD:
-                    base = self._fd_path(t, dirfd)
-                    if path == "":
-                        return base
+            if dirfd != syscalls.AT_FDCWD:
+                base = self._fd_path(t, dirfd)
+                if path == "":
+                    return base
         if path == "":
             return ""
         return decode.resolve(base, path)
@@ -404,33 +402,34 @@ class Tracer:
             return f"<fd {fd}>"
 
     def _decode_entry(self, t, sc, args):
-        """-> the Event for a call at its entry (result filled in at exit)."""
+        """-> the Event for a call at its entry (result filled in at exit).
+
+        The hot path of the recorder: argument indices come precomputed from
+        the table, and only what the call has is decoded.
+        """
         ev = Event("exec" if sc.cls == syscalls.EXEC else "syscall", t.proc, t.nspid,
-                   sc.name, time=self._now())
+                   sc.name, time=int((time.monotonic() - self.t0) * 1_000_000))
         if sc.cls == syscalls.OUT:
             return self._decode_output(t, sc, args, ev)
-        ev.path = self._path_arg(t, sc, args, "path", "dirfd")
-        if sc.arg("path2") is not None:
-            ev.path2 = self._path_arg(t, sc, args, "path2", "dirfd2")
-        for role in ("flags", "mode"):
-            i = sc.arg(role)
-            if i is not None and ev.flags is None:
-                ev.flags = args[i] & 0xFFFFFFFF
-        i = sc.arg("atflags")
-        if i is not None and ev.path in (None, "") and args[i] & syscalls.AT_EMPTY_PATH:
-            j = sc.arg("dirfd")
+        if sc.i_path is not None:
+            ev.path = self._path_arg(t, args, sc.i_path, sc.i_dirfd)
+        if sc.i_path2 is not None:
+            ev.path2 = self._path_arg(t, args, sc.i_path2, sc.i_dirfd2)
+        if sc.i_flags is not None:
+            ev.flags = args[sc.i_flags] & 0xFFFFFFFF
+        i = sc.i_atflags
+        if i is not None and not ev.path and args[i] & syscalls.AT_EMPTY_PATH:
+            j = sc.i_dirfd
             ev.path = self._fd_path(t, _s32(args[j])) if j is not None else None
-        i = sc.arg("fd")
+        i = sc.i_fd
         if i is not None:
             ev.args["fd"] = _s32(args[i])
             if sc.cls == syscalls.FILE and ev.path is None:
                 ev.path = self._fd_path(t, _s32(args[i]))
-        i = sc.arg("target")
-        if i is not None:
-            ev.args["target"] = decode.fsdecode(linux.read_cstr(t.pid, args[i]) or b"")
-        i = sc.arg("how")
-        if i is not None:
-            raw = linux.read_mem(t.pid, args[i], 8)
+        if sc.i_target is not None:
+            ev.args["target"] = decode.fsdecode(linux.read_cstr(t.pid, args[sc.i_target]) or b"")
+        if sc.i_how is not None:
+            raw = linux.read_mem(t.pid, args[sc.i_how], 8)
             if len(raw) == 8:
                 ev.flags = int.from_bytes(raw, "little") & 0xFFFFFFFF
         if sc.cls == syscalls.EXEC:
@@ -526,6 +525,13 @@ class Tracer:
         missing (args interpreter), the most confusing ENOENT a Nix user meets."""
         root = f"/proc/{t.pid}/root"
         try:
+            if ev.kind != "exec":
+                # The common case, a plain missing file, costs one lstat. Only
+                # when something is there (a link) is the path walked again.
+                try:
+                    os.lstat(root + ev.path)
+                except FileNotFoundError:
+                    return
             host, link = decode.resolve_in_root(root, ev.path)
             if link is not None and host is None:
                 ev.args["link"], ev.args["link_target"] = link
