@@ -51,6 +51,21 @@ def mount(source, target, fstype, flags=0, data=None) -> None:
                        enc(data)), f"mount {target}")
 
 
+SYS_mount_setattr = 442
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+
+
+def mount_setattr(path: str, attr_set: int, recursive: bool = False) -> None:
+    """mount_setattr(2) (Linux 5.12): e.g. make a whole mount tree read-only,
+    which a remount can only do one mount at a time."""
+    # struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd; }
+    attr = ctypes.create_string_buffer(struct.pack("=QQQQ", attr_set, 0, 0, 0), 32)
+    _check(_libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(-100), path.encode(),
+                         ctypes.c_uint(AT_RECURSIVE if recursive else 0), attr,
+                         ctypes.c_size_t(32)), f"mount_setattr {path}")
+
+
 def umount2(target: str, flags: int) -> None:
     _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount {target}")
 

@@ -23,6 +23,7 @@ import re
 import resource
 import signal
 import socket
+import stat
 import struct
 
 from nixrec.recorder import linux
@@ -118,9 +119,11 @@ def read_nix_conf(path="/etc/nix/nix.conf") -> dict:
     return conf
 
 
-def build_env(drv, drv_path, cores, host_build_dir, fixed_output):
+def build_env(drv, drv_path, cores, build_dir, fixed_output):
     """§2.6: the builder's environment, in initEnv's order (later wins), plus the
-    files it implies in /build (passAsFile, structured attrs). -> (env, files)."""
+    files it implies in the build directory (passAsFile, structured attrs).
+    `build_dir` is /build in the sandbox, the host path without one.
+    -> (env, files)."""
     env, files = {}, {}
     env["PATH"] = "/path-not-set"
     env["HOME"] = HOME
@@ -133,7 +136,7 @@ def build_env(drv, drv_path, cores, host_build_dir, fixed_output):
             if k in pass_as_file:
                 fn = ".attr-" + nix32(hashlib.sha256(k.encode()).digest())
                 files[fn] = v
-                env[k + "Path"] = f"{BUILD_DIR}/{fn}"
+                env[k + "Path"] = f"{build_dir}/{fn}"
             else:
                 env[k] = v
     else:
@@ -147,7 +150,7 @@ def build_env(drv, drv_path, cores, host_build_dir, fixed_output):
         env["NIX_ATTRS_SH_FILE"] = nix_top + "/.attrs.sh"
         env["NIX_ATTRS_JSON_FILE"] = nix_top + "/.attrs.json"
     for k in ("NIX_BUILD_TOP", "TMPDIR", "TEMPDIR", "TMP", "TEMP", "PWD"):
-        env[k] = BUILD_DIR
+        env[k] = build_dir
     if fixed_output:
         env["NIX_OUTPUT_CHECKED"] = "1"
         for name in (drv.env.get("impureEnvVars") or "").split():
@@ -195,13 +198,22 @@ def attrs_sh(attrs: dict) -> str:
 
 
 def make_plan(drv, drv_path, inputs, cores=None, extra_sandbox_paths="",
-              no_sandbox=False, nix_conf=None) -> SandboxPlan:
-    """Everything the sandbox will be, from the derivation and the input closure."""
+              no_sandbox=False, nix_conf=None, host_build_dir=None) -> SandboxPlan:
+    """Everything the sandbox will be, from the derivation and the input closure.
+
+    no_sandbox: as Nix's `sandbox = false` would run it: the host filesystem
+    visible (read-only here), the build in `host_build_dir` (a host path, as
+    Nix uses its temporary directory), the host network and hostname; still
+    uid 1000 and PID 1 of its own PID namespace, so the trace stays whole.
+    """
     conf = nix_conf if nix_conf is not None else read_nix_conf()
     if cores is None:
         cores = int(conf["cores"]) if conf.get("cores") not in (None, "") else os.cpu_count()
     fixed = drv.is_fixed_output
-    env, files = build_env(drv, drv_path, cores, None, fixed)
+    if no_sandbox and not host_build_dir:
+        raise ValueError("no_sandbox needs the host build directory")
+    build_dir = host_build_dir if no_sandbox else BUILD_DIR
+    env, files = build_env(drv, drv_path, cores, build_dir, fixed)
     spaths = parse_sandbox_paths(conf.get("sandbox-paths", "")) + parse_sandbox_paths(
         conf.get("extra-sandbox-paths", "")) + parse_sandbox_paths(extra_sandbox_paths)
     etc_files = {"passwd": ETC_PASSWD, "group": ETC_GROUP}
@@ -214,16 +226,28 @@ def make_plan(drv, drv_path, inputs, cores=None, extra_sandbox_paths="",
                 etc_binds.append(f)
     else:
         etc_files["hosts"] = ETC_HOSTS
+    hostname, domainname, network = "localhost", "(none)", not fixed
+    if no_sandbox:
+        hostname, domainname, network = socket.gethostname(), _host_domainname(), False
+        spaths, etc_files, etc_binds = [], {}, []
     return SandboxPlan(
         drv_path=drv_path, name=drv.env.get("name", os.path.basename(drv_path)),
         builder=drv.builder, argv=[os.path.basename(drv.builder)] + list(drv.args),
-        env=sorted(env.items()), cwd=BUILD_DIR, uid=SANDBOX_UID, gid=SANDBOX_GID,
-        hostname="localhost", domainname="(none)", network=not fixed, fixed_output=fixed,
+        env=sorted(env.items()), cwd=build_dir, uid=SANDBOX_UID, gid=SANDBOX_GID,
+        hostname=hostname, domainname=domainname, network=network, fixed_output=fixed,
         inputs=sorted(inputs), sandbox_paths=spaths, build_files=files,
         etc_files=etc_files, etc_binds=etc_binds,
         outputs={name: o.path for name, o in drv.outputs.items()},
         no_sandbox=no_sandbox, cores=cores, dev_shm_size="50%",
-        store_dir=STORE_DIR, build_dir=BUILD_DIR, home=HOME)
+        store_dir=STORE_DIR, build_dir=build_dir, home=HOME)
+
+
+def _host_domainname():
+    try:
+        with open("/proc/sys/kernel/domainname") as f:
+            return f.read().strip()
+    except OSError:
+        return "(none)"
 
 
 # --- host side ----------------------------------------------------------------------
@@ -231,16 +255,27 @@ def make_plan(drv, drv_path, inputs, cores=None, extra_sandbox_paths="",
 class Layout:
     """Host directories of one sandbox: the chroot tree and the build directory."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, no_sandbox=False):
         self.workdir = workdir
         self.root = os.path.join(workdir, "root")       # becomes / of the sandbox
         self.build = os.path.join(workdir, "build")     # becomes /build
-        self.store = self.root + STORE_DIR              # outputs appear here
+        self.store = self.root + STORE_DIR
+        # --no-sandbox: /nix/store is an overlay on the host's; outputs land in
+        # its upper directory, never in the real store.
+        self.upper = os.path.join(workdir, "store-upper")
+        self.ovlwork = os.path.join(workdir, "store-work")
+        self.outputs_dir = self.upper if no_sandbox else self.store
+
+
+def build_dir_for(workdir: str) -> str:
+    """The host build directory prepare_host makes under `workdir` (--no-sandbox
+    passes it to make_plan, since there it is the path the build sees)."""
+    return os.path.join(workdir, "build")
 
 
 def prepare_host(plan: SandboxPlan, workdir: str) -> Layout:
     """§2.2 steps 2, 4, 5: the temporary directory and the chroot skeleton."""
-    lay = Layout(workdir)
+    lay = Layout(workdir, plan.no_sandbox)
     os.makedirs(lay.build, mode=0o700)
     os.chmod(lay.build, 0o700)
     for name, content in plan.build_files.items():
@@ -248,6 +283,17 @@ def prepare_host(plan: SandboxPlan, workdir: str) -> Layout:
                   errors="surrogateescape") as f:
             f.write(content)
         os.chmod(os.path.join(lay.build, name), 0o644)
+    if plan.no_sandbox:
+        for d in (lay.root, lay.upper, lay.ovlwork):
+            os.makedirs(d)
+        # An output that already exists in the real store would show through
+        # the overlay, read-only; Nix builds into a fresh path. An overlayfs
+        # whiteout (a 0/0 character device in the upper dir) hides it.
+        for path in plan.outputs.values():
+            if os.path.lexists(path):
+                os.mknod(os.path.join(lay.upper, os.path.basename(path)),
+                         0o600 | stat.S_IFCHR, os.makedev(0, 0))
+        return lay
     os.makedirs(lay.root, mode=0o750)
     os.chmod(lay.root, 0o750)
     os.mkdir(lay.root + "/tmp")
@@ -321,6 +367,27 @@ def enter(plan: SandboxPlan, lay: Layout) -> None:
     linux.setdomainname(plan.domainname)
     # Nothing mounted from here on may propagate back to the host.
     linux.mount(None, "/", None, linux.MS_PRIVATE | linux.MS_REC)
+    if plan.no_sandbox:
+        _host_view(plan, lay)
+    else:
+        _chroot_view(plan, lay)
+    _become_builder(plan, lay.root)
+
+
+def _host_view(plan, lay):
+    """--no-sandbox: the whole host, read-only, but for the build directory and
+    an overlay on /nix/store where the outputs are made."""
+    root = lay.root
+    linux.mount("/", root, None, linux.MS_BIND | linux.MS_REC)
+    linux.mount_setattr(root, linux.MOUNT_ATTR_RDONLY, recursive=True)
+    linux.mount(lay.build, root + lay.build, None, linux.MS_BIND)
+    linux.mount("overlay", root + STORE_DIR, "overlay", 0,
+                f"lowerdir={STORE_DIR},upperdir={lay.upper},workdir={lay.ovlwork},userxattr")
+    linux.mount("none", root + "/proc", "proc", 0)
+
+
+def _chroot_view(plan, lay):
+    """§2.2 10.7-10.11: the chroot with only what the sandbox holds."""
     root = lay.root
     linux.mount(root, root, None, linux.MS_BIND)
     linux.mount(lay.store, lay.store, None, linux.MS_BIND)
@@ -342,13 +409,19 @@ def enter(plan: SandboxPlan, lay: Layout) -> None:
     linux.mount("none", root + "/dev/shm", "tmpfs", 0, f"size={plan.dev_shm_size}")
     os.makedirs(root + "/dev/pts", exist_ok=True)
     linux.mount("none", root + "/dev/pts", "devpts", 0, "newinstance,mode=0620,ptmxmode=0666")
+
+
+def _become_builder(plan, root):
+    """§2.2 10.12-10.17: enter the root, drop to the build user, set limits."""
     linux.unshare(linux.CLONE_NEWNS)
     os.chdir(root)
-    os.mkdir("real-root")
-    linux.pivot_root(".", "real-root")
+    # Nix pivots onto a `real-root` directory it then removes; pivot_root(".",
+    # ".") (pivot_root(2), NOTES) needs no directory, so it also works when
+    # the new root is read-only (--no-sandbox). The old root is stacked on
+    # the new one and detached at once: the same end state.
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)
     os.chroot(".")
-    linux.umount2("real-root", linux.MNT_DETACH)
-    os.rmdir("real-root")
     os.setgid(plan.gid)
     os.setuid(plan.uid)
     os.chdir(plan.cwd)
