@@ -33,7 +33,10 @@ fi
 # Re-install only when pyproject.toml changed since the last install.
 stamp=.venv/.nixrec-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    # (this image's pip.conf names wheel folders that may not exist: quiet them)
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
+        | { grep -v '^WARNING: Location' || true; }
+    [ "${PIPESTATUS[0]}" = 0 ] || { echo "setup: pip install failed" >&2; exit 1; }
     touch "$stamp"
 fi
 
