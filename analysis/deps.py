@@ -92,6 +92,11 @@ class PathClassifier:
         self.home = plan.get("home") or "/homeless-shelter"
         self.inputs = set(plan.get("inputs") or ())
         self.outputs = set((plan.get("outputs") or {}).values())
+        # Host paths bind-mounted in (sandbox-paths, extra-sandbox-paths): a missing
+        # file under one is missing on the host too, not hidden by the sandbox.
+        self.mounted = tuple(sorted(
+            (m.get("target") or m.get("source") or "").rstrip("/") or "/"
+            for m in plan.get("sandbox_paths") or () if isinstance(m, dict)))
 
     def category(self, path: str) -> str:
         """input | output | build | sandbox | store | home | host."""
@@ -113,6 +118,19 @@ class PathClassifier:
 
     def undeclared(self, path: str) -> bool:
         return self.category(path) in ("store", "home", "host")
+
+    def mounted_from_host(self, path: str) -> bool:
+        """`path` is at or under a sandbox path bind-mounted from the host."""
+        return any(path == m or path.startswith(m + "/") or m == "/"
+                   for m in self.mounted)
+
+    def visible(self, path: str) -> bool:
+        """The sandbox shows this path's host counterpart: a declared input or
+        output, /build, Nix's own files, or a mounted sandbox path. A host path
+        that is not visible is one the sandbox hides."""
+        if self.category(path) in ("input", "output", "build", "sandbox"):
+            return True
+        return self.mounted_from_host(path)
 
 
 # deps categories, in report order.

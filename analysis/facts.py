@@ -5,10 +5,25 @@ successes are kept as "last seq per path/basename", stderr as a bounded tail.
 """
 
 import collections
+import re
 
 from nixrec.analysis.deps import access_of, basename, creates, deletes
 
 STDERR_LINES = 200      # per process; a build that prints more is rarely helped by more
+
+# Nix gives the builder a pseudo-terminal, so gcc, make and friends colour their
+# messages; the rules read the words ("fatal error: zlib.h: ..."), not the colours.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def not_a_failure(ev) -> bool:
+    """A failed call that is a question, not a problem: readlink EINVAL means "not
+    a symlink" (realpath asks it of every component), mkdir EEXIST is `mkdir -p`
+    walking down to the directory it makes."""
+    name = ev.syscall or ""
+    if ev.errno == "EINVAL" and name.startswith("readlink"):
+        return True
+    return ev.errno == "EEXIST" and name.startswith("mkdir")
 
 
 class Proc:
@@ -73,6 +88,11 @@ class Facts:
         self.last_seq = 0
         for path, p in (processes or {}).items():
             self._merge_proc(path, p)
+        root = self.proc("1")
+        if not root.argv and self.plan.get("argv"):
+            # A builder whose exec failed never ran a program: name the one it meant to.
+            root.argv = list(self.plan["argv"])
+            root.exe = self.plan.get("builder")
 
     def _merge_proc(self, path, p):
         q = self.proc(path)
@@ -140,7 +160,7 @@ class Facts:
         data = ev.args.get("data") or b""
         if isinstance(data, bytes):
             data = data.decode("utf-8", "replace")
-        text = self._partial.pop(ev.proc, "") + data
+        text = self._partial.pop(ev.proc, "") + _ANSI.sub("", data)
         lines = text.split("\n")
         if lines[-1]:
             self._partial[ev.proc] = lines[-1]
@@ -158,7 +178,8 @@ class Facts:
         if ev.args.get("address") or ev.args.get("dns"):
             self.network.append(ev)
         if ev.failed:
-            self.failures.append(ev)
+            if not not_a_failure(ev):
+                self.failures.append(ev)
             return
         self._on_success(ev, q)
 

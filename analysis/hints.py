@@ -30,14 +30,31 @@ def _summary(c):
                f"(looked in {where})"
     if k == "missing-interpreter":
         interp = c.get("interpreter")
-        what = f"its interpreter {interp} is missing" if interp else \
+        kind = "ELF interpreter" if _is_loader(interp) else "interpreter"
+        what = f"its {kind} {interp} is missing" if interp else \
             "the file exists, so its #! interpreter or ELF interpreter is missing " \
             "(the trace does not show which)"
+        if c.get("interpreter_found"):
+            what = f"its {kind} {interp} is there but could not be loaded"
+        elif "dir_mounted" in c:
+            what += f": {c['interpreter_dir']} is " + (
+                "mounted but the file is not there (a symlink out of the sandbox?)"
+                if c["dir_mounted"] else "not in the sandbox")
         return f"{who} could not execute {path}: ENOENT -- {what}"
+    if k == "undeclared-host-path" and c.get("header"):
+        return f"{who} could not open {c['header']}: {path} is not in the sandbox " \
+               "-- not a declared input"
+    if k in ("undeclared-host-path", "undeclared-store-path") and c.get("link_target"):
+        return _link_summary(c, who)
     if k == "undeclared-host-path":
         via = f" (via symlink {c['link']})" if c.get("link") else ""
         return f"{who} could not {_verb(c)} {path}{via}{_errno(c)} -- " \
                "not a declared input"
+    if k == "missing-header":
+        where = ", ".join(c.get("looked_in") or []) or "the include path"
+        hidden = f"; not in the sandbox: {', '.join(c['hidden'])}" if c.get("hidden") else ""
+        return f"{who} could not find the header {c.get('header')} (looked in {where}" \
+               f"{hidden})"
     if k == "undeclared-store-path":
         return f"{who} could not {_verb(c)} {path}{_errno(c)} -- " \
                f"{c.get('store_path')} is not in the input closure"
@@ -60,6 +77,22 @@ def _summary(c):
     if c.get("syscall"):
         return f"{who} failed: {c['syscall']} {path or ''}{_errno(c)}".rstrip()
     return f"{who} exited with status {c.get('exit_code', 'non-zero')}"
+
+
+def _link_summary(c, who):
+    """A symlink the tracer saw dangle: /usr/bin/cc -> /etc/alternatives/cc."""
+    link, target, accessed = c["link"], c["link_target"], c.get("accessed") or c["link"]
+    where = "the input closure" if c["kind"] == "undeclared-store-path" else "the sandbox"
+    if accessed == link:
+        return f"{who} could not {_verb(c)} {link}: it is a symlink to {target}, " \
+               f"which is not in {where} -- not a declared input"
+    return f"{who} could not {_verb(c)} {accessed}: {link} is a symlink to {target}, " \
+           f"which is not in {where} -- not a declared input"
+
+
+def _is_loader(interp):
+    """The dynamic loader (ld-linux-x86-64.so.2, ld-musl-x86_64.so.1)."""
+    return bool(interp) and basename(interp).startswith("ld-")
 
 
 def _verb(c):
@@ -95,9 +128,34 @@ HINTS = {
             "steps, or set enableParallelBuilding = false with a comment",
     "signal": "killed: a timeout (timeout, max-silent-time), the OOM killer or a "
               "crash; check the build's time and memory",
+    "missing-header": "no include directory has {header}: add the package that "
+                      "provides it to buildInputs",
     "fallback": "no known pattern; replay to this event and inspect the sandbox "
                 "(nixrec replay ... --until N)",
 }
+
+
+HEADER_HINT = "the host's include directories are not in the sandbox: add the " \
+    "library that provides {header} to buildInputs and build with stdenv's compiler " \
+    "(its wrapper adds each input's include directory), not the host's"
+LINK_HINT = "the symlink leads out of the sandbox ({link} -> {link_target}, as " \
+    "Debian's /etc/alternatives does): call the program by its real name, use a " \
+    "store path, or add the target to extra-sandbox-paths as well"
+LOADER_HINT = "a host program needs the host's dynamic loader {interpreter}: use a " \
+    "builder from the store, or add {interpreter_dir} to extra-sandbox-paths (and, " \
+    "on a merged-/usr host where it is a symlink, what it points to)"
+
+
+def _hint(c):
+    if c.get("header") and c["kind"] == "undeclared-host-path":
+        return HEADER_HINT.format(**c)
+    if c.get("link_target"):
+        return LINK_HINT.format(**c)
+    if c["kind"] == "missing-interpreter" and _is_loader(c.get("interpreter")):
+        return LOADER_HINT.format(**c)
+    if c["kind"] == "missing-header":
+        return HINTS["missing-header"].format(**c)
+    return HINTS.get(c["kind"], HINTS["fallback"])
 
 
 def describe(c, facts):
@@ -108,12 +166,19 @@ def describe(c, facts):
             f"{v['consumer']} failed on it"
     else:
         c["summary"] = _summary(c)
-    c["hint"] = HINTS.get(c["kind"], HINTS["fallback"])
+    c["hint"] = _hint(c)
     ev = []
     if c.get("syscall"):
-        ev.append(f"event {c['seq']}: {c['syscall']}"
-                  f"({c.get('path') or c.get('address') or c.get('host') or ''})"
+        what = c.get("accessed") or c.get("path") or c.get("address") or c.get("host")
+        ev.append(f"event {c['seq']}: {c['syscall']}({what or ''})"
                   f" = {'-1 ' + c['errno'] if c.get('errno') else 'ok'}")
-    for line in facts.stderr_of(c["proc"], limit=3):
+    for seq, syscall, path, errno in c.pop("extra_events", ()):
+        also = [d for d in c.get("looked_in") or () if d != path]
+        more = f" (also missing: {', '.join(also)})" if also else ""
+        ev.append(f"event {seq}: {syscall}({path}) = -1 {errno}{more}")
+    # The line that says what went wrong, else the last lines before the exit.
+    lines = [c.pop("log_line")] if c.get("log_line") else \
+        facts.stderr_of(c["proc"], limit=3)
+    for line in lines:
         ev.append(f"stderr of {c['proc']}: {line}")
     c["evidence"] = ev

@@ -11,27 +11,22 @@ Pure functions of (header, processes, events). The shape of the answer:
      producer's cause (data flow); a symlink out of the sandbox names its target.
 """
 
+import posixpath
 import re
 
 from nixrec.analysis import races
+from nixrec.analysis.includes import include_searches
+from nixrec.analysis.noise import NOISE, is_noise, is_probe
 from nixrec.analysis.deps import PathClassifier, access_of, basename, store_path_of
 from nixrec.analysis.facts import collect, is_ancestor
 from nixrec.analysis import hints
-
-# Probes every libc or shell makes and shrugs off; a failure here is noise.
-NOISE = re.compile(
-    r"(/locale|locale\.alias|locale-archive|/gconv|\.mo$|/ld\.so\.|/etc/ld\.so|"
-    r"nsswitch\.conf|/etc/localtime|/usr/share/zoneinfo|/terminfo|/etc/mtab|"
-    r"/nscd|/etc/resolv\.conf|/etc/host\.conf|/etc/gai\.conf|/etc/services|"
-    r"/etc/protocols|/\.inputrc|/etc/inputrc|/etc/profile|/\.profile|/\.ashrc|"
-    r"/\.bashrc|/etc/bash\.bashrc|/etc/nix|/\.nix-|/dev/tty$|/etc/ssl|/etc/pki)")
 
 # How much a kind of cause explains a build failure on its own (before context).
 PRIOR = {
     "signal": 6, "seccomp": 5, "network": 5, "dns": 5, "home": 5,
     "missing-interpreter": 5, "race": 5, "missing-executable": 4,
     "undeclared-store-path": 4, "write-outside": 4, "write-denied": 4,
-    "undeclared-host-path": 3, "fallback": 0,
+    "undeclared-host-path": 3, "missing-header": 4, "fallback": 0,
 }
 # A top cause scoring below this explains too little: the fallback goes first.
 GOOD = 4
@@ -74,9 +69,11 @@ def _failed_child(facts, proc):
 
 def _cause(kind, ev, facts, **fields):
     q = facts.procs.get(ev.proc)
-    c = {"kind": kind, "seq": ev.seq, "proc": ev.proc,
-         "argv": list(q.argv) if q else [], "syscall": ev.syscall,
-         "errno": ev.errno}
+    argv = list(q.argv) if q and q.argv else []
+    if not argv and ev.kind == "exec":
+        argv = list(ev.args.get("argv") or [])    # a builder that never started
+    c = {"kind": kind, "seq": ev.seq, "proc": ev.proc, "argv": argv,
+         "syscall": ev.syscall, "errno": ev.errno}
     if ev.path and "path" not in fields and kind not in ("network", "dns"):
         c["path"] = ev.path
     c.update({k: v for k, v in fields.items() if v is not None})
@@ -104,6 +101,21 @@ def classify_event(ev, facts, cls):
         return _cause("write-outside", ev, facts)
     if access == "write" and ev.errno in DENIED_ERRNO:
         return _cause("write-denied", ev, facts)
+    if ev.kind == "exec" and ev.errno == "ENOENT" and ev.args.get("interpreter"):
+        # The tracer read the ELF PT_INTERP or #! line of the file that exists.
+        interp = ev.args["interpreter"]
+        return _cause("missing-interpreter", ev, facts, command=ev.path,
+                      interpreter=interp, interpreter_dir=posixpath.dirname(interp),
+                      dir_mounted=cls.mounted_from_host(interp),
+                      interpreter_found=not ev.args.get("interpreter_missing", True))
+    out = _link_out(ev, cls)
+    if out:
+        link, target, full = out
+        kind = "undeclared-store-path" if cls.category(full) == "store" \
+            else "undeclared-host-path"
+        return _cause(kind, ev, facts, path=full, link=link, link_target=target,
+                      accessed=ev.path, access=access,
+                      store_path=store_path_of(full, cls.store_dir))
     if ev.kind == "exec" and ev.errno == "ENOENT":
         return _exec_enoent(ev, facts, cls)
     if cat == "store":
@@ -175,6 +187,21 @@ def _interpreter_of(ev, facts):
     return peek(ev.path) if peek else None
 
 
+def _link_out(ev, cls):
+    """(link, target, resolved path) when the tracer saw `ev.path` go through a
+    symlink whose target the sandbox hides (/usr/bin/cc -> /etc/alternatives/cc).
+    A link into a mounted sandbox path (/lib -> usr/lib) is not the problem."""
+    link, target = ev.args.get("link"), ev.args.get("link_target")
+    if not link or not target or ev.errno != "ENOENT":
+        return None
+    if not target.startswith("/"):
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(link), target))
+    if cls.visible(target):
+        return None
+    rest = ev.path[len(link):] if ev.path and ev.path.startswith(link + "/") else ""
+    return link, target, target + rest
+
+
 def _symlink_out(path, facts, cls):
     """(link, target) if `path` or a parent is a recorded symlink to outside the sandbox."""
     p = path
@@ -193,17 +220,20 @@ def _symlink_out(path, facts, cls):
 
 # -- causes made of several events -----------------------------------------------
 
-def path_searches(facts, cls):
+def path_searches(facts, cls, claimed=frozenset()):
     """missing-executable causes from PATH searches in which every entry failed.
 
     Shells search PATH with stat() (busybox ash) or execve() per entry; a search
     that later succeeds on the same name is noise. A stat-only search counts only
     if the log says "not found" or the process exited 127, since configure also
-    stats PATH entries on purpose.
+    stats PATH entries on purpose. readlink is realpath's question, never a PATH
+    search; an entry that is a symlink out of the sandbox is that symlink's cause.
     """
     groups = {}
     for ev in facts.failures:
-        if ev.errno != "ENOENT" or not ev.path or access_of(ev) not in ("stat", "exec"):
+        if ev.errno != "ENOENT" or not ev.path or access_of(ev) not in ("stat", "exec") \
+                or ev.seq in claimed or (ev.syscall or "").startswith("readlink") \
+                or is_noise(ev.path, facts, ev.seq):
             continue
         name = basename(ev.path)
         g = groups.setdefault((ev.proc, name), [])
@@ -211,6 +241,8 @@ def path_searches(facts, cls):
     for (proc, name), evs in groups.items():
         last = evs[-1]
         if facts.base_succeeded_later(last.path, last.seq):
+            continue
+        if any(_link_out(e, cls) for e in evs):
             continue
         dirs = sorted({e.path.rsplit("/", 1)[0] or "/" for e in evs})
         execd = any(e.kind == "exec" for e in evs)
@@ -264,20 +296,23 @@ def _score(c, facts, chain, log_text):
         s += 2
     elif chain and any(is_ancestor(p, proc) for p in chain[1:]):
         s += 1
-    key = c.get("path") or c.get("address") or c.get("host") or ""
-    name = c.get("command") or basename(key)
+    key = c.get("header") or c.get("path") or c.get("address") or c.get("host") or ""
+    name = c.get("command") or basename(c.get("accessed") or key)
     mentioned = _mentioned(key, name, log_text)
     if mentioned:
         s += 3
-    path = c.get("path") or ""
+    # What the process asked for (a symlink, DIR/header.h), not what it resolved to.
+    path = c.get("accessed") or c.get("path") or ""
     if c["kind"] not in ("race", "signal") and path:
         if facts.base_succeeded_later(path, c["seq"]):
             s -= 4           # a probe: the same name was found afterwards
-        if NOISE.search(path):
+        if is_noise(path, facts, c["seq"]):
             s -= 6
         if c.get("syscall") and access_of_name(c["syscall"]) == "stat" \
                 and not mentioned:
             s -= 5           # `test -e`, configure checks: asked, not needed
+    if c.get("link") and c.get("accessed") == c["link"]:
+        s += 1           # it named the symlink itself: the clearest event to show
     if c["kind"] == "race" and proc not in chain and c.get("errno") is None:
         s -= 6           # a read that raced but did not make anything fail
     q = facts.procs.get(proc)
@@ -286,16 +321,30 @@ def _score(c, facts, chain, log_text):
     return s
 
 
+# Directory names too generic to count as the log naming a path ("#include"
+# does not name /usr/include, "lib" is everywhere).
+GENERIC_NAMES = frozenset(("include", "lib", "lib64", "bin", "sbin", "share", "etc",
+                           "usr", "local", "src", "build", "tmp", "var", "opt"))
+
+
 def _mentioned(key, name, log_text):
-    """The build log names this path, command, host or address (host part)."""
+    """The build log names this path, command, host or address (host part).
+
+    A name of 3+ characters counts as a word anywhere; a 2-letter one (cc, ld,
+    as) only as the subject of a message ("make: cc: No such file")."""
     if not key:
         return False
     if key in log_text:
         return True
     host = key.rsplit(":", 1)[0] if re.match(r"^[\d.]+:\d+$", key) else None
     for word in (name, host):
-        if word and len(word) >= 3 and re.search(
+        if not word or word in GENERIC_NAMES:
+            continue
+        if len(word) >= 3 and re.search(
                 r"(?<![\w.-])" + re.escape(word) + r"(?![\w-])", log_text):
+            return True
+        if len(word) == 2 and re.search(r"(?:^|\s)" + re.escape(word) + r":",
+                                        log_text, re.M):
             return True
     return False
 
@@ -317,20 +366,33 @@ def rank(causes, facts, chain):
         k = c["seq"]
         if k not in best or c["score"] > best[k]["score"]:
             best[k] = c
-    merged = {}
+    merged, by_path = {}, {}
     for c in sorted(best.values(), key=lambda c: (-c["score"], -c["seq"])):
         ident = (c["kind"], c.get("path"), c.get("address"), c.get("host"),
                  c.get("command"))
-        if ident in merged:
-            merged[ident].setdefault("also_seq", []).append(c["seq"])
+        # One suspect per path and process: cp's stat of the file it then fails
+        # to write is part of that write, not a second suspect.
+        same = merged.get(ident) or (c.get("path") and c["kind"] != "signal"
+                                     and by_path.get((c["proc"], c["path"])))
+        if same:
+            same.setdefault("also_seq", []).append(c["seq"])
             continue
         merged[ident] = c
+        if c.get("path"):
+            by_path.setdefault((c["proc"], c["path"]), c)
     return list(merged.values())
 
 
 def candidates(facts, chain, cls):
-    out = []
+    found, claimed = include_searches(facts, cls)
+    out = [_cause(kind, ev, facts, **fields) for kind, ev, fields in found]
+    log_text = facts.stderr_text(chain)
     for ev in facts.failures:
+        if ev.seq in claimed or is_probe(ev, facts, cls):
+            continue
+        if is_noise(ev.path, facts, ev.seq) and \
+                not _mentioned(ev.path, basename(ev.path), log_text):
+            continue         # never a suspect unless the log names it
         c = classify_event(ev, facts, cls)
         if c:
             out.append(c)
@@ -343,7 +405,7 @@ def candidates(facts, chain, cls):
             c = classify_event(ev, facts, cls)
             if c:
                 out.append(c)
-    out.extend(path_searches(facts, cls))
+    out.extend(path_searches(facts, cls, claimed))
     out.extend(race_causes(facts))
     out.extend(signal_causes(facts, chain))
     return out
@@ -445,7 +507,7 @@ def _with_fallback(ranked, facts, chain):
     """No cause explains it well: point at the origin's last failed call."""
     origin = chain[-1]
     fails = [e for e in facts.failures if e.proc == origin
-             and not NOISE.search(e.path or e.args.get("address") or "")
+             and not is_noise(e.path or e.args.get("address") or "", facts, e.seq)
              and not (e.path and facts.base_succeeded_later(e.path, e.seq))]
     q = facts.procs[origin]
     if fails:
@@ -460,7 +522,8 @@ def _with_fallback(ranked, facts, chain):
 
 
 PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
-          "host", "command", "looked_in", "interpreter", "link", "store_path",
+          "host", "command", "header", "looked_in", "interpreter", "link",
+          "link_target", "accessed", "hidden", "store_path",
           "creator", "created_seq", "signal", "access", "via", "summary", "hint",
           "evidence", "score")
 

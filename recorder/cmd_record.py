@@ -26,20 +26,31 @@ def _human_bytes(n: int) -> str:
                    "(target=source, a trailing ? makes one optional).")
 @click.option("--cores", type=int, help="NIX_BUILD_CORES (default: nix.conf, else all cores).")
 @click.option("--keep-build-dir", is_flag=True, help="Keep the sandbox's /build on the host.")
-@click.option("--no-sandbox", is_flag=True, hidden=True,
-              help="Not available yet: see README, 'Limits'.")
+@click.option("--no-sandbox", is_flag=True,
+              help="Run as Nix's `sandbox = false` would: the host filesystem visible "
+                   "(read-only), the host network; the trace shows every impurity used.")
+@click.option("--timeout", type=click.IntRange(min=0), default=0, metavar="SECONDS",
+              help="Kill the build after this long, as Nix's `timeout` (default 0: never).")
+@click.option("--max-silent-time", type=click.IntRange(min=0), default=0, metavar="SECONDS",
+              help="Kill the build after this long without log output, as Nix's "
+                   "`max-silent-time` (default 0: never).")
+@click.option("--max-log-size", type=click.IntRange(min=0), default=0, metavar="BYTES",
+              help="Kill the build once its log exceeds this, as Nix's "
+                   "`max-build-log-size` (default 0: no limit).")
+@click.option("--max-processes", type=click.IntRange(min=0),
+              default=session.DEFAULT_MAX_PROCESSES, show_default=True, metavar="N",
+              help="Kill the build when more than N of its processes are alive at once "
+                   "(a fork bomb; nixrec's own, 0: no limit).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not stream the build log.")
 def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir, no_sandbox,
-               quiet):
+               timeout, max_silent_time, max_log_size, max_processes, quiet):
     """Build DRV in a Nix-faithful sandbox and record everything it does.
 
     DRV is a .drv path, or a .nix file with -A ATTR (instantiated with
     nix-instantiate). The trace goes to -o TRACE; outputs to TRACE.d/outputs/,
     never into the real store. Exit 0 if the build succeeded, 1 if it failed
-    (the trace is complete either way).
+    (the trace is complete either way), also when a limit killed it.
     """
-    if no_sandbox:
-        raise click.UsageError("--no-sandbox is not implemented yet")
     log = None
     if not quiet:
         out = sys.stderr.buffer
@@ -49,9 +60,15 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
             out.flush()
     opts = session.RecordOptions(output=output, attr=attr,
                                  extra_sandbox_paths=extra_sandbox_paths, cores=cores,
-                                 keep_build_dir=keep_build_dir, log=log)
+                                 keep_build_dir=keep_build_dir, no_sandbox=no_sandbox, log=log,
+                                 timeout=timeout,
+                                 max_silent_time=max_silent_time, max_log_size=max_log_size,
+                                 max_processes=max_processes)
     res = session.record(target, opts)
-    if res.exit_signal:
+    if res.killed:
+        # Nix's words: "building of '…' timed out after 2 seconds".
+        outcome = res.killed
+    elif res.exit_signal:
         outcome = f"failed due to signal {res.exit_signal}"
     elif res.exit_status:
         outcome = f"failed with exit code {res.exit_status}"

@@ -30,6 +30,13 @@ from nixrec.recorder import linux
 
 BUILD_DIR = "/build"
 HOME = "/homeless-shelter"
+# As root, the sandbox's uid 1000 / gid 100 map to this host id, which owns
+# nothing on the host, as Nix's build users do (nixbld1...). Mapped to root
+# instead, a builder without capabilities still owns every root-owned host file
+# it can see (/proc/sys/kernel/core_pattern, the bound /dev nodes): the hole
+# Nix has as root with build-users-group = "". The number is the last id of
+# Nix's own auto-allocate-uids range (872415232 + 65535), never a login user.
+ROOT_BUILD_ID = 872480767
 STORE_DIR = "/nix/store"
 SANDBOX_UID, SANDBOX_GID = 1000, 100
 
@@ -68,6 +75,7 @@ class SandboxPlan:
     """What the sandbox holds and how the builder starts. Plain data (to_dict)."""
 
     FIELDS = ("drv_path", "name", "builder", "argv", "env", "cwd", "uid", "gid",
+              "host_uid", "host_gid",
               "hostname", "domainname", "network", "fixed_output", "inputs",
               "sandbox_paths", "build_files", "etc_files", "etc_binds", "outputs",
               "no_sandbox", "cores", "dev_shm_size", "store_dir", "build_dir", "home")
@@ -230,16 +238,26 @@ def make_plan(drv, drv_path, inputs, cores=None, extra_sandbox_paths="",
     if no_sandbox:
         hostname, domainname, network = socket.gethostname(), _host_domainname(), False
         spaths, etc_files, etc_binds = [], {}, []
+    host_uid, host_gid = host_ids()
     return SandboxPlan(
         drv_path=drv_path, name=drv.env.get("name", os.path.basename(drv_path)),
         builder=drv.builder, argv=[os.path.basename(drv.builder)] + list(drv.args),
         env=sorted(env.items()), cwd=build_dir, uid=SANDBOX_UID, gid=SANDBOX_GID,
+        host_uid=host_uid, host_gid=host_gid,
         hostname=hostname, domainname=domainname, network=network, fixed_output=fixed,
         inputs=sorted(inputs), sandbox_paths=spaths, build_files=files,
         etc_files=etc_files, etc_binds=etc_binds,
         outputs={name: o.path for name, o in drv.outputs.items()},
         no_sandbox=no_sandbox, cores=cores, dev_shm_size="50%",
         store_dir=STORE_DIR, build_dir=build_dir, home=HOME)
+
+
+def host_ids():
+    """The host uid/gid the sandbox's nixbld maps to: an id owning nothing when
+    nixrec runs as root (like Nix's build users), else the caller's own."""
+    if os.geteuid() == 0:
+        return ROOT_BUILD_ID, ROOT_BUILD_ID
+    return os.getuid(), os.getgid()
 
 
 def _host_domainname():
@@ -266,26 +284,49 @@ class Layout:
         self.ovlwork = os.path.join(workdir, "store-work")
         self.outputs_dir = self.upper if no_sandbox else self.store
 
+    def remove(self) -> None:
+        """Remove every host directory of this sandbox (the mounts died with it)."""
+        import shutil
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not self.build.startswith(self.workdir + "/"):
+            shutil.rmtree(self.build, ignore_errors=True)
 
-def build_dir_for(workdir: str) -> str:
-    """The host build directory prepare_host makes under `workdir` (--no-sandbox
-    passes it to make_plan, since there it is the path the build sees)."""
-    return os.path.join(workdir, "build")
+
+def host_build_dir(drv_path: str) -> str:
+    """--no-sandbox's build directory: a host path the build user can reach,
+    named as Nix 2.8 names it (`/tmp/nix-build-<name>.drv-<n>`), with nixrec's
+    pid as n. The trace's own directory may sit under a 0700 directory."""
+    base = os.path.basename(drv_path)
+    name = base[33:] if len(base) > 33 and base[32] == "-" else base
+    return f"/tmp/nix-build-{name}-{os.getpid()}"
 
 
 def prepare_host(plan: SandboxPlan, workdir: str) -> Layout:
     """§2.2 steps 2, 4, 5: the temporary directory and the chroot skeleton."""
     lay = Layout(workdir, plan.no_sandbox)
+    if plan.no_sandbox:
+        lay.build = plan.build_dir       # a host path the build sees as it is
+    uid, gid = _ids(plan)
     os.makedirs(lay.build, mode=0o700)
     os.chmod(lay.build, 0o700)
+    os.makedirs(workdir, exist_ok=True)
     for name, content in plan.build_files.items():
         with open(os.path.join(lay.build, name), "w", encoding="utf-8",
                   errors="surrogateescape") as f:
             f.write(content)
         os.chmod(os.path.join(lay.build, name), 0o644)
+        _chown(os.path.join(lay.build, name), uid, gid)
+    _chown(lay.build, uid, gid)          # the builder's own, as Nix chowns it
     if plan.no_sandbox:
         for d in (lay.root, lay.upper, lay.ovlwork):
             os.makedirs(d)
+        # The overlay's root takes the upper dir's owner and mode: make it like
+        # the store (group-writable by the build group, sticky). Both overlay
+        # dirs belong to the build's id: mounting in its user namespace, the
+        # helper has no rights over files of ids the namespace does not map.
+        for d in (lay.upper, lay.ovlwork):
+            _chown(d, uid, gid)
+        os.chmod(lay.upper, 0o1775)
         # An output that already exists in the real store would show through
         # the overlay, read-only; Nix builds into a fresh path. An overlayfs
         # whiteout (a 0/0 character device in the upper dir) hides it.
@@ -296,6 +337,7 @@ def prepare_host(plan: SandboxPlan, workdir: str) -> Layout:
         return lay
     os.makedirs(lay.root, mode=0o750)
     os.chmod(lay.root, 0o750)
+    _chown(lay.root, -1, gid)            # 0750 root:nixbld, as Nix makes it
     os.mkdir(lay.root + "/tmp")
     os.chmod(lay.root + "/tmp", 0o1777)
     os.mkdir(lay.root + "/etc")
@@ -305,10 +347,24 @@ def prepare_host(plan: SandboxPlan, workdir: str) -> Layout:
         os.chmod(os.path.join(lay.root, "etc", name), 0o644)
     os.makedirs(lay.store)
     os.chmod(lay.store, 0o1775)
+    _chown(lay.store, -1, gid)
     for d in ("build", "dev", "proc"):
         os.makedirs(lay.root + "/" + d, exist_ok=True)
     os.chmod(lay.root + "/dev", 0o755)
     return lay
+
+
+def _ids(plan):
+    # Traces from before host_uid existed in the plan: the same rule now.
+    if plan.host_uid is None:
+        return host_ids()
+    return plan.host_uid, plan.host_gid
+
+
+def _chown(path, uid, gid):
+    # Only root can give files away; unprivileged, they are the caller's already.
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
 
 
 def check_sandbox_paths(plan: SandboxPlan) -> list:
@@ -322,14 +378,11 @@ def check_sandbox_paths(plan: SandboxPlan) -> list:
 def _bind(source, target, readonly=False):
     """Bind-mount a file or directory, creating the mount point like doBind does.
 
-    A symlink source is recreated as the same symlink (doBind does so: on a
-    merged-/usr host /bin -> usr/bin must stay a link, not become a mount).
+    A symlink source is followed, as Nix 2.8's doBind does (it stats, and the
+    mount follows the link): on a merged-/usr host `/bin` appears in the
+    sandbox as a directory holding /usr/bin's files (verified with real Nix).
     """
-    if os.path.islink(source):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.symlink(os.readlink(source), target)
-        return
-    if os.path.isdir(source) and not os.path.islink(source):
+    if os.path.isdir(source):
         os.makedirs(target, exist_ok=True)
     else:
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -380,10 +433,25 @@ def _host_view(plan, lay):
     root = lay.root
     linux.mount("/", root, None, linux.MS_BIND | linux.MS_REC)
     linux.mount_setattr(root, linux.MOUNT_ATTR_RDONLY, recursive=True)
-    linux.mount(lay.build, root + lay.build, None, linux.MS_BIND)
-    linux.mount("overlay", root + STORE_DIR, "overlay", 0,
-                f"lowerdir={STORE_DIR},upperdir={lay.upper},workdir={lay.ovlwork},userxattr")
+    linux.mount(lay.build, root + lay.build, None, linux.MS_BIND)   # writable again
     linux.mount("none", root + "/proc", "proc", 0)
+    # The store overlay is mounted with the build's ids: overlayfs refuses
+    # host root, which this user namespace does not map. Those ids may not
+    # walk the host path to the work directory (pytest's is 0700 root), so
+    # every directory is passed as an fd opened before the switch. The
+    # capabilities stay (this process is not the namespace's uid 0, so the
+    # setuid does not clear them); the builder's exec drops them.
+    fds = {k: os.open(v, os.O_PATH | os.O_DIRECTORY) for k, v in (
+        ("root", root), ("store", root + STORE_DIR), ("upper", lay.upper),
+        ("work", lay.ovlwork))}
+    fd = {k: f"/proc/self/fd/{v}" for k, v in fds.items()}
+    os.setresgid(plan.gid, plan.gid, plan.gid)
+    os.setresuid(plan.uid, plan.uid, plan.uid)
+    linux.mount("overlay", fd["store"], "overlay", 0,
+                f"lowerdir={STORE_DIR},upperdir={fd['upper']},workdir={fd['work']},userxattr")
+    os.fchdir(fds["root"])
+    for v in fds.values():
+        os.close(v)
 
 
 def _chroot_view(plan, lay):
@@ -414,7 +482,8 @@ def _chroot_view(plan, lay):
 def _become_builder(plan, root):
     """§2.2 10.12-10.17: enter the root, drop to the build user, set limits."""
     linux.unshare(linux.CLONE_NEWNS)
-    os.chdir(root)
+    if not plan.no_sandbox:
+        os.chdir(root)       # (--no-sandbox: _host_view is there already)
     # Nix pivots onto a `real-root` directory it then removes; pivot_root(".",
     # ".") (pivot_root(2), NOTES) needs no directory, so it also works when
     # the new root is read-only (--no-sandbox). The old root is stacked on
@@ -555,12 +624,13 @@ def _setup_message(line: bytes, step: str) -> str:
 
 def _write_maps(pid: int, plan: SandboxPlan) -> None:
     """§2.2 step 9: one map line each, setgroups denied, as Nix writes them."""
+    host_uid, host_gid = _ids(plan)
     with open(f"/proc/{pid}/uid_map", "w") as f:
-        f.write(f"{plan.uid} {os.getuid()} 1")
+        f.write(f"{plan.uid} {host_uid} 1")
     with open(f"/proc/{pid}/setgroups", "w") as f:
         f.write("deny")
     with open(f"/proc/{pid}/gid_map", "w") as f:
-        f.write(f"{plan.gid} {os.getgid()} 1")
+        f.write(f"{plan.gid} {host_gid} 1")
 
 
 def _helper_main(plan, lay, pty_slave, prog, flags, to_parent, maps_r, go_r, err_w, close):

@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import signal
+import stat
 import threading
 import time
 import tty
@@ -20,9 +21,21 @@ REFUSED_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOTSUP", "ENETUNREACH", "ECONNRE
                   "EHOSTUNREACH", "EAFNOSUPPORT"}
 
 
+# A fork bomb is stopped when this many processes of the build are alive at
+# once. Nix has no such limit (it relies on the build user's RLIMIT_NPROC);
+# under ptrace every live process costs nixrec memory, and a real build rarely
+# has more than a few hundred alive (make -j64 with its shells and compilers).
+DEFAULT_MAX_PROCESSES = 20000
+
+
 class RecordOptions:
+    """What `nixrec record` was asked for. The limits use Nix's names and
+    defaults (0 = no limit): timeout, max-silent-time, max-build-log-size."""
+
     def __init__(self, output=None, attr=None, extra_sandbox_paths="", cores=None,
-                 keep_build_dir=False, no_sandbox=False, log=None, status=None):
+                 keep_build_dir=False, no_sandbox=False, log=None, status=None,
+                 timeout=0, max_silent_time=0, max_log_size=0,
+                 max_processes=DEFAULT_MAX_PROCESSES):
         self.output = output
         self.attr = attr
         self.extra_sandbox_paths = extra_sandbox_paths or ""
@@ -31,6 +44,10 @@ class RecordOptions:
         self.no_sandbox = no_sandbox
         self.log = log                  # callable(bytes): the build log as it streams
         self.status = status            # callable(dict): progress for a status line
+        self.timeout = timeout or 0                 # seconds of wall clock
+        self.max_silent_time = max_silent_time or 0  # seconds without log output
+        self.max_log_size = max_log_size or 0       # bytes of log
+        self.max_processes = max_processes or 0     # processes alive at once
 
 
 class RecordResult:
@@ -93,8 +110,11 @@ def check_host() -> None:
         pass
 
 
-def plan_for(drv_path: str, opts: RecordOptions):
-    """-> (Derivation, SandboxPlan, closure with hashes)."""
+def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
+    """-> (Derivation, SandboxPlan, closure with hashes).
+
+    `workdir` (TRACE.d) is needed with --no-sandbox: the build then runs in a
+    host directory under it, and the plan's environment names that path."""
     d = drvmod.load(drv_path)
     if d.system not in (f"{platform.machine()}-linux",):
         raise BadInput(f"{drv_path} is for {d.system}; this machine builds "
@@ -107,9 +127,11 @@ def plan_for(drv_path: str, opts: RecordOptions):
         conf["sandbox-paths"] + " " + conf["extra-sandbox-paths"])
         if p["source"].startswith(store.STORE_DIR + "/")]
     closure = store.closure(inputs + store_sources)
+    host_build = sandbox.host_build_dir(drv_path) if opts.no_sandbox else None
     plan = sandbox.make_plan(d, drv_path, closure, cores=opts.cores,
                              extra_sandbox_paths=opts.extra_sandbox_paths,
-                             no_sandbox=opts.no_sandbox, nix_conf=conf)
+                             no_sandbox=opts.no_sandbox, nix_conf=conf,
+                             host_build_dir=host_build)
     missing = sandbox.check_sandbox_paths(plan)
     if missing:
         raise BadInput(f"sandbox path does not exist: {missing[0]} "
@@ -161,6 +183,80 @@ class _LogPump(threading.Thread):
         self.on_eof()
 
 
+class Watchdog(threading.Thread):
+    """Kills the build when it breaks a limit, and keeps the trace flushed.
+
+    Nix's limits (§2.2 step 11), with Nix's messages: `timeout` and
+    `max-silent-time` are checked here every tick; the log size and the
+    process count are checked the moment they grow (`output`, `processes`),
+    since a flood or a fork bomb does a lot of damage in one tick. Killing is
+    `kill_build` (one os.kill: safe from any thread); the tracer loop then
+    sees every process exit and the session closes the trace as usual.
+
+    `lock` guards the trace writer, which the tracer thread appends to: the
+    tick flushes a chunk older than a second even while the build is quiet, so
+    a recorder killed during a long `sleep` still leaves its last events.
+    """
+
+    TICK = 0.2          # seconds; the precision of --timeout and --max-silent-time
+
+    def __init__(self, opts, kill, writer, lock):
+        super().__init__(daemon=True, name="nixrec-watchdog")
+        self.opts, self.kill, self.writer, self.lock = opts, kill, writer, lock
+        self.reason = None               # first limit broken, as Nix words it
+        self.write_error = None          # a TraceWriteError met while flushing
+        self.log_bytes = 0
+        self.t0 = self.last_output = time.monotonic()
+        self._done = threading.Event()
+
+    def output(self, n: int) -> bool:
+        """From the log pump: n more bytes. -> False once the log is over its limit."""
+        self.last_output = time.monotonic()
+        self.log_bytes += n
+        limit = self.opts.max_log_size
+        if limit and self.log_bytes > limit:
+            self.fire(f"killed after writing more than {limit} bytes of log output")
+            return False
+        return True
+
+    def processes(self, alive: int) -> None:
+        """From the tracer thread, at each fork: how many are alive now."""
+        limit = self.opts.max_processes
+        if limit and alive > limit:
+            self.fire(f"killed after running more than {limit} processes at once")
+
+    def fire(self, reason: str) -> None:
+        if self.reason is None:          # the first reason wins; later ones are echoes
+            self.reason = reason
+        self.kill()
+
+    def run(self):
+        timeout, silent = self.opts.timeout, self.opts.max_silent_time
+        while not self._done.wait(self.TICK):
+            now = time.monotonic()
+            if timeout and now - self.t0 >= timeout:
+                self.fire(f"timed out after {timeout} seconds")
+            elif silent and now - self.last_output >= silent:
+                self.fire(f"timed out after {silent} seconds of silence")
+            self._flush()
+
+    def _flush(self):
+        if self.write_error is not None:
+            return
+        with self.lock:
+            try:
+                self.writer.tick()
+            except NixrecError as e:
+                # Disk full: nothing more can be recorded, so stop the build;
+                # record() raises this once the tracer loop has drained.
+                self.write_error = e
+                self.kill()
+
+    def stop(self):
+        self._done.set()
+        self.join(timeout=2)
+
+
 def visible_roots(plan) -> frozenset:
     """Top-level names that exist in the sandbox: its own and the sandbox-paths."""
     own = {"build", "tmp", "proc", "dev", "etc", "nix"}
@@ -180,6 +276,10 @@ def is_refused(ev, roots) -> bool:
             and p.split("/", 2)[1] not in roots)
 
 
+# Signals that stop a recording cleanly (the build is killed, the trace closed).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class Build:
     """One run of a plan's sandbox under the tracer: what record and replay share.
 
@@ -197,6 +297,7 @@ class Build:
         self.log = log
         self.before = before
         self.interrupted = False
+        self.eof_kill = False        # killed because every copy of the pty was closed
         self.lay = None
         self.tracer = None
         self.spawned = None
@@ -234,13 +335,20 @@ class Build:
             raise HostUnsupported(f"cannot ptrace the builder: {e.strerror} (nixrec needs "
                                   "CAP_SYS_PTRACE or kernel.yama.ptrace_scope=0)")
         self._master = master
-        self.pump = _LogPump(master, self.log, self.tracer.kill_build)
+        self.pump = _LogPump(master, self.log, self._on_eof)
         self.pump.start()
-        self._prev_int = signal.signal(signal.SIGINT, self._on_int)
+        self._prev_int = {sig: signal.signal(sig, self._on_int) for sig in _STOP_SIGNALS}
         self.spawned.go()
 
+    def _on_eof(self):
+        # §2.2 step 12: Nix SIGKILLs the builder at pty EOF. If the builder
+        # had not exited yet, that kill is what ends it (`exec >/dev/null 2>&1`).
+        self.eof_kill = self.tracer.builder_status is None
+        self.tracer.kill_build()
+
     def _on_int(self, signum, frame):
-        # Ctrl-C: kill the build; the loop then drains and the trace is closed.
+        # Ctrl-C (or SIGTERM, SIGHUP): kill the build; the loop then drains
+        # and the trace is closed, so an interrupted recording stays whole.
         self.interrupted = True
         self.tracer.kill_build()
 
@@ -253,7 +361,8 @@ class Build:
     def stop(self) -> None:
         """Kill what is left of the build, reap every process, close the pty."""
         if self._prev_int is not None:
-            signal.signal(signal.SIGINT, self._prev_int)
+            for sig, handler in self._prev_int.items():
+                signal.signal(sig, handler)
             self._prev_int = None
         self.tracer.drain()
         self.spawned.reap_helper()
@@ -266,57 +375,107 @@ class Build:
         return time.monotonic() - self.t0
 
     def remove_sandbox(self) -> None:
-        shutil.rmtree(self.lay.workdir, ignore_errors=True)
+        self.lay.remove()
 
 
 def record(target: str, opts: RecordOptions) -> RecordResult:
     """Record one build end to end. Raises NixrecError for what is not a build failure."""
     check_host()
     drv_path = resolve_drv(target, opts.attr)
-    d, plan, hashes = plan_for(drv_path, opts)
     out = os.path.abspath(opts.output or default_output(drv_path))
     workdir = out + ".d"
-    if os.path.exists(workdir):
-        shutil.rmtree(workdir)
-    os.makedirs(workdir)
+    d, plan, hashes = plan_for(drv_path, opts, workdir)
+    # The trace first: a directory that does not exist is the user's mistake
+    # (TraceWriter says so, exit 2); mkdir, not makedirs, so that it stays one.
     writer = TraceWriter(out, header_for(drv_path, plan, hashes))
+    try:
+        if os.path.exists(workdir):
+            shutil.rmtree(workdir)
+        os.mkdir(workdir)
+    except OSError as e:
+        writer.abandon()
+        raise HostUnsupported(f"cannot create {workdir}: {e.strerror}") from None
     counts = {"events": 0, "refused": 0}
     roots = visible_roots(plan)
+    lock = threading.Lock()
+    build = None
 
     def emit(ev):
-        writer.append(ev)
+        if watchdog.write_error is not None:
+            return                   # the build is being killed; nothing more fits
+        with lock:
+            try:
+                writer.append(ev)
+            except NixrecError as e:
+                # Disk full. Raising here would leave the tracer mid-stop;
+                # instead kill the build, let the loop drain, raise after.
+                watchdog.write_error = e
+                build.tracer.kill_build()
+                return
         counts["events"] += 1
         if ev.errno is not None and is_refused(ev, roots):
             counts["refused"] += 1
+        if ev.kind == "fork":
+            watchdog.processes(len(build.tracer.tracees))
 
-    build = Build(plan, workdir, emit, log=opts.log)
+    def log(data):
+        # Past max-log-size Nix stops copying the log; so does this.
+        if watchdog.output(len(data)) and opts.log:
+            opts.log(data)
+
+    build = Build(plan, workdir, emit, log=log)
+    watchdog = Watchdog(opts, lambda: build.tracer.kill_build(), writer, lock)
     try:
         build.start()
     except NixrecError:
         writer.abandon()
+        shutil.rmtree(workdir, ignore_errors=True)
         raise
+    watchdog.start()
     try:
         build.run()
     finally:
+        watchdog.stop()
         build.stop()
+    if watchdog.write_error is not None:
+        # The trace cannot be written (disk full): the build is stopped; keep
+        # what was written (it reads as interrupted), leave no sandbox behind.
+        _abandon(build, writer)
+        raise watchdog.write_error
     tracer = build.tracer
     outputs, output_error = _collect_outputs(plan, build.lay, workdir, tracer.builder_status)
     error = build.exec_error or output_error
-    status, sig = _exit_of(tracer.builder_status, error, build.interrupted)
+    killed = watchdog.reason
+    if killed is None and build.eof_kill and tracer.builder_status == ("signal", "SIGKILL"):
+        killed = "killed when it closed its standard output and error (as Nix does)"
+    status, sig = _exit_of(tracer.builder_status, error or killed, build.interrupted)
     summary = {"exit_status": status, "exit_signal": sig, "events": counts["events"],
                "processes": len(tracer.processes), "refused": counts["refused"],
                "duration": round(build.duration, 3), "stops": tracer.stops,
                "log_bytes": build.pump.bytes, "outputs": outputs, "error": error,
-               "interrupted": build.interrupted}
-    writer.close(summary, None)
+               "interrupted": build.interrupted, "killed": killed}
+    try:
+        with lock:
+            writer.close(summary, None)
+    except NixrecError:
+        build.remove_sandbox()
+        raise
     if not opts.keep_build_dir:
         build.remove_sandbox()
     return RecordResult(trace=out, drv_path=drv_path, exit_status=status, exit_signal=sig,
                         events=counts["events"], processes=len(tracer.processes),
                         refused=counts["refused"], duration=build.duration,
                         trace_bytes=os.path.getsize(out), outputs=outputs, error=error,
-                        interrupted=build.interrupted,
+                        interrupted=build.interrupted, killed=killed,
                         build_dir=build.lay.build if opts.keep_build_dir else None)
+
+
+def _abandon(build, writer):
+    try:
+        writer.abandon()
+    except NixrecError:
+        pass            # the write error already raised says it
+    build.remove_sandbox()
 
 
 def _exit_of(builder_status, error, interrupted):
@@ -331,6 +490,23 @@ def _exit_of(builder_status, error, interrupted):
     return val, None
 
 
+def _is_whiteout(path):
+    # --no-sandbox hides an existing output with an overlay whiteout (0/0 device).
+    st = os.lstat(path)
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _give_to_caller(path):
+    """Outputs are made by the build's host id; hand them to whoever ran
+    nixrec, as Nix hands outputs to the store's owner."""
+    if os.geteuid() != 0:
+        return
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), 0, 0)
+    os.lchown(path, 0, 0)
+
+
 def _collect_outputs(plan, lay, workdir, builder_status):
     """§2.8: move outputs out of the chroot to `<trace>.d/outputs/`; a missing
     output of a successful builder is a failure, as Nix reports it."""
@@ -338,10 +514,11 @@ def _collect_outputs(plan, lay, workdir, builder_status):
     os.makedirs(dest, exist_ok=True)
     found, error = {}, None
     for name, path in sorted(plan.outputs.items()):
-        src = lay.root + path
-        if os.path.lexists(src):
+        src = os.path.join(lay.outputs_dir, os.path.basename(path))
+        if os.path.lexists(src) and not _is_whiteout(src):
             target = os.path.join(dest, os.path.basename(path))
             shutil.move(src, target)
+            _give_to_caller(target)
             found[name] = target
         elif builder_status == ("exit", 0) and error is None:
             error = (f"builder failed to produce output path for output '{name}' "

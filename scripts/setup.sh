@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the recorder and its tests need:
 #   nix-bin        real Nix 2.8, the oracle (nix-instantiate, nix-build, nix-store)
+#   nix-setup-systemd  creates the nixbld build users real Nix builds with
 #   busybox-static self-contained builders for the fixture derivations
 #   strace         the peer the tests and benchmarks compare against
-PKGS="nix-bin busybox-static strace"
+#   gcc make       the host toolchain the C fixtures (demo, GNU hello) build with
+PKGS="nix-bin nix-setup-systemd busybox-static strace gcc make"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

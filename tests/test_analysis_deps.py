@@ -94,3 +94,14 @@ def test_renderers():
     assert UNUSED in text
     md = deps_markdown(rep)
     assert "## DNS" in md and "| `example.org` | connect | refused (ECONNREFUSED) |" in md
+
+
+def test_classifier_knows_the_mounted_sandbox_paths():
+    mounts = [{"target": "/usr/lib", "source": "/usr/lib", "optional": False},
+              {"target": "/bin", "source": "/bin", "optional": False}]
+    c = PathClassifier(Synth(sandbox_paths=mounts).header["plan"])
+    assert c.visible("/usr/lib/gcc/x86_64-linux-gnu/12/include")
+    assert c.visible("/bin") and c.visible("/build/x") and c.visible(BB + "/bin/sh")
+    assert not c.visible("/usr/include") and not c.visible("/usr/libexec")
+    assert not c.visible("/etc/alternatives/cc") and not c.visible(OTHER)
+    assert c.mounted_from_host("/usr/lib/x") and not c.mounted_from_host("/usr/lib64")

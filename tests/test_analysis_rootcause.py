@@ -453,3 +453,165 @@ def test_busybox_timeout_kills_the_process_that_execd_the_command():
     c = top(rep)
     assert (c["kind"], c["signal"], c["proc"]) == ("signal", "SIGKILL", "1.1")
     assert "killed by SIGKILL" in c["summary"]
+
+
+# -- host toolchains seen from the sandbox (the `make demo` shapes) -----------------
+
+HOST_MOUNTS = [{"target": p, "source": p, "optional": False}
+               for p in ("/bin", "/lib", "/lib64", "/usr/bin", "/usr/lib", "/usr/libexec")]
+GCC_INC = "/usr/lib/gcc/x86_64-linux-gnu/12/include"
+RED = "\x1b[01;31m\x1b[K"
+OFF = "\x1b[m\x1b[K"
+
+
+def host_gcc_build(include_mounted=False):
+    """make -> gcc -> cc1 from the host, as fixtures/demo.nix runs them."""
+    mounts = HOST_MOUNTS + ([{"target": "/usr/include", "source": "/usr/include",
+                              "optional": False}] if include_mounted else [])
+    t = Synth(sandbox_paths=mounts)
+    t.spawn("1", "1.1", "/usr/bin/make", ["make", "CC=gcc"])
+    t.stat("1.1", "/usr/gnu/include", errno="ENOENT")       # make's own include dirs
+    t.stat("1.1", "/usr/include", errno="ENOENT")
+    t.stat("1.1", "/build/main.o", errno="ENOENT")           # target check
+    t.spawn("1.1", "1.1.1", "/usr/bin/gcc", ["gcc", "-c", "main.c"])
+    t.sys("1.1.1", "access", "/usr/lib/gcc/x86_64-linux-gnu/12/specs", errno="ENOENT")
+    t.spawn("1.1.1", "1.1.1.1", "/usr/lib/gcc/x86_64-linux-gnu/12/cc1", ["cc1", "main.c"])
+    t.stat("1.1.1.1", "/etc/busybox.conf", errno="ENOENT")
+    t.sys("1.1.1.1", "readlink", "/usr/lib", errno="EINVAL")     # realpath
+    t.sys("1.1.1.1", "readlink", "/usr/local", errno="ENOENT")
+    t.stat("1.1.1.1", GCC_INC)
+    t.stat("1.1.1.1", "/usr/local/include", errno="ENOENT")
+    if not include_mounted:
+        t.stat("1.1.1.1", "/usr/include/x86_64-linux-gnu", errno="ENOENT")
+        t.stat("1.1.1.1", "/usr/include", errno="ENOENT")
+    t.stat("1.1.1.1", "/build/main.c.gch", errno="ENOENT")
+    t.open("1.1.1.1", "/build/main.c")
+    t.open("1.1.1.1", GCC_INC + "/stdc-predef.h", errno="ENOENT")
+    t.stat("1.1.1.1", GCC_INC + "/zlib.h.gch", errno="ENOENT")
+    t.open("1.1.1.1", GCC_INC + "/zlib.h", errno="ENOENT")
+    if include_mounted:
+        t.open("1.1.1.1", "/usr/include/zlib.h", errno="ENOENT")
+    # Nix gives the builder a pty: gcc colours its messages.
+    t.err("1.1.1.1", f"main.c:3:10: {RED}fatal error: {OFF}zlib.h: No such file or "
+                     "directory\ncompilation terminated.\n")
+    t.finish("1.1.1.1", 1)
+    t.finish("1.1.1", 1)
+    t.err("1.1", "make: *** [Makefile:9: main.o] Error 1\n")
+    t.finish("1.1", 2)
+    t.exit("1", 2)
+    return t
+
+
+def test_include_search_names_the_header_and_the_hidden_include_dir():
+    rep = host_gcc_build().why()
+    c = top(rep)
+    assert c["kind"] == "undeclared-host-path" and c["proc"] == "1.1.1.1"
+    assert c["path"] == "/usr/include" and c["header"] == "zlib.h"
+    assert c["accessed"] == GCC_INC + "/zlib.h" and c["syscall"] == "openat"
+    assert c["looked_in"][0] == "/usr/include"
+    assert set(c["looked_in"]) == {"/usr/include", "/usr/local/include",
+                                   "/usr/include/x86_64-linux-gnu"}
+    assert c["summary"] == "cc1 (1.1.1.1) could not open zlib.h: /usr/include is " \
+                           "not in the sandbox -- not a declared input"
+    assert any("newfstatat(/usr/include) = -1 ENOENT" in e for e in c["evidence"])
+    assert any("fatal error: zlib.h: No such file" in e and "\x1b" not in e
+               for e in c["evidence"])
+    # Not a PATH search, and none of the probes on the way is a suspect.
+    assert kinds(rep) == ["undeclared-host-path"], rep["root_causes"]
+
+
+def test_include_search_with_every_dir_there_is_a_missing_header():
+    c = top(host_gcc_build(include_mounted=True).why())
+    assert c["kind"] == "missing-header" and c["header"] == "zlib.h"
+    assert c["looked_in"] == ["/usr/include", GCC_INC]
+    assert c["summary"] == "cc1 (1.1.1.1) could not find the header zlib.h (looked " \
+        f"in /usr/include, {GCC_INC}; not in the sandbox: /usr/local/include)"
+
+
+def failed_builder(**exec_args):
+    t = Synth(sandbox_paths=[m for m in HOST_MOUNTS if m["target"] != "/lib64"])
+    t.events = []
+    argv = ["sh", "-e", "-c", "make"]
+    t.header["plan"]["argv"] = argv
+    t.ev("exec", "1", syscall="execve", path="/bin/sh", errno="ENOENT",
+         args={"argv": argv, **exec_args})
+    t.exit("1", 1)
+    return t
+
+
+def test_exec_of_a_file_whose_elf_interpreter_is_missing():
+    rep = failed_builder(interpreter="/lib64/ld-linux-x86-64.so.2",
+                         interpreter_missing=True).why()
+    assert rep["failure_chain"][0]["argv"][0] == "sh"
+    c = top(rep)
+    assert c["kind"] == "missing-interpreter" and c["path"] == "/bin/sh"
+    assert c["interpreter"] == "/lib64/ld-linux-x86-64.so.2"
+    assert c["summary"] == "sh (1) could not execute /bin/sh: ENOENT -- its ELF " \
+        "interpreter /lib64/ld-linux-x86-64.so.2 is missing: /lib64 is not in the sandbox"
+    assert "/lib64" in c["hint"]
+
+
+def test_exec_enoent_without_interpreter_facts_is_still_a_missing_program():
+    c = top(failed_builder().why())
+    assert c["kind"] == "missing-executable" and c["command"] == "sh"
+
+
+def cc_link_build(target="/etc/alternatives/cc", link_target=None):
+    t = Synth(sandbox_paths=HOST_MOUNTS)
+    t.spawn("1", "1.1", "/usr/bin/make", ["make", "CC=cc"])
+    # The loader goes through /lib -> usr/lib, which the sandbox has: no cause.
+    t.open("1.1", "/lib/x86_64-linux-gnu/tls/libdl.so.2", errno="ENOENT",
+           ) .args.update(link="/lib", link_target="usr/lib")
+    t.open("1.1", "/lib/x86_64-linux-gnu/libdl.so.2").args.update()
+    t.stat("1.1", "/usr/bin/cc", errno="ENOENT").args.update(
+        link="/usr/bin/cc", link_target=link_target or target)
+    t.stat("1.1", "/bin/cc", errno="ENOENT").args.update(
+        link="/usr/bin/cc", link_target=link_target or target)
+    t.err("1.1", "cc -O2 -c main.c\nmake: cc: No such file or directory\n"
+                 "make: *** [Makefile:9: main.o] Error 127\n")
+    t.finish("1.1", 2)
+    t.exit("1", 2)
+    return t
+
+
+def test_symlink_out_of_the_sandbox_from_the_tracer_names_link_and_target():
+    rep = cc_link_build().why()
+    c = top(rep)
+    assert c["kind"] == "undeclared-host-path"
+    assert c["path"] == "/etc/alternatives/cc" and c["link"] == "/usr/bin/cc"
+    assert c["accessed"] == "/usr/bin/cc"
+    assert c["summary"] == "make (1.1) could not find /usr/bin/cc: it is a symlink to " \
+        "/etc/alternatives/cc, which is not in the sandbox -- not a declared input"
+    assert "missing-executable" not in kinds(rep)
+    assert not any("libdl" in (x.get("path") or "") for x in rep["root_causes"])
+
+
+def test_relative_symlink_into_a_mounted_path_is_not_a_cause():
+    # /usr/bin/cc -> gcc-12 that is simply not installed: a missing command.
+    rep = cc_link_build(link_target="x86_64-linux-gnu-gcc-12").why()
+    assert kinds(rep)[0] == "missing-executable", rep["root_causes"]
+
+
+def test_startup_probes_are_never_suspects():
+    """busybox.conf, mkdir -p's EEXIST, cp's look before it creates, readlink
+    EINVAL: what every build does; none of it may be listed."""
+    t = Synth()
+    t.stat("1", "/etc/busybox.conf", errno="ENOENT")
+    t.spawn("1", "1.1", BB + "/bin/mkdir", ["mkdir", "-p", "/build/a/b"])
+    t.sys("1.1", "mkdir", "/build", errno="EEXIST")
+    t.sys("1.1", "mkdir", "/build/a")
+    t.finish("1.1", 0)
+    t.spawn("1", "1.2", BB + "/bin/cp", ["cp", "x", "/build/a/b/x"])
+    t.stat("1.2", "/build/a/b/x", errno="ENOENT")
+    t.sys("1.2", "readlink", "/build/a", errno="EINVAL")
+    t.open("1.2", "/build/a/b/x", write=True)
+    t.finish("1.2", 0)
+    t.spawn("1", "1.3", BB + "/bin/cp", ["cp", "tool", "/usr/local/bin/tool"])
+    t.stat("1.3", "/usr/local/bin/tool", errno="ENOENT")
+    t.open("1.3", "/usr/local/bin/tool", write=True, errno="ENOENT")
+    t.finish("1.3", 1)
+    t.exit("1", 1)
+    rep = t.why()
+    # cp's failed stat of /usr/local/bin/tool is part of the write, not a suspect.
+    assert [(c["kind"], c["path"]) for c in rep["root_causes"]] == \
+        [("write-outside", "/usr/local/bin/tool")]

@@ -20,8 +20,10 @@ import pytest
 
 from nixfix import instantiate, missing, nix_env, run_nixrec
 
-NIX_BUILD = ["nix-build", "--option", "sandbox", "true", "--option", "build-users-group", "",
-             "--option", "substituters", ""]
+# Real Nix in its usual multi-user mode: with build users (the nixbld group that
+# Debian's nix-setup-systemd creates), which is what nixrec imitates as root.
+NIX_BUILD = ["nix-build", "--option", "sandbox", "true", "--option", "build-users-group",
+             "nixbld", "--option", "substituters", ""]
 
 pytestmark = pytest.mark.e2e
 
@@ -277,3 +279,20 @@ def test_failed_build_exits_1_with_a_complete_trace(tmp_path):
     assert b"failed with exit code" in p.stderr
     q = run_nixrec("events", trace, "--to", "3")
     assert q.returncode == 0 and b"interrupted" not in q.stderr
+
+
+def test_no_sandbox_shows_the_impurities_it_used(tmp_path):
+    drv = instantiate("record.nix", "impure")
+    sandboxed, t1 = record(drv, tmp_path, "s")
+    open_, t2 = record(drv, tmp_path, "o", "--no-sandbox")
+    assert sandboxed.returncode == 0 and open_.returncode == 0, open_.stderr
+    assert b"no host os-release" in sandboxed.stderr
+    assert b"no host os-release" not in open_.stderr
+    # The host is read-only either way: /tmp is the sandbox's own, or refused.
+    assert b"tmp refused" in open_.stderr
+    assert not any(n.startswith("nixrec-impure-probe") for n in os.listdir("/tmp"))
+    rep = json.loads(run_nixrec("deps", t2, "--json").stdout)
+    used = [u for u in rep["undeclared"] if u.get("path") == "/etc/os-release"]
+    assert used and used[0]["result"] in ("ok", "succeeded"), rep["undeclared"]
+    out = tmp_path / "o.nixrec.d" / "outputs"
+    assert (next(out.iterdir()) / "os").read_bytes() == open("/etc/os-release", "rb").read()

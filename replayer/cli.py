@@ -1,0 +1,174 @@
+"""`nixrec replay TRACE`: re-run a recorded build and stop before an event.
+
+The only place in replayer/ that prints or picks an exit code (style.md):
+0 the stop was reached or the replay matched the recording, 1 it diverged
+(or never reached the stop), --exec: the command's own status; 2 bad input
+(a missing or changed input: nothing runs), 3 this host cannot.
+"""
+
+import sys
+
+import click
+
+from nixrec.recorder.errors import BadInput
+from nixrec.replayer import attach, targets
+from nixrec.replayer.session import ReplaySession, Stop
+
+EXIT_DIVERGED = 1
+
+
+def _say(msg: str) -> None:
+    click.echo(f"nixrec: {msg}", err=True)
+
+
+def _finder_for(until, until_fail, until_exec, until_path):
+    """-> callable(reader, plan) -> Finder, or None to replay to the end."""
+    if until is not None:
+        return lambda r, plan: targets.until_seq(until, r.last_seq)
+    if until_fail:
+        return lambda r, plan: targets.until_fail()
+    if until_exec:
+        return lambda r, plan: targets.until_exec(until_exec)
+    if until_path:
+        return lambda r, plan: targets.until_path(until_path, plan.cwd)
+    return None
+
+
+def _report_stop(stop, session) -> None:
+    where = stop.loc.describe()
+    seq = f"event {stop.recorded_seq}" if stop.recorded_seq else "a call"
+    _say(f"stopped before {seq} ({where}; live event {stop.live_seq + 1}): {stop.call}")
+    t = stop.target
+    if stop.reason == "divergence":
+        _report_divergence(stop.divergence)
+    elif t is not None and t.note:
+        _say(t.note)
+    if stop.reason == "target" and t is not None and t.command is not None:
+        cmd = targets.command_line(t.command, session.live_cwd(stop))
+        if t.forked_only:
+            # A subshell: running its parent's command again would redo the whole step.
+            _say(f"process {stop.proc} is a forked copy of its parent (it made no exec); "
+                 f"the parent's command: {cmd}")
+        else:
+            _say(f"the failing command (process {stop.proc}): {cmd}")
+
+
+def _report_divergence(d) -> None:
+    rec = f"recorded event {d.rec_seq}" if d.rec_seq else "no recorded event"
+    live = f"live event {d.live_seq}" if d.live_seq else "no live event"
+    _say(f"replay diverged: {d.why} ({rec}, {live}; process {d.loc.proc}, "
+         f"its event {d.loc.k})")
+    _say(f"  recorded: {d.recorded or 'nothing'}")
+    _say(f"  now:      {d.now or 'nothing'}")
+
+
+def _report_end(end, divergence_said) -> int:
+    if end.interrupted:
+        _say("interrupted; the build was killed")
+        return 130
+    if end.state == "killed":
+        _say("the build was killed at the stop (use --continue to let it finish)")
+    elif end.divergence is None and end.unreached is None:
+        _say(f"replay matched the recording ({end.events} events)")
+    if end.divergence is not None and not divergence_said:
+        _report_divergence(end.divergence)
+    if end.unreached is not None:
+        _say(f"the build ended before reaching event {end.unreached}")
+    if end.state == "done" and end.builder is not None:
+        kind, val = end.builder
+        _say(f"builder {'exited with ' + str(val) if kind == 'exit' else 'killed by ' + val}")
+    return EXIT_DIVERGED if (end.divergence or end.unreached) else 0
+
+
+def _attach(stop, plan, shell, exec_cmd, interactive, cont) -> int:
+    argv = [shell, "-c", exec_cmd] if exec_cmd is not None else [shell, "-i"]
+    env = attach.command_env(stop.live_pid, shell, interactive)
+    if interactive:
+        _say("a shell in the sandbox at the stop; exit it to "
+             + ("let the build go on" if cont else "kill the build"))
+    return attach.run_in(stop.live_pid, argv, plan.uid, plan.gid, env, interactive=interactive)
+
+
+def _replay(session, shell, exec_cmd, interactive, cont):
+    """Run to the stop, attach, go on or kill. -> (End, command status, said)."""
+    res = session.start()
+    status, said = None, False
+    if isinstance(res, Stop):
+        _report_stop(res, session)
+        said = res.reason == "divergence"
+        if shell is not None:
+            status = _attach(res, session.plan, shell, exec_cmd, interactive, cont)
+        if cont:
+            res = session.resume()
+    end = session.close() if isinstance(res, Stop) else res
+    return end, status, said
+
+
+@click.command("replay")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--until", type=int, metavar="N",
+              help="Stop before event N (the numbers `nixrec events` prints): the call "
+                   "has not run yet.")
+@click.option("--until-fail", is_flag=True,
+              help="Stop just before the process where the failure started exits, and "
+                   "print its command line.")
+@click.option("--until-exec", metavar="GLOB",
+              help="Stop before the first exec of a program matching GLOB (path or name).")
+@click.option("--until-path", metavar="PATH",
+              help="Stop before the first call that names PATH (relative: to /build).")
+@click.option("--shell", is_flag=True,
+              help="Open an interactive shell in the sandbox at the stop (the default "
+                   "when stdin is a terminal).")
+@click.option("--exec", "exec_cmd", metavar="CMD",
+              help="Run CMD with the sandbox's shell at the stop; exit with its status.")
+@click.option("--continue", "cont", is_flag=True,
+              help="After the shell or command, let the build run to its end (compared "
+                   "with the recording) instead of killing it.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not stream the build log.")
+def replay_cmd(trace, until, until_fail, until_exec, until_path, shell, exec_cmd, cont,
+               quiet):
+    """Re-run the build recorded in TRACE in the same sandbox; stop before an event.
+
+    The sandbox is rebuilt from the trace alone; every input must be present
+    and unchanged (else exit 2, nothing runs). Processes are matched by tree
+    path and by their own event count, so a parallel build stops at the same
+    point however its jobs interleave. At the stop the whole build is frozen.
+    Without a stop option the build runs to its end and is compared with the
+    recording. Exit 0 when the stop was reached or the replay matched, 1 when it
+    diverged, the command's status with --exec.
+    """
+    given = [o for o, v in (("--until", until is not None), ("--until-fail", until_fail),
+                            ("--until-exec", until_exec), ("--until-path", until_path)) if v]
+    if len(given) > 1:
+        raise click.UsageError(f"{given[0]} and {given[1]} cannot be combined")
+    if shell and exec_cmd is not None:
+        raise click.UsageError("--shell and --exec cannot be combined")
+    interactive = shell or (exec_cmd is None and sys.stdin.isatty())
+    log = None if quiet else _stderr_log()
+    session = ReplaySession(trace, _finder_for(until, until_fail, until_exec, until_path),
+                            log=log)
+    try:
+        session.prepare()
+        sh = attach.find_shell(session.plan) if (exec_cmd is not None or interactive) else None
+        if sh is None and (exec_cmd is not None or shell):
+            raise BadInput(attach.NO_SHELL)
+        if sh is None and interactive:
+            _say(attach.NO_SHELL)
+            interactive = False
+        end, status, said = _replay(session, sh, exec_cmd, interactive, cont)
+    finally:
+        session.close()
+    code = _report_end(end, said)
+    sys.exit(status if status is not None else code)
+
+
+def _stderr_log():
+    out = sys.stderr.buffer
+
+    def log(data):
+        out.write(data)
+        out.flush()
+    return log
+
+
+COMMANDS = [replay_cmd]

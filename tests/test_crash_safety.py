@@ -1,0 +1,208 @@
+"""Crash safety: the recorder killed, interrupted or out of disk mid-build.
+
+- SIGKILL to the nixrec process (the one this test started, by pid) at random
+  moments: the trace reads back to its last complete chunk, says it is
+  partial, `why` and `events` work on it, and no build process or mount is
+  left (PTRACE_O_EXITKILL and PR_SET_PDEATHSIG take the build down).
+- SIGINT (Ctrl-C): the build is killed and the trace closed cleanly.
+- Disk full (a small tmpfs for the trace): one clear line, exit 3, the trace
+  readable up to there, no traceback.
+
+The build is fixtures/hostile `busy` (about 5 s, 20k events); one kill uses
+GNU hello (fixtures/hello.nix), a real C build.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from nixfix import FIXTURES, NIXREC, instantiate, missing, nix_env, run_nixrec
+from nixrec.recorder.tracefile import open_trace
+
+pytestmark = pytest.mark.e2e
+
+SEED = int(os.environ.get("NIXREC_CRASH_SEED", random.randrange(1 << 30)))
+
+
+def busy_drv():
+    return instantiate(str(FIXTURES / "hostile" / "default.nix"), "busy")
+
+
+def start(drv, trace, *flags):
+    if not NIXREC.exists():
+        missing(f"{NIXREC} is missing")
+    return subprocess.Popen([str(NIXREC), "record", str(drv), "-o", str(trace), "-q", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=nix_env())
+
+
+def wait_for_events(trace, deadline=10.0):
+    """Until the trace has its first chunk on disk (the build is under way)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline:
+        if os.path.exists(trace) and os.path.getsize(trace) > 4096:
+            return
+        time.sleep(0.05)
+
+
+def _procs():
+    """{pid: (ppid, tracer pid, start time)} of every host process."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+            status = open(f"/proc/{pid}/status").read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        tracer = int(status.split("TracerPid:", 1)[1].split()[0])
+        out[int(pid)] = (int(fields[1]), tracer, fields[19])
+    return out
+
+
+def build_of(recorder_pid):
+    """The processes of a recording: descendants or tracees of the recorder,
+    as (pid, start time) so a reused pid is not mistaken for a survivor.
+    (Other builds may run on this machine: a command line does not tell.)"""
+    procs = _procs()
+    mine = {recorder_pid}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, tracer, _) in procs.items():
+            if pid not in mine and (ppid in mine or tracer in mine):
+                mine.add(pid)
+                grew = True
+    mine.discard(recorder_pid)
+    return {(pid, procs[pid][2]) for pid in mine}
+
+
+def survivors(build):
+    procs = _procs()
+    return [pid for pid, start in build if pid in procs and procs[pid][2] == start]
+
+
+def assert_nothing_left(trace, build):
+    # PDEATHSIG and EXITKILL act as the recorder dies; give the kernel a moment.
+    for _ in range(50):
+        if not survivors(build):
+            break
+        time.sleep(0.1)
+    assert survivors(build) == [], "build processes outlived the recorder"
+    with open("/proc/self/mountinfo") as f:
+        assert not [ln for ln in f if str(trace) + ".d" in ln], "a sandbox mount is left"
+
+
+def assert_partial_trace_usable(trace):
+    with open_trace(trace) as r:
+        assert not r.complete
+        n = r.interrupted_after
+        assert r.problems[-1] == f"recording interrupted after event {n}", r.problems
+        seqs = [ev.seq for ev in r.events()]
+        assert seqs == list(range(1, n + 1))
+    ev = run_nixrec("events", trace)
+    assert ev.returncode == 0, ev.stderr
+    assert b"interrupted after event" in ev.stderr
+    why = run_nixrec("why", trace)
+    assert why.returncode == 0, why.stderr
+    assert why.stdout.startswith(b"note: partial trace: recording interrupted"), why.stdout
+    deps = run_nixrec("deps", trace)
+    assert deps.returncode == 0 and b"partial trace" in deps.stdout
+    return n
+
+
+@pytest.mark.parametrize("kill_no", range(3))
+def test_sigkill_recorder_at_a_random_moment(kill_no, tmp_path):
+    rng = random.Random(SEED + kill_no)
+    trace = tmp_path / "busy.nixrec"
+    p = start(busy_drv(), trace)
+    wait_for_events(trace)
+    delay = rng.uniform(0.2, 3.0)
+    time.sleep(delay)
+    build = build_of(p.pid)
+    p.send_signal(signal.SIGKILL)          # our own nixrec, by its pid
+    p.wait(timeout=10)
+    assert p.returncode == -signal.SIGKILL, f"seed {SEED}: nixrec ended before the kill"
+    assert build, "no build process seen before the kill"
+    assert_nothing_left(trace, build)
+    n = assert_partial_trace_usable(trace)
+    # Chunks age out after 1 s; a kill after 1.2 s or more leaves events.
+    assert n > 0 or delay < 1.5, f"seed {SEED}, delay {delay:.2f}"
+
+
+def test_sigkill_recorder_during_a_c_build(tmp_path):
+    drv = instantiate("hello.nix", "hello")
+    trace = tmp_path / "hello.nixrec"
+    p = start(drv, trace, "--extra-sandbox-paths", "/usr /bin /lib /lib64")
+    wait_for_events(trace, deadline=30)
+    time.sleep(random.Random(SEED).uniform(3, 8))   # in configure or make
+    build = build_of(p.pid)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=10)
+    assert p.returncode == -signal.SIGKILL
+    assert len(build) >= 3, build
+    assert_nothing_left(trace, build)
+    assert assert_partial_trace_usable(trace) > 1000
+
+
+def test_ctrl_c_kills_the_build_and_closes_the_trace(tmp_path):
+    trace = tmp_path / "busy.nixrec"
+    p = start(busy_drv(), trace)
+    wait_for_events(trace)
+    time.sleep(0.5)
+    build = build_of(p.pid)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 1, err
+    text = err.decode()
+    assert "(interrupted)" in text and "Traceback" not in text, text
+    assert_nothing_left(trace, build)
+    with open_trace(trace) as r:
+        assert r.complete and r.problems == []
+        assert r.summary["interrupted"] is True
+        assert r.summary["exit_signal"] == "SIGKILL"
+        assert sum(1 for _ in r.events()) == r.last_seq
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    trace = tmp_path / "busy.nixrec"
+    p = start(busy_drv(), trace)
+    wait_for_events(trace)
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=30)
+    assert p.returncode == 1
+    with open_trace(trace) as r:
+        assert r.complete and r.summary["interrupted"] is True
+
+
+@pytest.fixture
+def small_tmpfs():
+    if os.geteuid() != 0:
+        missing("mounting a tmpfs needs root")
+    d = tempfile.mkdtemp(prefix="nixrec-full-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "nixrec-full", d], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", d], check=True)
+        os.rmdir(d)
+
+
+def test_disk_full_is_one_line_and_a_readable_trace(small_tmpfs):
+    trace = os.path.join(small_tmpfs, "busy.nixrec")
+    p = start(busy_drv(), trace)
+    wait_for_events(trace, deadline=5)
+    build = build_of(p.pid)
+    out, err = p.communicate(timeout=60)
+    lines = err.decode().splitlines()
+    assert p.returncode == 3, lines
+    assert lines == [f"nixrec: cannot write trace {trace}: No space left on device"], lines
+    assert_nothing_left(trace, build)
+    assert not os.path.exists(trace + ".d/sandbox"), "the sandbox was left behind"
+    assert assert_partial_trace_usable(trace) > 0
