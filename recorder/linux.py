@@ -46,7 +46,8 @@ def unshare(flags: int) -> None:
 
 
 def mount(source, target, fstype, flags=0, data=None) -> None:
-    enc = lambda s: s.encode() if isinstance(s, str) else s
+    # Paths are bytes to the kernel: fsencode keeps surrogateescape'd bytes.
+    enc = lambda s: os.fsencode(s) if isinstance(s, str) else s
     _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags),
                        enc(data)), f"mount {target}")
 
@@ -61,17 +62,18 @@ def mount_setattr(path: str, attr_set: int, recursive: bool = False) -> None:
     which a remount can only do one mount at a time."""
     # struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd; }
     attr = ctypes.create_string_buffer(struct.pack("=QQQQ", attr_set, 0, 0, 0), 32)
-    _check(_libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(-100), path.encode(),
+    _check(_libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(-100), os.fsencode(path),
                          ctypes.c_uint(AT_RECURSIVE if recursive else 0), attr,
                          ctypes.c_size_t(32)), f"mount_setattr {path}")
 
 
 def umount2(target: str, flags: int) -> None:
-    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount {target}")
+    _check(_libc.umount2(os.fsencode(target), ctypes.c_int(flags)), f"umount {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_libc.syscall(ctypes.c_long(SYS_pivot_root), new_root.encode(), put_old.encode()),
+    _check(_libc.syscall(ctypes.c_long(SYS_pivot_root), os.fsencode(new_root),
+                         os.fsencode(put_old)),
            "pivot_root")
 
 

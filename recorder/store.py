@@ -29,7 +29,9 @@ def have_nix() -> bool:
 
 def _run_nix(argv, what):
     try:
-        p = subprocess.run(argv, env=nix_env(), capture_output=True, text=True)
+        # Store paths may hold any byte: decode as the rest of nixrec does.
+        p = subprocess.run(argv, env=nix_env(), capture_output=True, text=True,
+                           errors="surrogateescape")
     except FileNotFoundError:
         raise BadInput(f"{what}: {argv[0]} is not installed (apt-get install nix-bin)")
     if p.returncode != 0:

@@ -25,6 +25,7 @@ FILE, EXEC, PROC, NET, OUT = "file", "exec", "proc", "net", "out"
 #   mmsg            an mmsghdr vector; buf a data buffer (len in `count`);
 #   iov/iovcnt      a write vector; how an open_how struct (openat2)
 #   wstatus         an int* filled in by wait4; sfamily/stype socket() args
+#   pid/sig         the target and signal of kill-family calls
 #   skip            an argument nixrec does not decode
 #
 # Each row: nr, name, class, roles, needs_exit. needs_exit=False means the
@@ -83,6 +84,12 @@ _ROWS = [
     (59, "execve", EXEC, ("path", "argv", "envp"), True),
     (322, "execveat", EXEC, ("dirfd", "path", "argv", "envp", "atflags"), True),
     (61, "wait4", PROC, ("skip", "wstatus", "skip", "skip"), True),
+    # Reaching other processes: refused by the PID namespace (ESRCH) for
+    # anything outside the build; recorded so the attempt is in the trace.
+    (62, "kill", PROC, ("pid", "sig"), True),
+    (200, "tkill", PROC, ("pid", "sig"), True),
+    (234, "tgkill", PROC, ("skip", "pid", "sig"), True),
+    (101, "ptrace", PROC, ("flags", "pid"), True),
     (272, "unshare", PROC, ("flags",), True),
     (41, "socket", NET, ("sfamily", "stype", "skip"), True),
     (42, "connect", NET, ("fd", "addr", "addrlen"), True),
@@ -99,7 +106,8 @@ class Syscall:
     """One row of the table, as the tracer and the filter use it."""
 
     __slots__ = ("nr", "name", "cls", "roles", "needs_exit", "i_path", "i_dirfd", "i_path2",
-                 "i_dirfd2", "i_flags", "i_atflags", "i_fd", "i_target", "i_how")
+                 "i_dirfd2", "i_flags", "i_atflags", "i_fd", "i_target", "i_how",
+                 "i_pid", "i_sig")
 
     def __init__(self, nr, name, cls, roles, needs_exit):
         self.nr, self.name, self.cls = nr, name, cls
@@ -110,6 +118,7 @@ class Syscall:
         self.i_flags = self.arg("flags") if self.arg("flags") is not None else self.arg("mode")
         self.i_atflags, self.i_fd = self.arg("atflags"), self.arg("fd")
         self.i_target, self.i_how = self.arg("target"), self.arg("how")
+        self.i_pid, self.i_sig = self.arg("pid"), self.arg("sig")
 
     def arg(self, role):
         """Index of the argument with this role, or None."""

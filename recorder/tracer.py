@@ -438,6 +438,10 @@ class Tracer:
             self._decode_net(t, sc, args, ev)
         elif sc.name == "wait4":
             ev.args["wstatus_addr"] = args[1]
+        elif sc.i_pid is not None:
+            ev.args["target_pid"] = _s32(args[sc.i_pid])
+            if sc.i_sig is not None:
+                ev.args["signal"] = signame(args[sc.i_sig] & 0xFF) if args[sc.i_sig] else 0
         return ev
 
     def _decode_exec(self, t, sc, args, ev):

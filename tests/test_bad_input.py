@@ -191,16 +191,12 @@ def test_non_utf8_env_value_and_path(base_drv, tmp_path):
         assert run(verb, str(trace), tmp_path).returncode == 0, verb
 
 
-@pytest.mark.xfail(strict=True, reason="recorder/linux.py mount() encodes paths with "
-                   "str.encode, not os.fsencode: exit 3 'sandbox setup failed'")
 def test_non_utf8_trace_path(base_drv, tmp_path):
     trace = tmp_path / "w\udcff.nixrec"
     rec = run_nixrec("record", drv_file(tmp_path, base_drv), "-o", trace, "-q")
     assert rec.returncode == 1, err_lines(rec)
 
 
-@pytest.mark.xfail(strict=True, reason="recorder/store.py _run_nix decodes Nix's stderr "
-                   "strictly (text=True): exit 70 on a non-UTF-8 path")
 def test_non_utf8_input_path(base_drv, tmp_path):
     d = drvmod.parse(drvmod.unparse(base_drv))
     d.input_srcs = list(d.input_srcs) + ["/nix/store/" + "d" * 32 + "-\udcff"]
