@@ -1,12 +1,60 @@
 """`nixrec record DRV`: build a derivation in nixrec's sandbox under the tracer."""
 
 import os
+import shutil
 import sys
+import threading
 
 import click
 
 from nixrec.recorder import session
 from nixrec.recorder.errors import EXIT_BUILD_FAILED
+
+
+class StatusLine:
+    """The one-line progress display on a terminal, below the streaming log.
+
+    The log and the status come from two threads (the pty pump and the
+    watchdog); each write clears the status line first and redraws it after a
+    complete log line, so the log itself is never cut.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.text = ""
+        self.at_line_start = True
+
+    def log(self, data: bytes):
+        with self.lock:
+            if self.text:
+                self.stream.write(b"\r\x1b[K")
+            self.stream.write(data)
+            self.at_line_start = data.endswith(b"\n")
+            self._draw()
+            self.stream.flush()
+
+    def status(self, d: dict):
+        cur = f" | {d['current']}" if d.get("current") else ""
+        text = (f"[nixrec {d['elapsed']:.0f}s | {d['processes']} processes "
+                f"({d['alive']} running) | {d['events']} events{cur}]")
+        with self.lock:
+            self.text = text[:max(20, shutil.get_terminal_size().columns - 1)]
+            if self.at_line_start:
+                self.stream.write(b"\r\x1b[K")
+                self._draw()
+                self.stream.flush()
+
+    def _draw(self):
+        if self.text and self.at_line_start:
+            self.stream.write(self.text.encode(errors="replace"))
+
+    def clear(self):
+        with self.lock:
+            if self.text:
+                self.stream.write(b"\r\x1b[K")
+                self.stream.flush()
+            self.text = ""
 
 
 def _human_bytes(n: int) -> str:
@@ -51,20 +99,30 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
     never into the real store. Exit 0 if the build succeeded, 1 if it failed
     (the trace is complete either way), also when a limit killed it.
     """
-    log = None
+    log = status = line = None
     if not quiet:
         out = sys.stderr.buffer
 
         def log(data):
             out.write(data)
             out.flush()
+    if sys.stderr.isatty():
+        # On a terminal: a status line (elapsed, processes, events, command).
+        line = StatusLine(sys.stderr.buffer)
+        status = line.status
+        if log is not None:
+            log = line.log
     opts = session.RecordOptions(output=output, attr=attr,
                                  extra_sandbox_paths=extra_sandbox_paths, cores=cores,
                                  keep_build_dir=keep_build_dir, no_sandbox=no_sandbox, log=log,
-                                 timeout=timeout,
+                                 status=status, timeout=timeout,
                                  max_silent_time=max_silent_time, max_log_size=max_log_size,
                                  max_processes=max_processes)
-    res = session.record(target, opts)
+    try:
+        res = session.record(target, opts)
+    finally:
+        if line is not None:
+            line.clear()
     if res.killed:
         # Nix's words: "building of '…' timed out after 2 seconds".
         outcome = res.killed

@@ -200,9 +200,12 @@ class Watchdog(threading.Thread):
 
     TICK = 0.2          # seconds; the precision of --timeout and --max-silent-time
 
-    def __init__(self, opts, kill, writer, lock):
+    STATUS_EVERY = 3    # ticks between status-line updates (opts.status)
+
+    def __init__(self, opts, kill, writer, lock, progress=None):
         super().__init__(daemon=True, name="nixrec-watchdog")
         self.opts, self.kill, self.writer, self.lock = opts, kill, writer, lock
+        self.progress = progress         # callable() -> dict for opts.status
         self.reason = None               # first limit broken, as Nix words it
         self.write_error = None          # a TraceWriteError met while flushing
         self.log_bytes = 0
@@ -232,8 +235,12 @@ class Watchdog(threading.Thread):
 
     def run(self):
         timeout, silent = self.opts.timeout, self.opts.max_silent_time
+        ticks = 0
         while not self._done.wait(self.TICK):
             now = time.monotonic()
+            ticks += 1
+            if self.opts.status and self.progress and ticks % self.STATUS_EVERY == 0:
+                self.opts.status(dict(self.progress(), elapsed=now - self.t0))
             if timeout and now - self.t0 >= timeout:
                 self.fire(f"timed out after {timeout} seconds")
             elif silent and now - self.last_output >= silent:
@@ -424,7 +431,12 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
             opts.log(data)
 
     build = Build(plan, workdir, emit, log=log)
-    watchdog = Watchdog(opts, lambda: build.tracer.kill_build(), writer, lock)
+    def progress():
+        t = build.tracer
+        return {"processes": len(t.processes), "alive": len(t.tracees),
+                "events": counts["events"], "current": t.current}
+
+    watchdog = Watchdog(opts, lambda: build.tracer.kill_build(), writer, lock, progress)
     try:
         build.start()
     except NixrecError:
