@@ -57,6 +57,13 @@ class StatusLine:
             self.text = ""
 
 
+def _stream_to(out):
+    def log(data):
+        out.write(data)
+        out.flush()
+    return log
+
+
 def _human_bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -101,11 +108,7 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
     """
     log = status = line = None
     if not quiet:
-        out = sys.stderr.buffer
-
-        def log(data):
-            out.write(data)
-            out.flush()
+        log = _stream_to(sys.stderr.buffer)
     if sys.stderr.isatty():
         # On a terminal: a status line (elapsed, processes, events, command).
         line = StatusLine(sys.stderr.buffer)

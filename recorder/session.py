@@ -12,7 +12,7 @@ import threading
 import time
 import tty
 
-from nixrec.recorder import __version__, drv as drvmod, sandbox, seccomp, store
+from nixrec.recorder import __version__, drv as drvmod, launch, sandbox, seccomp, store
 from nixrec.recorder.errors import EXIT_HOST, BadInput, HostUnsupported, NixrecError
 from nixrec.recorder.tracer import Tracer
 from nixrec.recorder.tracefile.writer import TraceWriter
@@ -327,8 +327,8 @@ class Build:
                              output_rdev=os.fstat(slave).st_rdev, before=self.before)
         self.t0 = time.monotonic()
         try:
-            self.spawned = sandbox.spawn(self.plan, self.lay, slave, seccomp.build_filter())
-        except sandbox.SetupError as e:
+            self.spawned = launch.spawn(self.plan, self.lay, slave, seccomp.build_filter())
+        except launch.SetupError as e:
             os.close(master)
             os.close(slave)
             raise NixrecError(f"sandbox setup failed: {e}", EXIT_HOST)
