@@ -8,7 +8,7 @@ so the two can be diffed directly.
 
 import click
 
-from nixrec.recorder import drv as drvmod
+from nixrec.recorder import drv as drvmod, drvjson
 from nixrec.recorder.errors import BadInput
 
 # Env values such as inline build scripts run to kilobytes; the summary is for
@@ -89,10 +89,10 @@ def drv_command(path, as_json):
     if as_json:
         obj = {}
         for drv_path, d in found:
-            obj.update(drvmod.to_show_json(drv_path, d))
+            obj.update(drvjson.to_show_json(drv_path, d))
         # Raw bytes, as Nix writes them: env values need not be UTF-8.
         out = click.get_binary_stream("stdout")
-        out.write(drvmod.to_bytes(drvmod.dump_show_json(obj) + "\n"))
+        out.write(drvmod.to_bytes(drvjson.dump_show_json(obj) + "\n"))
         out.flush()
         return
     for i, (drv_path, d) in enumerate(found):

@@ -25,7 +25,7 @@ import socket
 import stat
 import struct
 
-from nixrec.recorder import linux
+from nixrec.recorder import linux, store
 
 BUILD_DIR = "/build"
 HOME = "/homeless-shelter"
@@ -52,23 +52,6 @@ DEV_NODES = ("full", "null", "random", "tty", "urandom", "zero")
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
              "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2",
              "ptmx": "/dev/pts/ptmx"}
-
-NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
-
-
-def nix32(data: bytes) -> str:
-    """Nix's base-32 (libutil/hash.cc printHash32): last 5-bit group first."""
-    n = (len(data) * 8 - 1) // 5 + 1
-    out = []
-    for i in range(n - 1, -1, -1):
-        b = i * 5
-        j, k = b // 8, b % 8
-        c = data[j] >> k
-        if j + 1 < len(data):
-            c |= data[j + 1] << (8 - k)
-        out.append(NIX32[c & 0x1F])
-    return "".join(out)
-
 
 class SandboxPlan:
     """What the sandbox holds and how the builder starts. Plain data (to_dict)."""
@@ -141,7 +124,7 @@ def build_env(drv, drv_path, cores, build_dir, fixed_output):
         pass_as_file = set(drv.pass_as_file)
         for k, v in drv.env.items():
             if k in pass_as_file:
-                fn = ".attr-" + nix32(hashlib.sha256(k.encode()).digest())
+                fn = ".attr-" + store.nix32(hashlib.sha256(k.encode()).digest())
                 files[fn] = v
                 env[k + "Path"] = f"{build_dir}/{fn}"
             else:

@@ -4,6 +4,7 @@ close over, and the calls into real Nix (when installed) to make or realise .drv
 
 import hashlib
 import os
+from typing import Optional
 import shutil
 import subprocess
 
@@ -148,3 +149,42 @@ def _hash_entry(h, full, rel):
     with open(full, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+
+
+# --- store path arithmetic ---------------------------------------------------------
+# What reading v4 JSON needs (a fixed output given as a content address without
+# its path) and the sandbox's .attr-<hash> names: Nix's own encodings.
+
+NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
+
+
+def nix32(h: bytes) -> str:
+    """Nix's base-32 (libutil/hash.cc printHash32): last 5-bit group first."""
+    n = (len(h) * 8 - 1) // 5 + 1
+    out = []
+    for k in range(n - 1, -1, -1):
+        b = k * 5
+        i, j = b // 8, b % 8
+        c = (h[i] >> j) | (h[i + 1] << (8 - j) if i + 1 < len(h) else 0)
+        out.append(NIX32[c & 0x1F])
+    return "".join(out)
+
+
+def make_store_path(kind: str, hex_hash: str, name: str) -> str:
+    """makeStorePath: nix32 of the 20-byte XOR-fold of sha256(fingerprint)."""
+    fp = f"{kind}:sha256:{hex_hash}:{STORE_DIR}:{name}".encode()
+    digest = hashlib.sha256(fp).digest()
+    folded = bytearray(20)
+    for i, byte in enumerate(digest):
+        folded[i % 20] ^= byte
+    return f"{STORE_DIR}/{nix32(bytes(folded))}-{name}"
+
+
+def fixed_output_path(hash_algo: str, hex_hash: str, name: str) -> Optional[str]:
+    """makeFixedOutputPath for flat and NAR methods; None for text/git."""
+    if hash_algo == "r:sha256":
+        return make_store_path("source", hex_hash, name)
+    if hash_algo.startswith(("text:", "git:")):
+        return None
+    inner = hashlib.sha256(f"fixed:out:{hash_algo}:{hex_hash}:".encode()).hexdigest()
+    return make_store_path("output:out", inner, name)

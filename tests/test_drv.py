@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from nixrec.recorder import drv as D
+from nixrec.recorder import drv as D, drvjson as J, store as S
 from nixrec.recorder.errors import BadInput
 from nixfix import add_to_store, instantiate, run_nixrec, show_derivation
 
@@ -116,8 +116,8 @@ def test_show_json_parses_back(d, kinds):
     d.outputs = {n: shaped(k, o) for k, (n, o) in zip(kinds, d.outputs.items())}
     d.input_drvs = {"/" + p: v for p, v in d.input_drvs.items()}
     d.input_srcs = ["/" + s for s in d.input_srcs]
-    text = D.dump_show_json(D.to_show_json("/nix/store/h-x.drv", d)) + "\n"
-    [(path, back)] = D.parse_json(D.to_bytes(text))
+    text = J.dump_show_json(J.to_show_json("/nix/store/h-x.drv", d)) + "\n"
+    [(path, back)] = J.parse_json(D.to_bytes(text))
     assert path == "/nix/store/h-x.drv"
     assert back == d
 
@@ -201,7 +201,7 @@ def test_cli_json_is_what_nix_show_derivation_prints(example_drv):
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == json.loads(nix_out)
     assert p.stdout == nix_out   # same key order, escapes and layout too
-    [(drv_path, from_json)] = D.parse_json(nix_out)
+    [(drv_path, from_json)] = J.parse_json(nix_out)
     assert drv_path == path and from_json == D.parse(data)
 
 
@@ -231,7 +231,7 @@ def test_fixture_shapes_are_what_nix_made():
     assert rec.is_fixed_output and rec.outputs["out"].hash_algo == "r:sha256"
     for d in (flat, rec):   # our store-path arithmetic agrees with Nix's
         o = d.outputs["out"]
-        assert D.fixed_output_path(o.hash_algo, o.hash, d.name) == o.path
+        assert S.fixed_output_path(o.hash_algo, o.hash, d.name) == o.path
     sa = _real("structured").structured_attrs
     assert sa["nested"] == {"a": 1, "b": [True, None, "x"], "c": {"deep": "q\"uote\n"}}
     assert sa["outputs"] == ["out", "doc"]
@@ -250,7 +250,7 @@ def test_every_byte_value_matches_nix_show_derivation(tmp_path):
     A fixed output keeps the check simple: Nix validates the output path on
     `nix-store --add`, and a fixed path depends only on hash and name."""
     h = "00" * 32
-    out = D.fixed_output_path("sha256", h, "nixrec-every-byte")
+    out = S.fixed_output_path("sha256", h, "nixrec-every-byte")
     d = D.Derivation({"out": D.Output(out, "sha256", h)}, {}, [], "x86_64-linux",
                      "/bin/sh", list(EVERY_BYTE.args), dict(EVERY_BYTE.env, out=out))
     f = tmp_path / "nixrec-every-byte.drv"
@@ -260,7 +260,7 @@ def test_every_byte_value_matches_nix_show_derivation(tmp_path):
     p = run_nixrec("drv", path, "--json")
     assert p.returncode == 0, p.stderr
     assert p.stdout == nix_out
-    assert D.parse_json(nix_out)[0][1] == d
+    assert J.parse_json(nix_out)[0][1] == d
 
 
 def _v4_doc(derivs):
@@ -307,7 +307,7 @@ def test_v4_json_of_real_fixtures_parses_to_the_same_derivation():
                                 for p, o in d.input_drvs.items()}},
             "system": d.system, "builder": d.builder, "args": d.args, "env": d.env},
     })
-    got = dict(D.parse_json(doc))
+    got = dict(J.parse_json(doc))
     for path, want in ((fod, f), (st_, s), (dep, d)):
         assert got[path] == want
         with open(path, "rb") as fh:
@@ -354,7 +354,7 @@ V4_ODD_ATERM = {
 
 
 def test_hand_written_v4_sample_parses_to_the_hand_written_aterm():
-    got = dict(D.parse_json(_v4_doc(V4_ODD)))
+    got = dict(J.parse_json(_v4_doc(V4_ODD)))
     assert set(got) == set(V4_ODD_ATERM)
     for path, aterm in V4_ODD_ATERM.items():
         assert got[path] == D.parse(aterm)
@@ -363,7 +363,7 @@ def test_hand_written_v4_sample_parses_to_the_hand_written_aterm():
 
 def test_show_json_output_kinds():
     ca = D.parse(V4_ODD_ATERM["/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-ca.drv"])
-    shown = D.to_show_json("/x.drv", ca)["/x.drv"]
+    shown = J.to_show_json("/x.drv", ca)["/x.drv"]
     assert shown["outputs"] == {"dev": {"hashAlgo": "r:sha256", "impure": True},
                                 "doc": {}, "out": {"hashAlgo": "r:sha256"}}
     assert list(shown) == ["outputs", "inputSrcs", "inputDrvs", "system", "builder",
