@@ -104,11 +104,18 @@ def graph_cmd(trace, output, fold_store, hide_reads, failure):
     try:
         g = build_graph(r.header, r.processes, r.events(), fold_store=fold_store,
                         hide_reads=hide_reads)
+        problems = r.problems
     finally:
         r.close()
     if failure:
         g = failure_subgraph(g, why_report(trace))
+    # The file says it too (JSON and GraphML graph attribute), for whoever opens it.
+    if problems:
+        g.graph["partial"] = "; ".join(problems)
     _write_graph(g, output, ext)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        click.echo(f"nixrec: warning: partial trace: {problems[0]}{more}", err=True)
     click.echo(f"wrote {output}: {g.number_of_nodes()} nodes, "
                f"{g.number_of_edges()} edges", err=True)
 

@@ -134,7 +134,20 @@ class PathClassifier:
 
 
 # deps categories, in report order.
-CATEGORIES = ("host", "store", "home", "network", "dns")
+CATEGORIES = ("host", "store", "home", "network", "dns", "process")
+
+# Calls that reach another process (recorder/syscalls.py records target_pid and
+# signal). Refused with ESRCH (not in the build's PID namespace) or EPERM, the
+# target is a process outside the build; a kill that worked hit one of its own.
+PROCESS_CALLS = frozenset(("kill", "tkill", "tgkill", "ptrace"))
+PROCESS_REFUSED = ("ESRCH", "EPERM")
+
+
+def process_access(ev):
+    """"signal" | "ptrace" for a refused kill-family or ptrace call, else None."""
+    if ev.syscall not in PROCESS_CALLS or ev.errno not in PROCESS_REFUSED:
+        return None
+    return "ptrace" if ev.syscall == "ptrace" else "signal"
 
 
 def _key_of(ev, cls):
@@ -142,6 +155,8 @@ def _key_of(ev, cls):
     dns = ev.args.get("dns") if ev.args else None
     if dns:
         return ("dns", "host", dns)
+    if process_access(ev):
+        return ("process", "target_pid", ev.args.get("target_pid"))
     access = access_of(ev)
     if access == "connect":
         addr = ev.args.get("address")
@@ -177,13 +192,16 @@ def undeclared_accesses(header: dict, events) -> dict:
         if key is None:
             continue
         cat, field, value = key
-        access = "connect" if cat in ("network", "dns") else access_of(ev)
+        access = "connect" if cat in ("network", "dns") else \
+            process_access(ev) if cat == "process" else access_of(ev)
         result = "refused" if ev.failed else "succeeded"
         g = groups.get((cat, value, access, result))
         if g is None:
             g = groups[(cat, value, access, result)] = {
                 field: value, "category": cat, "access": access, "result": result,
                 "count": 0, "first_seq": ev.seq, "procs": [], "errno": ev.errno}
+            if access == "signal":
+                g["signal"] = ev.args.get("signal")
         g["count"] += 1
         if ev.proc not in g["procs"]:
             g["procs"].append(ev.proc)

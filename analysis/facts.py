@@ -30,7 +30,8 @@ class Proc:
     """What `why` knows of one process (merged from the process table and events)."""
 
     __slots__ = ("proc", "pid", "parent", "argv", "exe", "first_seq", "last_seq",
-                 "exit_status", "exit_signal", "exit_seq", "children", "exec_seq")
+                 "exit_status", "exit_signal", "exit_seq", "children", "exec_seq",
+                 "active_seq")
 
     def __init__(self, proc):
         self.proc = proc
@@ -45,6 +46,7 @@ class Proc:
         self.exit_seq = None
         self.children = []
         self.exec_seq = 0        # seq of the last successful exec (start of this image)
+        self.active_seq = 0      # seq of its last event other than its death
 
     @property
     def failed(self) -> bool:
@@ -82,6 +84,8 @@ class Facts:
         self.reads = collections.defaultdict(list)     # path -> [(seq, proc)] first few
         self.symlinks = {}                      # link path -> target
         self.waits = collections.defaultdict(list)     # proc -> [(seq, child, status)]
+        self.last_fork = None                   # the fork event seen last
+        self.killed = None                      # the limit the recorder killed it for
         self.stderr = collections.defaultdict(
             lambda: collections.deque(maxlen=STDERR_LINES))  # proc -> (seq, line)
         self._partial = {}
@@ -122,6 +126,8 @@ class Facts:
         if not q.first_seq:
             q.first_seq = ev.seq
         q.last_seq = max(q.last_seq, ev.seq)
+        if ev.kind not in ("exit", "signal"):
+            q.active_seq = ev.seq
         handler = _HANDLERS.get(ev.kind)
         if handler:
             handler(self, ev, q)
@@ -129,6 +135,7 @@ class Facts:
     def _on_fork(self, ev, q):
         child = ev.args.get("child")
         if child:
+            self.last_fork = ev
             c = self.proc(child)
             c.parent = ev.proc
             c.first_seq = c.first_seq or ev.seq

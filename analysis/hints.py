@@ -74,9 +74,44 @@ def _summary(c):
                f"(created at event {c.get('created_seq')}) -- a race"
     if k == "signal":
         return f"{who} was killed by {c.get('signal')}"
+    if k == "limit":
+        return _limit_summary(c, who)
+    if k == "process":
+        return _process_summary(c, who)
     if c.get("syscall"):
         return f"{who} failed: {c['syscall']} {path or ''}{_errno(c)}".rstrip()
     return f"{who} exited with status {c.get('exit_code', 'non-zero')}"
+
+
+def _limit_summary(c, who):
+    setting = f" (Nix's {c['setting']} setting)" if c.get("setting") else ""
+    if c.get("limit_kind") == "processes":
+        what = "started the process that crossed the limit"
+    elif c.get("limit_kind") == "closed-output":
+        what = "was running"
+    else:
+        what = "was still running"
+    return f"the build was {_killed_words(c['limit'])}{setting}: {who} {what}; " \
+        f"killed by {c.get('signal') or 'SIGKILL'}"
+
+
+def _killed_words(reason):
+    """"timed out after 2 seconds" -> "killed: timed out after 2 seconds"."""
+    return reason if reason.startswith("killed") else "killed: " + reason
+
+
+def _process_summary(c, who):
+    target, call = c.get("target_pid"), c.get("syscall")
+    verb = "attach to (ptrace)" if call == "ptrace" else \
+        f"send {c['signal']} to" if c.get("signal") else "signal"
+    if c.get("errno") == "ESRCH":
+        why = "the build has its own PID namespace: no process outside it exists there"
+    elif call == "ptrace":
+        why = "a recorded build's processes are all traced by nixrec already, and " \
+            "the sandbox owns no other process"
+    else:
+        why = "not a process of the build"
+    return f"{who} could not {verb} process {target}{_errno(c)} -- {why}"
 
 
 def _link_summary(c, who):
@@ -128,6 +163,10 @@ HINTS = {
             "steps, or set enableParallelBuilding = false with a comment",
     "signal": "killed: a timeout (timeout, max-silent-time), the OOM killer or a "
               "crash; check the build's time and memory",
+    "process": "the build sees only its own processes (its own PID namespace, pid 1 "
+               "is the builder): a test that signals or traces another process "
+               "(a host pid, gdb, strace, ptrace-based tests) cannot pass in the "
+               "sandbox; disable it (disabledTests, doCheck = false)",
     "missing-header": "no include directory has {header}: add the package that "
                       "provides it to buildInputs",
     "fallback": "no known pattern; replay to this event and inspect the sandbox "
@@ -146,7 +185,38 @@ LOADER_HINT = "a host program needs the host's dynamic loader {interpreter}: use
     "on a merged-/usr host where it is a symlink, what it points to)"
 
 
+# Limits, by limits.which() short name; {argv0} is the process that was running.
+LIMIT_HINTS = {
+    "timeout": "the build ran longer than Nix's `timeout` setting allows (nix-build "
+               "--timeout, meta.timeout on Hydra): a build that never ends -- a server "
+               "or test waiting forever, a prompt waiting on stdin, a step that hangs "
+               "waiting on the network the sandbox does not have. Look at what "
+               "{argv0} was doing (nixrec replay); raise the limit only if the build "
+               "is just slow",
+    "silence": "the build printed nothing for longer than Nix's `max-silent-time` "
+               "(--max-silent-time, meta.maxSilent on Hydra): a step that hangs "
+               "(waiting on the network, on stdin, on a lock) or works quietly for "
+               "long. Fix the hang, or make {argv0} print progress",
+    "log-size": "the build wrote more log than Nix's `max-build-log-size` allows: a "
+                "runaway loop or a very verbose step ({argv0}); quiet it (send its "
+                "output to a file) or raise the limit",
+    "processes": "more processes at once than --max-processes: a fork bomb or "
+                 "runaway parallelism (a loop that starts jobs without waiting, "
+                 "make -j without a number). Nix has no such setting: on a Nix "
+                 "builder the host's process limit stops it, as a failed fork",
+    "closed-output": "Nix takes the builder closing its standard output and error "
+                     "(exec >/dev/null 2>&1) as the end of the build and kills what "
+                     "is left: redirect single commands, not the builder's own "
+                     "output",
+    "other": "the recorder stopped the build; see the reason above",
+}
+
+
 def _hint(c):
+    if c["kind"] == "limit":
+        argv0 = basename(c["argv"][0]) if c.get("argv") else "the process"
+        return LIMIT_HINTS.get(c.get("limit_kind"), LIMIT_HINTS["other"]).format(
+            argv0=argv0)
     if c.get("header") and c["kind"] == "undeclared-host-path":
         return HEADER_HINT.format(**c)
     if c.get("link_target"):
@@ -156,6 +226,9 @@ def _hint(c):
     if c["kind"] == "missing-header":
         return HINTS["missing-header"].format(**c)
     return HINTS.get(c["kind"], HINTS["fallback"])
+
+
+EVIDENCE_LINE = 200      # characters of a log line shown as evidence
 
 
 def describe(c, facts):
@@ -170,8 +243,12 @@ def describe(c, facts):
     ev = []
     if c.get("syscall"):
         what = c.get("accessed") or c.get("path") or c.get("address") or c.get("host")
+        if what is None and c.get("target_pid") is not None:
+            what = f"pid {c['target_pid']}" + (f", {c['signal']}" if c.get("signal") else "")
         ev.append(f"event {c['seq']}: {c['syscall']}({what or ''})"
                   f" = {'-1 ' + c['errno'] if c.get('errno') else 'ok'}")
+    if c["kind"] == "limit" and c.get("argv"):
+        ev.append(f"running in {c['proc']}: " + " ".join(c["argv"])[:EVIDENCE_LINE])
     for seq, syscall, path, errno in c.pop("extra_events", ()):
         also = [d for d in c.get("looked_in") or () if d != path]
         more = f" (also missing: {', '.join(also)})" if also else ""
@@ -180,5 +257,7 @@ def describe(c, facts):
     lines = [c.pop("log_line")] if c.get("log_line") else \
         facts.stderr_of(c["proc"], limit=3)
     for line in lines:
+        if len(line) > EVIDENCE_LINE:    # a log flood is one line of megabytes
+            line = line[:EVIDENCE_LINE] + "..."
         ev.append(f"stderr of {c['proc']}: {line}")
     c["evidence"] = ev

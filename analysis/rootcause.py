@@ -17,13 +17,15 @@ import re
 from nixrec.analysis import races
 from nixrec.analysis.includes import include_searches
 from nixrec.analysis.noise import NOISE, is_noise, is_probe
-from nixrec.analysis.deps import PathClassifier, access_of, basename, store_path_of
+from nixrec.analysis.deps import (PROCESS_CALLS, PathClassifier, access_of, basename,
+                                  store_path_of)
 from nixrec.analysis.facts import collect, is_ancestor
 from nixrec.analysis import hints
+from nixrec.analysis.limits import limit_cause, limit_chain
 
 # How much a kind of cause explains a build failure on its own (before context).
 PRIOR = {
-    "signal": 6, "seccomp": 5, "network": 5, "dns": 5, "home": 5,
+    "limit": 8, "signal": 6, "seccomp": 5, "process": 4, "network": 5, "dns": 5, "home": 5,
     "missing-interpreter": 5, "race": 5, "missing-executable": 4,
     "undeclared-store-path": 4, "write-outside": 4, "write-denied": 4,
     "undeclared-host-path": 3, "missing-header": 4, "fallback": 0,
@@ -41,6 +43,11 @@ def failure_chain(facts):
     root = facts.procs.get("1")
     if root is None or not root.failed:
         return []
+    if facts.killed:
+        # Killed for a limit: everything died at once, nobody waited.
+        chain = limit_chain(facts)
+        if chain:
+            return chain
     chain = ["1"]
     while True:
         child = _failed_child(facts, chain[-1])
@@ -247,8 +254,10 @@ def path_searches(facts, cls, claimed=frozenset()):
         dirs = sorted({e.path.rsplit("/", 1)[0] or "/" for e in evs})
         execd = any(e.kind == "exec" for e in evs)
         q = facts.procs.get(proc)
-        said = re.search(re.escape(name) + r"(: not found|: command not found|"
-                         r": No such file)", facts.stderr_text([proc]))
+        # The bare name: "ls: /proc/42: No such file" is about a path, not a command.
+        said = re.search(r"(?<![\w./-])" + re.escape(name) + r"(: not found|"
+                         r": command not found|: No such file)",
+                         facts.stderr_text([proc]))
         if not execd and not said and not (q and q.exit_status == 127):
             continue
         if execd and len(dirs) == 1 and _file_exists(facts, cls, last.path):
@@ -271,7 +280,11 @@ def race_causes(facts):
 
 
 def signal_causes(facts, chain):
-    """A process in the chain killed by a signal (timeout, OOM killer, segfault)."""
+    """A process in the chain killed by a signal (timeout, OOM killer, segfault);
+    killed by the recorder for a limit, the limit is the cause instead."""
+    if facts.killed:
+        yield limit_cause(facts, chain)
+        return
     for proc in chain:
         q = facts.procs[proc]
         if not q.exit_signal:
@@ -280,6 +293,20 @@ def signal_causes(facts, chain):
         yield {"kind": "signal", "seq": ev.seq if ev else q.last_seq, "proc": proc,
                "argv": list(q.argv), "syscall": None, "errno": None,
                "signal": q.exit_signal}
+
+
+def process_causes(facts, chain):
+    """The origin's last failed call was a kill or ptrace of another process:
+    refused (ESRCH: not in the build's PID namespace; EPERM) and then it gave up."""
+    origin = chain[-1]
+    fails = [e for e in facts.failures if e.proc == origin
+             and not (e.path and is_noise(e.path, facts, e.seq))]
+    if not fails or fails[-1].syscall not in PROCESS_CALLS:
+        return
+    ev = fails[-1]
+    sig = ev.args.get("signal") if ev.syscall != "ptrace" else None
+    yield _cause("process", ev, facts, target_pid=ev.args.get("target_pid"),
+                 signal=sig or None)
 
 
 # -- scoring --------------------------------------------------------------------
@@ -408,6 +435,7 @@ def candidates(facts, chain, cls):
     out.extend(path_searches(facts, cls, claimed))
     out.extend(race_causes(facts))
     out.extend(signal_causes(facts, chain))
+    out.extend(process_causes(facts, chain))
     return out
 
 
@@ -477,7 +505,11 @@ def explain(header, processes, events, problems=(), summary=None, trace_path="TR
         ranked = rank(candidates(facts, chain, cls), facts, chain)
         ranked = _follow_data_flow(ranked, facts, chain, cls)
         ranked = [c for c in ranked if c["score"] > -3] or ranked[:1]
-        if not ranked or ranked[0]["kind"] == "fallback" or ranked[0]["score"] < GOOD:
+        limit = [c for c in ranked if c["kind"] == "limit"]
+        if limit:
+            # The recorder ended the build: that is certain, whatever else failed.
+            ranked = limit + [c for c in ranked if c["kind"] != "limit"]
+        elif not ranked or ranked[0]["kind"] == "fallback" or ranked[0]["score"] < GOOD:
             ranked = _with_fallback(ranked, facts, chain)
     for c in ranked:
         hints.describe(c, facts)
@@ -486,6 +518,7 @@ def explain(header, processes, events, problems=(), summary=None, trace_path="TR
         "status": status,
         "exit_code": root.exit_status if root else None,
         "exit_signal": root.exit_signal if root else None,
+        "killed": facts.killed,
         "partial": list(problems or ()),
         "failure_chain": [_chain_entry(facts, p) for p in chain],
         "root_causes": [_public(c) for c in ranked[:10]],
@@ -501,6 +534,7 @@ def _apply_summary(facts, summary):
             root.exit_status = summary["exit_status"]
         if summary.get("exit_signal"):
             root.exit_signal = summary["exit_signal"]
+        facts.killed = summary.get("killed") or None
 
 
 def _with_fallback(ranked, facts, chain):
@@ -524,7 +558,8 @@ def _with_fallback(ranked, facts, chain):
 PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
           "host", "command", "header", "looked_in", "interpreter", "link",
           "link_target", "accessed", "hidden", "store_path",
-          "creator", "created_seq", "signal", "access", "via", "summary", "hint",
+          "creator", "created_seq", "signal", "limit", "setting", "target_pid",
+          "access", "via", "summary", "hint",
           "evidence", "score")
 
 

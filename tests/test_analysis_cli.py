@@ -86,3 +86,14 @@ def test_bad_input_is_one_line_exit_2(tmp_path, zlib_trace):
         p = run(*args)
         assert p.returncode == 2, (args, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_graph_on_an_interrupted_trace_says_so(tmp_path):
+    path = write_trace(network_build(), tmp_path / "i.nixrec", interrupted=True)
+    out = tmp_path / "g.dot"
+    p = run("graph", path, "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    assert lines[0].startswith("nixrec: warning: partial trace: recording interrupted")
+    assert lines[1].startswith(f"wrote {out}") and len(lines) == 2
+    assert "// partial trace: recording interrupted" in out.read_text()

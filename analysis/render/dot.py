@@ -25,6 +25,8 @@ def _label(n, d) -> str:
 
 def graph_dot(g) -> str:
     out = ["digraph build {", "  rankdir=LR;", "  node [fontsize=10];"]
+    if g.graph.get("partial"):
+        out.append(f"  // partial trace: {g.graph['partial']}")
     for n, d in g.nodes(data=True):
         attrs = [f"label={_q(_label(n, d))}", f"shape={_SHAPE.get(d.get('type'), 'ellipse')}"]
         if d.get("type") == "process" and (d.get("exit_signal") or

@@ -1,6 +1,6 @@
 """Markdown for `deps --markdown` (to paste into an issue)."""
 
-from nixrec.analysis.render.text import TITLES
+from nixrec.analysis.render.text import TITLES, what_of
 
 
 def deps_markdown(rep: dict) -> str:
@@ -17,7 +17,7 @@ def deps_markdown(rep: dict) -> str:
         for g in rep["undeclared"]:
             if g["category"] != cat:
                 continue
-            what = g.get("path") or g.get("address") or g.get("host")
+            what = what_of(g)
             res = g["result"] + (f" ({g['errno']})" if g.get("errno") else "")
             out.append(f"| `{what}` | {g['access']} | {res} | {g['count']} | "
                        f"{g['first_seq']} | {', '.join(g['procs'])} |")

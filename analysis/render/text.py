@@ -1,7 +1,8 @@
 """Short human text for `why` and `deps`."""
 
 TITLES = {"host": "Host paths", "store": "Store paths not in the closure",
-          "home": "HOME", "network": "Network", "dns": "DNS"}
+          "home": "HOME", "network": "Network", "dns": "DNS",
+          "process": "Other processes (signals and ptrace refused)"}
 
 
 def why_text(rep: dict) -> str:
@@ -13,6 +14,8 @@ def why_text(rep: dict) -> str:
         out.append("the build succeeded: nothing to explain")
         return "\n".join(out) + "\n"
     code = rep.get("exit_signal") or f"exit code {rep.get('exit_code')}"
+    if rep.get("killed"):
+        code += f": {rep['killed']}"
     out.append(f"build failed ({code})")
     chain = rep["failure_chain"]
     if chain:
@@ -34,6 +37,14 @@ def why_text(rep: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def what_of(g) -> str:
+    """What a deps group is about: a path, an address, a host or a process."""
+    if g.get("target_pid") is not None or g["category"] == "process":
+        sig = f" ({g['signal']})" if g.get("signal") else ""
+        return f"pid {g.get('target_pid')}{sig}"
+    return g.get("path") or g.get("address") or g.get("host")
+
+
 def _argv0(argv):
     return (argv[0].rsplit("/", 1)[-1] if argv else "?")
 
@@ -47,7 +58,7 @@ def deps_text(rep: dict) -> str:
         if g["category"] != last:
             last = g["category"]
             out.append(f"{TITLES[last]}:")
-        what = g.get("path") or g.get("address") or g.get("host")
+        what = what_of(g)
         err = f" {g['errno']}" if g.get("errno") else ""
         out.append(f"  {what}  {g['access']} {g['result']}{err} x{g['count']} "
                    f"(first #{g['first_seq']}, procs {', '.join(g['procs'][:5])})")

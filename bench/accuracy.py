@@ -1,0 +1,209 @@
+"""How often `nixrec why` names the labelled cause first, and how long it takes.
+
+    .venv/bin/python bench/accuracy.py [--hello] [--only ATTR ...] [--workdir DIR]
+
+Records every fixture of fixtures/failing/labels.json (with its record_args),
+runs `nixrec why --json` on each trace and prints one row per fixture: the
+expected kind and key fields, what `why` put first, whether that is a top-1
+hit, and the wall time of `nixrec why` (the console script, as a user runs
+it). Then the top-1 accuracy (hits/total) and the median and max `why` time.
+
+With --hello, or when /tmp/hello.nixrec exists already, also the time of
+`nixrec why` on the GNU hello trace (fixtures/hello.nix -A hello, recorded with
+--extra-sandbox-paths "/usr /bin /lib /lib64" when missing: about a minute),
+a real C build of ~100k events.
+
+A benchmark, not a test (style.md §9): tests/test_failing_corpus.py asserts
+the labels; this prints numbers. Exit 0 when everything ran, 1 when something
+could not (a fixture that would not record, a `why` that failed).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAILING = os.path.join(REPO, "fixtures", "failing")
+NIXREC = os.path.join(os.path.dirname(sys.executable), "nixrec")
+RECORD_KEYS = ("record_args", "requires", "host_links")
+HELLO_TRACE = "/tmp/hello.nixrec"
+HELLO_PATHS = "/usr /bin /lib /lib64"
+
+
+def env():
+    e = dict(os.environ)
+    if os.geteuid() == 0:
+        e["NIX_REMOTE"] = ""          # as root with no daemon, Nix dials the socket
+    return e
+
+
+def run(argv, timeout=600):
+    return subprocess.run(argv, capture_output=True, env=env(), timeout=timeout)
+
+
+def instantiate(nixfile, attr):
+    p = run(["nix-instantiate", nixfile, "-A", attr])
+    if p.returncode != 0:
+        raise RuntimeError(f"nix-instantiate -A {attr}: "
+                           f"{p.stderr.decode(errors='replace').strip()[-300:]}")
+    return p.stdout.decode().strip().splitlines()[-1]
+
+
+def host_missing(label):
+    """Why this host cannot record the fixture, or None."""
+    for path in label.get("requires", ()):
+        if not os.path.exists(path):
+            return f"no {path}"
+    for link, target in label.get("host_links", {}).items():
+        if not os.path.islink(link) or os.readlink(link) != target:
+            return f"{link} is not a symlink to {target}"
+    return None
+
+
+def timed_why(trace):
+    """(report, seconds) of `nixrec why --json TRACE`."""
+    t0 = time.perf_counter()
+    p = run([NIXREC, "why", str(trace), "--json"])
+    took = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"why failed: {p.stderr.decode(errors='replace').strip()}")
+    return json.loads(p.stdout), took
+
+
+def describe(fields):
+    kind = fields.get("kind")
+    rest = " ".join(f"{k}={_short(v)}" for k, v in fields.items() if k != "kind")
+    return f"{kind} {rest}".strip()
+
+
+def _short(v, limit=48):
+    s = str(v)
+    if s.startswith("/nix/store/") and len(s) > 44:
+        s = "/nix/store/" + s[11:18] + "..." + s[43:]
+    return s if len(s) <= limit else s[:limit - 3] + "..."
+
+
+def one_fixture(attr, label, workdir):
+    """A row: {attr, expected, got, hit, why_s, note}."""
+    want = {k: v for k, v in label.items() if k not in RECORD_KEYS}
+    row = {"attr": attr, "expected": describe(want), "got": "", "hit": None,
+           "why_s": None, "note": ""}
+    reason = host_missing(label)
+    if attr == "xattr" and not os.path.exists(os.path.join(FAILING, ".bin",
+                                                           "setxattr-tool")):
+        p = run(["bash", os.path.join(FAILING, "prepare.sh")])
+        reason = reason or (p.returncode and "fixtures/failing/prepare.sh failed")
+    if reason:
+        row["note"] = f"skipped: {reason}"
+        return row
+    drv = instantiate(os.path.join(FAILING, "default.nix"), attr)
+    trace = os.path.join(workdir, f"{attr}.nixrec")
+    rec = run([NIXREC, "record", drv, "-o", trace, "-q", *label.get("record_args", ())],
+              timeout=300)
+    if rec.returncode != 1:
+        row["note"] = f"record exit {rec.returncode}: " \
+            f"{rec.stderr.decode(errors='replace').strip()[-200:]}"
+        return row
+    rep, took = timed_why(trace)
+    row["why_s"] = took
+    top = (rep.get("root_causes") or [{}])[0]
+    got = {k: top.get(k) for k in want}
+    row["got"] = describe(got) if top else "(no cause)"
+    row["hit"] = got == want
+    if not row["hit"] and top:
+        row["note"] = f"top was {describe({'kind': top.get('kind')})} #{top.get('seq')}"
+    return row
+
+
+def print_table(rows):
+    heads = ("attr", "expected", "got", "top-1", "why (s)")
+    cells = [(r["attr"], r["expected"], "(same)" if r["hit"] else (r["got"] or r["note"]),
+              "-" if r["hit"] is None else ("hit" if r["hit"] else "MISS"),
+              "-" if r["why_s"] is None else f"{r['why_s']:.2f}") for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+    line = "  ".join(h.ljust(w) for h, w in zip(heads, widths))
+    print(line)
+    print("-" * len(line))
+    for c in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths)))
+
+
+def hello_time(record, runs=3):
+    """(seconds of each `why` run, event count, status) on the GNU hello trace."""
+    if not os.path.exists(HELLO_TRACE):
+        if not record:
+            return None
+        drv = instantiate(os.path.join(REPO, "fixtures", "hello.nix"), "hello")
+        print(f"recording GNU hello to {HELLO_TRACE} (about a minute)...", flush=True)
+        p = run([NIXREC, "record", drv, "-o", HELLO_TRACE, "-q",
+                 "--extra-sandbox-paths", HELLO_PATHS], timeout=1800)
+        if p.returncode not in (0, 1):
+            raise RuntimeError(f"recording hello: {p.stderr.decode(errors='replace')}")
+    times, rep = [], None
+    for _ in range(runs):
+        rep, took = timed_why(HELLO_TRACE)
+        times.append(took)
+    from nixrec.recorder.tracefile import open_trace
+    with open_trace(HELLO_TRACE) as r:
+        events = (r.summary or {}).get("events") or r.last_seq
+    return times, events, rep["status"]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hello", action="store_true",
+                    help=f"time `why` on GNU hello (record {HELLO_TRACE} if missing)")
+    ap.add_argument("--only", nargs="+", metavar="ATTR", help="only these fixtures")
+    ap.add_argument("--workdir", help="keep the traces here (default: a temp dir)")
+    args = ap.parse_args(argv)
+
+    with open(os.path.join(FAILING, "labels.json")) as f:
+        labels = json.load(f)
+    attrs = sorted(labels) if not args.only else args.only
+    workdir = args.workdir or tempfile.mkdtemp(prefix="nixrec-accuracy-")
+    os.makedirs(workdir, exist_ok=True)
+    rows, broken = [], False
+    for attr in attrs:
+        try:
+            rows.append(one_fixture(attr, labels[attr], workdir))
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            rows.append({"attr": attr, "expected": "", "got": "", "hit": None,
+                         "why_s": None, "note": f"error: {e}"})
+        broken |= rows[-1]["hit"] is None and not rows[-1]["note"].startswith("skipped")
+        print(f"  {attr}: {rows[-1]['note'] or ('hit' if rows[-1]['hit'] else 'miss')}",
+              file=sys.stderr, flush=True)
+    print()
+    print_table(rows)
+    judged = [r for r in rows if r["hit"] is not None]
+    hits = sum(1 for r in judged if r["hit"])
+    times = [r["why_s"] for r in judged]
+    print()
+    if judged:
+        print(f"top-1 accuracy: {hits}/{len(judged)} = {hits / len(judged):.0%}"
+              + (f" ({len(rows) - len(judged)} not run)" if len(judged) < len(rows) else ""))
+        print(f"why time: median {statistics.median(times):.2f} s, "
+              f"max {max(times):.2f} s (nixrec why --json, wall, incl. start-up)")
+    try:
+        hello = hello_time(args.hello)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        print(f"GNU hello: could not run: {e}")
+        broken = True
+    else:
+        if hello is None:
+            print(f"GNU hello: not timed ({HELLO_TRACE} missing; --hello records it)")
+        else:
+            ts, events, status = hello
+            print(f"GNU hello ({events} events, build {status}): why median "
+                  f"{statistics.median(ts):.2f} s, max {max(ts):.2f} s over {len(ts)} runs")
+    if not args.workdir:
+        print(f"traces: {workdir}")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
