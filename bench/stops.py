@@ -1,0 +1,312 @@
+"""Where the recorder's time goes, stop by stop (docs/performance.md).
+
+    NIX_REMOTE= .venv/bin/python bench/stops.py [--cprofile FILE] [-- record args...]
+
+Runs `nixrec record` (default: the hello benchmark build) in this process with
+light wrappers around the tracer's seams, and prints:
+
+* stops by kind: seccomp stop per syscall (and how many made no event),
+  syscall-exit stop per syscall, fork/exec/ptrace-event stops, signal stops;
+* the tracer's time split: waiting in waitpid (the build runs, or the kernel
+  delivers the stop) vs handling a stop in Python, and inside the handling:
+  ptrace calls, PTRACE_GET_SYSCALL_INFO, process_vm_readv reads, /proc reads,
+  encoding an event (TraceWriter.append) and writing chunks (lz4 + write).
+
+The wrappers cost about 1 us per wrapped call, so the instrumented run is
+slower than a plain one; the shares are what matter. --cprofile FILE runs under
+cProfile instead (no wrappers) and prints the top functions by own time.
+
+What-ifs, for the expected gain of an optimisation before writing it (with
+--plain: no wrappers, just the wall time; alternate them with plain runs):
+  --drop readlink,readlinkat       the filter lets these calls run unstopped
+  --no-exit openat,newfstatat,...  no exit stop (the trace's results are then wrong)
+  --pin-tracer 1                   the tracer thread on one CPU, the build on all
+Not a test: it prints, it asserts nothing.
+"""
+
+import argparse
+import collections
+import os
+import signal
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT = ["record", os.path.join(ROOT, "fixtures/hello.nix"), "-A", "hello",
+           "--extra-sandbox-paths", "/usr /bin /lib /lib64", "-o", "/tmp/nixrec-profile.nixrec",
+           "-q"]
+
+clock = time.perf_counter
+cpu = time.thread_time        # CPU time of the calling thread (the tracer loop)
+
+
+class Acc:
+    """Calls and seconds per bucket."""
+
+    def __init__(self):
+        self.n = collections.Counter()
+        self.s = collections.Counter()
+
+    def add(self, key, dt, n=1):
+        self.n[key] += n
+        self.s[key] += dt
+
+
+def instrument():
+    """Wrap the tracer's seams; -> (stops Acc, seams Acc, wait Acc)."""
+    from nixrec.recorder import linux, tracer as T
+    from nixrec.recorder.tracefile import writer as W
+    from nixrec.recorder import syscalls
+
+    stops, seams, waits, cpus = Acc(), Acc(), Acc(), Acc()
+
+    def timed(mod, name, key=None):
+        raw = mod.__dict__[name]
+        fn = getattr(mod, name)
+        key = key or name
+
+        def wrapper(*a, **kw):
+            t = clock()
+            try:
+                return fn(*a, **kw)
+            finally:
+                seams.add(key, clock() - t)
+        setattr(mod, name, staticmethod(wrapper) if isinstance(raw, staticmethod) else wrapper)
+
+    for name in ("get_syscall_info", "geteventmsg", "read_mem", "read_cstr",
+                 "skip_syscall", "set_return"):
+        timed(linux, name)
+    names = {v: k[len("PTRACE_"):] for k, v in vars(linux).items()
+             if k.startswith("PTRACE_") and not k.startswith(("PTRACE_O_", "PTRACE_EVENT_",
+                                                              "PTRACE_SYSCALL_INFO_"))}
+    real_ptrace = linux.ptrace
+
+    def ptrace(req, *a):
+        t, c = clock(), cpu()
+        try:
+            return real_ptrace(req, *a)
+        finally:
+            key = "ptrace " + names.get(req, hex(req))
+            seams.add(key, clock() - t)
+            cpus.add(key, cpu() - c)
+    linux.ptrace = ptrace
+    timed(T, "_nspid", "/proc/PID/status (nspid)")
+    timed(T.Tracer, "_fd_path", "/proc/PID/fd readlink")
+    timed(T.Tracer, "_is_thread", "/proc/PID/status (thread?)")
+    timed(T.Tracer, "_cwd", "/proc/PID/cwd readlink")
+    if hasattr(T.Tracer, "_explain_enoent"):
+        timed(T.Tracer, "_explain_enoent", "_explain_enoent (lstat per ENOENT)")
+    if hasattr(T.Tracer, "_decode_output"):
+        timed(T.Tracer, "_decode_output", "_decode_output (stat /proc/PID/fd)")
+    timed(W.TraceWriter, "append", "TraceWriter.append (encode)")
+    timed(W.TraceWriter, "flush", "TraceWriter.flush (lz4+write)")
+
+    real_waitpid = os.waitpid
+
+    def waitpid(pid, opts):
+        t, c = clock(), cpu()
+        try:
+            return real_waitpid(pid, opts)
+        finally:
+            waits.add("waitpid", clock() - t)
+            cpus.add("waitpid", cpu() - c)
+    T.os.waitpid = waitpid        # the tracer's os is the os module: all callers see it
+
+    real_dispatch = T.Tracer._dispatch
+    raw_info = _raw_info(linux)
+
+    def kind_of(self, pid, status):
+        t = self.tracees.get(pid)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return "exit (not a stop)"
+        if t is None:
+            return "unborn (held)"
+        sig, ev = os.WSTOPSIG(status), status >> 16
+        if ev == linux.PTRACE_EVENT_SECCOMP:
+            try:
+                nr = raw_info(pid)
+            except Exception:
+                nr = -1
+            sc = syscalls.BY_NR.get(nr)
+            return "seccomp " + (sc.name if sc else str(nr))
+        if sig == (signal.SIGTRAP | 0x80):
+            p = t.pending
+            return "syscall-exit " + (p[0].name if p else "?")
+        if ev in (linux.PTRACE_EVENT_FORK, linux.PTRACE_EVENT_VFORK, linux.PTRACE_EVENT_CLONE):
+            return "fork event"
+        if ev == linux.PTRACE_EVENT_EXEC:
+            return "exec event"
+        if ev == linux.PTRACE_EVENT_STOP:
+            return "ptrace event-stop (new child)"
+        if ev:
+            return f"ptrace event {ev}"
+        return "signal " + T.signame(sig)
+
+    emitted = [0]
+
+    def dispatch(self, pid, status):
+        k = kind_of(self, pid, status)
+        before = emitted[0]
+        t = clock()
+        try:
+            return real_dispatch(self, pid, status)
+        finally:
+            dt = clock() - t
+            stops.add(k, dt)
+            if k.startswith("seccomp") and emitted[0] == before and \
+                    self.tracees.get(pid) is not None and self.tracees[pid].pending is None:
+                stops.add("  (no event) " + k, 0.0)
+    T.Tracer._dispatch = dispatch
+
+    real_init = T.Tracer.__init__
+
+    def init(self, emit, *a, **kw):
+        def counting_emit(ev):
+            emitted[0] += 1
+            return emit(ev)
+        real_init(self, counting_emit, *a, **kw)
+    T.Tracer.__init__ = init
+    return stops, seams, waits, cpus
+
+
+def _raw_info(linux):
+    """The syscall nr at a seccomp stop, through the raw libc call: naming the
+    stop's kind must not count as a seam call (it costs one extra ptrace)."""
+    def nr(pid):
+        linux._ptrace(linux.PTRACE_GET_SYSCALL_INFO, pid, linux._INFO_SIZE, linux._info_p)
+        return linux._INFO_SC.unpack_from(linux._info.raw, 24)[0]
+    return nr
+
+
+def drop_calls(names):
+    """Remove rows from the live syscall table (the filter's default argument is
+    that same dict), as if the calls were never recorded. A what-if, not a mode."""
+    from nixrec.recorder import syscalls
+    for name in names:
+        sc = syscalls.BY_NAME.pop(name.strip(), None)
+        if sc is not None:
+            syscalls.BY_NR.pop(sc.nr, None)
+
+
+def entry_only(names):
+    from nixrec.recorder import syscalls
+    for name in names:
+        sc = syscalls.BY_NAME.get(name.strip())
+        if sc is not None:
+            sc.needs_exit = False
+
+
+def pin_tracer(cpu_no):
+    """Pin the thread that runs the tracer loop; the sandbox was forked before
+    this runs, so the build keeps its own affinity."""
+    from nixrec.recorder import session
+    real_run = session.Build.run
+
+    def run(self):
+        os.sched_setaffinity(0, {cpu_no})        # 0 = the calling thread
+        return real_run(self)
+    session.Build.run = run
+
+
+def run_record(args):
+    from nixrec.recorder.cli import main
+    try:
+        main(args)
+    except SystemExit as e:
+        return e.code or 0
+    return 0
+
+
+def report(stops, seams, waits, cpus, wall, ru0, ru1):
+    n_stops = sum(v for k, v in stops.n.items() if not k.startswith("  (no event)")
+                  and k != "exit (not a stop)")
+    handle = sum(v for k, v in stops.s.items())
+    wait = waits.s["waitpid"]
+    print(f"wall {wall:.1f} s (instrumented); stops {n_stops:,} = {n_stops / wall:,.0f}/s")
+    print(f"tracer main loop: waitpid {wait:.1f} s ({waits.n['waitpid']:,} calls), "
+          f"handling stops {handle:.1f} s = {1e6 * handle / max(1, n_stops):.1f} us per stop")
+    print(f"recorder process CPU (all its threads, not the build): user "
+          f"{ru1.ru_utime - ru0.ru_utime:.1f} s, sys {ru1.ru_stime - ru0.ru_stime:.1f} s; "
+          f"of which in waitpid {cpus.s['waitpid']:.1f} s, in ptrace calls "
+          f"{sum(v for k, v in cpus.s.items() if k.startswith('ptrace')):.1f} s")
+    print()
+    print(f"{'stops by kind':44}{'count':>10}{'%':>7}{'handling s':>12}{'us/stop':>9}")
+    seen = set()
+    for k, n in sorted(stops.n.items(), key=lambda kv: -kv[1]):
+        if k.startswith("  (no event)"):
+            continue
+        seen.add(k)
+        s = stops.s[k]
+        print(f"{k:44}{n:>10,}{100 * n / max(1, n_stops):>7.1f}{s:>12.2f}{1e6 * s / n:>9.1f}")
+        ne = stops.n.get("  (no event) " + k)
+        if ne:
+            print(f"{'    of which made no event':44}{ne:>10,}")
+    print()
+    print(f"{'inside the handling (seams)':44}{'calls':>10}{'wall s':>9}{'% of handling':>15}"
+          f"{'us/call':>9}{'CPU s':>8}")
+    for k, s in sorted(seams.s.items(), key=lambda kv: -kv[1]):
+        c = fmt_cpu(cpus.s.get(k))
+        print(f"{k:44}{seams.n[k]:>10,}{s:>9.2f}{100 * s / max(handle, 1e-9):>15.1f}"
+              f"{1e6 * s / seams.n[k]:>9.1f}{c:>8}")
+    print("(nested: read_mem is also inside read_cstr, ptrace GET_SYSCALL_INFO inside\n"
+          " get_syscall_info, ptrace GETEVENTMSG inside geteventmsg, flush inside append)")
+
+
+def fmt_cpu(v):
+    return "" if v is None else f"{v:.2f}"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cprofile", metavar="FILE")
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--plain", action="store_true",
+                    help="no wrappers: just the wall time and the summary (for --drop runs)")
+    ap.add_argument("--drop", metavar="CALLS", default="",
+                    help="what-if: take these calls (comma-separated) out of the syscall "
+                         "table before recording, so the filter lets them run unstopped")
+    ap.add_argument("--no-exit", metavar="CALLS", default="",
+                    help="what-if: record these calls at entry only (no exit stop; their "
+                         "results are then wrong in the trace: for timing only)")
+    ap.add_argument("--pin-tracer", metavar="CPU", type=int,
+                    help="what-if: pin the tracer thread (only) to this CPU once the "
+                         "build has started; the build keeps every CPU")
+    ap.add_argument("record_args", nargs="*")
+    a = ap.parse_args(argv)
+    args = a.record_args or DEFAULT
+    os.environ.setdefault("NIX_REMOTE", "")
+    what_if = []
+    if a.drop:
+        drop_calls(a.drop.split(","))
+        what_if.append("without " + a.drop)
+    if a.no_exit:
+        entry_only(a.no_exit.split(","))
+        what_if.append("no exit stop for " + a.no_exit)
+    if a.pin_tracer is not None:
+        pin_tracer(a.pin_tracer)
+        what_if.append(f"tracer pinned to CPU {a.pin_tracer}")
+    if a.plain:
+        t0 = clock()
+        rc = run_record(args)
+        print(f"wall {clock() - t0:.1f} s (plain{''.join(', ' + w for w in what_if)})")
+        return 0 if rc in (0, None) else rc
+    if a.cprofile:
+        import cProfile
+        import pstats
+        t0 = clock()
+        cProfile.runctx("run_record(args)", globals(), {"args": args, "run_record": run_record},
+                        a.cprofile)
+        print(f"wall {clock() - t0:.1f} s under cProfile")
+        pstats.Stats(a.cprofile).sort_stats("tottime").print_stats(a.top)
+        return 0
+    import resource
+    stops, seams, waits, cpus = instrument()
+    t0, ru0 = clock(), resource.getrusage(resource.RUSAGE_SELF)
+    rc = run_record(args)
+    wall, ru1 = clock() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    report(stops, seams, waits, cpus, wall, ru0, ru1)
+    return 0 if rc in (0, None) else rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
