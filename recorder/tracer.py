@@ -82,13 +82,14 @@ class Tracer:
         self.before = before                # replay: callable(Event) -> freeze?
         self.frozen = None                  # (Tracee, Event) while frozen
         self.held = {}                      # pid -> wait status kept during a freeze
+        self._absent = set()                # paths an ENOENT check found empty
 
     # --- attaching ---------------------------------------------------------------
     def seize(self, pid: int) -> None:
         """Attach to the builder before it loads its filter and execs."""
         linux.ptrace(linux.PTRACE_SEIZE, pid, 0, OPTIONS)
         self.builder_pid = pid
-        nspid = _nspid(pid)
+        nspid, _ = _status_ids(pid)
         info = Process("1", pid=nspid, parent=None)
         self.processes["1"] = info
         self.tracees[pid] = Tracee(pid, nspid, "1", self.start_cwd, info)
@@ -248,8 +249,8 @@ class Tracer:
         child_pid = linux.geteventmsg(t.pid)
         t.nchildren += 1
         proc = f"{t.proc}.{t.nchildren}"
-        thread = event == linux.PTRACE_EVENT_CLONE and self._is_thread(child_pid, t.pid)
-        nspid = _nspid(child_pid)
+        nspid, tgid = _status_ids(child_pid)
+        thread = event == linux.PTRACE_EVENT_CLONE and tgid is not None and tgid != child_pid
         seq_info = Process(proc, pid=nspid, parent=t.proc, argv=list(t.info.argv),
                            exe=t.info.exe)
         self.processes[proc] = seq_info
@@ -262,17 +263,6 @@ class Tracer:
         if child_pid in self.unborn:
             status = self.unborn.pop(child_pid)
             self._dispatch(child_pid, status)
-
-    @staticmethod
-    def _is_thread(child_pid, parent_pid):
-        try:
-            with open(f"/proc/{child_pid}/status") as f:
-                for line in f:
-                    if line.startswith("Tgid:"):
-                        return int(line.split()[1]) != child_pid
-        except OSError:
-            pass
-        return False
 
     def _on_exit(self, t, status):
         del self.tracees[t.pid]
@@ -532,9 +522,16 @@ class Tracer:
             if ev.kind != "exec":
                 # The common case, a plain missing file, costs one lstat. Only
                 # when something is there (a link) is the path walked again.
+                # Builds probe the same missing paths over and over (include
+                # and library search paths): remember the ones found empty.
+                if ev.path in self._absent:
+                    return
                 try:
                     os.lstat(root + ev.path)
                 except FileNotFoundError:
+                    if len(self._absent) > 200_000:
+                        self._absent.clear()
+                    self._absent.add(ev.path)
                     return
             host, link = decode.resolve_in_root(root, ev.path)
             if link is not None and host is None:
@@ -572,16 +569,21 @@ class _Frozen(Exception):
     """Unwinds from a stop handler to run() when a `before` hook froze the build."""
 
 
-def _nspid(pid: int) -> int:
-    """The pid a process has inside its PID namespace (last NSpid field)."""
+def _status_ids(pid: int):
+    """-> (the pid inside its PID namespace (last NSpid field), its Tgid), read
+    from one /proc/PID/status: once per fork, so one read, not one per field."""
+    nspid, tgid = pid, None
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("NSpid:"):
-                    return int(line.split()[-1])
+                if line.startswith("Tgid:"):
+                    tgid = int(line.split()[1])
+                elif line.startswith("NSpid:"):
+                    nspid = int(line.split()[-1])
+                    break
     except (OSError, ValueError):
         pass
-    return pid
+    return nspid, tgid
 
 
 def _s32(v: int) -> int:
