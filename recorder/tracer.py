@@ -107,12 +107,10 @@ class Tracer:
         """Until every tracee has exited ("done") or a `before` hook froze the
         build ("frozen"). `should_stop()` -> True kills the build."""
         while self.tracees:
-            try:
-                pid, status = os.waitpid(-1, WALL)
-            except ChildProcessError:
+            got = _wait_any()
+            if got is None:
                 break
-            except InterruptedError:
-                continue
+            pid, status = got
             if should_stop is not None and should_stop():
                 self.kill_build()
             try:
@@ -137,10 +135,10 @@ class Tracer:
                     pass
         waiting = set(self.tracees) - {t.pid}
         while waiting:
-            try:
-                pid, status = os.waitpid(-1, WALL)
-            except ChildProcessError:
+            got = _wait_any()
+            if got is None:
                 break
+            pid, status = got
             other = self.tracees.get(pid)
             if other is None:
                 self.unborn[pid] = status     # a child born during the freeze
@@ -184,12 +182,10 @@ class Tracer:
         """
         self.kill_build()
         while self.tracees:
-            try:
-                pid, status = os.waitpid(-1, WALL)
-            except ChildProcessError:
+            got = _wait_any()
+            if got is None:
                 break
-            except InterruptedError:
-                continue
+            pid, status = got
             t = self.tracees.get(pid)
             if t is None:
                 continue
@@ -563,6 +559,17 @@ class Tracer:
                     ev.args["status"] = os.WEXITSTATUS(st)
                 elif os.WIFSIGNALED(st):
                     ev.args["signal"] = signame(os.WTERMSIG(st))
+
+
+def _wait_any():
+    """-> (pid, status) of the next tracee or child to report; None when none is left."""
+    while True:
+        try:
+            return os.waitpid(-1, WALL)
+        except ChildProcessError:
+            return None
+        except InterruptedError:
+            continue
 
 
 class _Frozen(Exception):
