@@ -77,7 +77,12 @@ def resolve_drv(target: str, attr=None) -> str:
 
 def input_paths(d) -> list:
     """inputSrcs plus the requested outputs of each input derivation."""
-    paths = list(d.input_srcs)
+    return [p for p, _ in input_paths_with_drvs(d)]
+
+
+def input_paths_with_drvs(d) -> list:
+    """[(store path, the .drv that builds it, or None for an inputSrc)]."""
+    paths = [(p, None) for p in d.input_srcs]
     for drv_path, node in d.input_drvs.items():
         wanted = node if isinstance(node, list) else node.outputs
         if not os.path.exists(drv_path):
@@ -86,7 +91,7 @@ def input_paths(d) -> list:
         for out in wanted:
             if out not in dep.outputs:
                 raise BadInput(f"{drv_path} has no output {out!r}")
-            paths.append(dep.outputs[out].path)
+            paths.append((dep.outputs[out].path, f"{drv_path}!{out}"))
     return paths
 
 
@@ -119,8 +124,9 @@ def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
     if d.system not in (f"{platform.machine()}-linux",):
         raise BadInput(f"{drv_path} is for {d.system}; this machine builds "
                        f"{platform.machine()}-linux")
-    inputs = input_paths(d)
-    store.realise(inputs)
+    with_drvs = input_paths_with_drvs(d)
+    inputs = [p for p, _ in with_drvs]
+    store.realise(with_drvs)
     extra = sandbox.parse_sandbox_paths(opts.extra_sandbox_paths)
     conf = sandbox.read_nix_conf()
     store_sources = [p["source"] for p in extra + sandbox.parse_sandbox_paths(

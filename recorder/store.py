@@ -58,13 +58,19 @@ def instantiate(nix_file: str, attr: str = None) -> str:
 
 
 def realise(paths) -> None:
-    """Make sure every path exists in the store (builds input derivations with real Nix)."""
-    missing = [p for p in paths if not os.path.exists(p)]
+    """Make sure every input exists in the store: `paths` is [(path, how)], how
+    being `DRV!OUT` for an input derivation's output (built with real Nix,
+    `nix-store --realise DRV!OUT`) or None for a source that must be there."""
+    missing = [(p, how) for p, how in paths if not os.path.exists(p)]
     if not missing:
         return
+    sources = [p for p, how in missing if how is None]
+    if sources:
+        raise BadInput(f"input source not in the store: {sources[0]}")
     if not have_nix():
-        raise BadInput(f"input not in the store and Nix is not installed: {missing[0]}")
-    _run_nix(["nix-store", "--realise", *missing], "cannot realise the inputs")
+        raise BadInput(f"input not in the store and Nix is not installed: {missing[0][0]}")
+    _run_nix(["nix-store", "--realise", *[how for _, how in missing]],
+             "cannot realise the inputs")
 
 
 def closure(paths) -> list:
