@@ -72,13 +72,16 @@ def normalise(log: bytes) -> str:
     return text.strip()
 
 
-def test_probe_sees_the_same_sandbox_as_nix(tmp_path):
-    drv = instantiate("record.nix", "probe")
+@pytest.mark.parametrize("attr", ["probe", "envPassAsFile", "envStructured"])
+def test_probe_sees_the_same_sandbox_as_nix(attr, tmp_path):
+    drv = instantiate("record.nix", attr)
     nix_build(drv)
     p, _ = record(drv, tmp_path)
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     ours, theirs = normalise(recorded_log(p)), normalise(nix_log(drv))
-    assert "== done" in theirs and "uid=1000(nixbld) gid=100(nixbld)" in theirs
+    assert "NIX_BUILD_TOP=/build" in theirs
+    if attr == "probe":
+        assert "== done" in theirs and "uid=1000(nixbld) gid=100(nixbld)" in theirs
     assert ours == theirs
 
 
