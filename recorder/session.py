@@ -13,6 +13,7 @@ import time
 import tty
 
 from nixrec.recorder import __version__, drv as drvmod, launch, sandbox, seccomp, store
+from nixrec.recorder import outputs as outputs_mod
 from nixrec.recorder.errors import EXIT_HOST, BadInput, HostUnsupported, NixrecError
 from nixrec.recorder.tracer import Tracer
 from nixrec.recorder.tracefile.writer import TraceWriter
@@ -462,6 +463,11 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         raise watchdog.write_error
     tracer = build.tracer
     outputs, output_error = _collect_outputs(plan, build.lay, workdir, tracer.builder_status)
+    if output_error is None and tracer.builder_status == ("exit", 0):
+        # §2.8: Nix's checks on what the builder left, then the store's modes.
+        output_error = outputs_mod.check(plan, os.path.join(workdir, "outputs"), d.outputs)
+    for path in outputs.values():
+        outputs_mod.canonicalise(path)
     error = build.exec_error or output_error
     killed = watchdog.reason
     if killed is None and build.eof_kill and tracer.builder_status == ("signal", "SIGKILL"):

@@ -315,3 +315,42 @@ def test_inputs_not_yet_built_are_realised_with_nix(tmp_path):
     assert all(os.path.exists(o) for o in outs)
     out = next((tmp_path / "dep.nixrec.d" / "outputs").iterdir())
     assert out.read_bytes().startswith(b"b\n")     # multi-dev's content, read in the build
+
+
+def _nix_failure(drv):
+    p = subprocess.run(NIX_BUILD + [drv, "--no-out-link"], env=nix_env(), capture_output=True,
+                       text=True)
+    assert p.returncode != 0, "Nix built it"
+    line = [l for l in p.stderr.splitlines() if l.startswith("error: ")][0][len("error: "):]
+    # Nix names the output inside its chroot directory; nixrec by its store path.
+    return re.sub(r"/nix/store/[a-z0-9]{32}-[^/']*\.drv\.chroot", "", line)
+
+
+@pytest.mark.parametrize("attr", ["outWritable", "outFifo", "fodWrongHash"])
+def test_output_checks_fail_the_build_as_nix_does(attr, tmp_path):
+    drv = instantiate("record.nix", attr)
+    theirs = _nix_failure(drv)
+    p, trace = record(drv, tmp_path, attr, "-q")
+    assert p.returncode == 1
+    first = p.stderr.decode().splitlines()[0]
+    # The hash mismatch is one line in nixrec, three in Nix: compare the start.
+    assert theirs.split(":")[0] in first, (theirs, first)
+    if attr == "fodWrongHash":
+        assert "got:    sha256-CkMIecJm+LV/QJKg+TXPP6zUi7zN5XYNR0jKQFFx6Wk=" in subprocess.run(
+            NIX_BUILD + [drv, "--no-out-link"], env=nix_env(), capture_output=True,
+            text=True).stderr
+        assert "got: sha256-CkMIecJm+LV/QJKg+TXPP6zUi7zN5XYNR0jKQFFx6Wk=" in first
+    else:
+        assert theirs in first
+
+
+def test_fixed_output_with_the_right_nar_hash_is_canonical(tmp_path):
+    drv = instantiate("record.nix", "fodRight")
+    theirs = nix_build(drv)
+    p, trace = record(drv, tmp_path, "fod", "-q")
+    assert p.returncode == 0, p.stderr.decode()
+    ours = tmp_path / "fod.nixrec.d" / "outputs" / os.path.basename(theirs)
+    for rel in ("", "f", "l"):
+        a, b = os.lstat(os.path.join(ours, rel)), os.lstat(os.path.join(theirs, rel))
+        assert (a.st_mode, a.st_mtime) == (b.st_mode, b.st_mtime), rel
+    assert _tree(ours) == _tree(theirs)
