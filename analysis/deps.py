@@ -4,8 +4,6 @@ Also the one owner of "where is this path in the sandbox" (classify_path) and
 "what kind of access is this event" (access_of), which rootcause.py reuses.
 """
 
-import os
-
 from nixrec.recorder.syscalls import OPEN_CALLS, STAT_CALLS, WRITE_CALLS, XATTR_SET
 
 STORE_DIR = "/nix/store"
@@ -216,4 +214,7 @@ def undeclared_accesses(header: dict, events) -> dict:
 
 
 def basename(path: str) -> str:
-    return os.path.basename(path.rstrip("/")) if path else ""
+    if not path:
+        return ""
+    path = path.rstrip("/")
+    return path[path.rfind("/") + 1:]

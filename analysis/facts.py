@@ -1,19 +1,37 @@
 """One streaming pass over a trace that keeps what the rules need (`why`).
 
-Memory grows with processes, distinct paths and failed calls, not with events:
-successes are kept as "last seq per path/basename", stderr as a bounded tail.
+Memory grows with processes and distinct paths, not with events or failed calls:
+successes are kept as "last seq per path/basename", stderr as a bounded tail, and
+the failed calls of each process as a bounded window (FailLog) that shrinks when
+the process exits 0 (docs/analysis.md, "Scale").
 """
 
 import collections
+import contextlib
+import gc
 import re
+import sys
+import types
 
 from nixrec.analysis.deps import access_of, basename, creates, deletes
+from nixrec.analysis.includes import is_include_dir
+from nixrec.analysis.noise import path_noise
+from nixrec.recorder.tracefile.model import Event
 
 STDERR_LINES = 200      # per process; a build that prints more is rarely helped by more
+# After a process exits 0 it is rarely the one to blame: keep this much of its log.
+STDERR_LINES_OK = 20
+# Per path, the (seq, proc) of creations and writes kept: the first ones (races,
+# producers) and, in the last slot, the latest (check-before-create).
+PER_PATH = 16
 
 # Nix gives the builder a pseudo-terminal, so gcc, make and friends colour their
 # messages; the rules read the words ("fatal error: zlib.h: ..."), not the colours.
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+# Every wait call (wait4 is the one the tracer records): an answer, never a failure.
+_WAIT_CALLS = frozenset(("wait4", "waitid", "waitpid", "wait3", "wait"))
 
 
 def not_a_failure(ev) -> bool:
@@ -24,6 +42,92 @@ def not_a_failure(ev) -> bool:
     if ev.errno == "EINVAL" and name.startswith("readlink"):
         return True
     return ev.errno == "EEXIST" and name.startswith("mkdir")
+
+
+class FailLog:
+    """The failed calls of one process, bounded: the last RECENT in full, plus
+    those evicted from that window that are not plain lookups (notable()): a
+    failed connect, exec, write or include-directory stat early in a long
+    process still counts. A process that exits 0 keeps only KEEP_OK of its
+    recent window (trim()): the last failure per path, noise dropped.
+
+    The bounds matter only at scale: a cc1 misses a header in every include
+    directory before the one holding it, ~300 failed calls per compile, 5
+    million in a 10-million-event build (docs/analysis.md, "Scale")."""
+
+    RECENT = 256        # a failed process's last calls: the ones that explain it
+    NOTABLE = 128       # evicted from RECENT but not a plain lookup
+    KEEP_OK = 16        # a process that exited 0: the last distinct paths
+
+    __slots__ = ("recent", "kept", "count")
+
+    def __init__(self):
+        self.recent = collections.deque(maxlen=self.RECENT)
+        self.kept = []
+        self.count = 0
+
+    def add(self, ev):
+        self.count += 1
+        recent = self.recent
+        if recent.__class__ is list:        # trimmed, yet the process goes on
+            recent = self.recent = collections.deque(recent, maxlen=self.RECENT)
+        if len(recent) == self.RECENT:
+            old = recent[0]
+            if len(self.kept) < self.NOTABLE and notable(old):
+                self.kept.append(_compact(old))
+        recent.append(ev)
+
+    def trim(self):
+        """The process exited 0: keep its notable calls and its last distinct
+        paths (all its calls if it made few), as a plain list."""
+        if self.count <= self.KEEP_OK and not self.kept:
+            self.recent = [_compact(ev) for ev in self.recent]
+            return
+        last, seen = [], set()
+        for ev in reversed(self.recent):
+            if len(last) >= self.KEEP_OK:
+                break
+            if ev.path in seen or (ev.path and path_noise(ev.path) is True):
+                continue
+            seen.add(ev.path)
+            last.append(_compact(ev))
+        last.reverse()
+        self.recent = last
+
+    def events(self):
+        """Kept failures in seq order."""
+        if not self.kept:
+            return list(self.recent)
+        return sorted(self.kept + list(self.recent), key=lambda e: e.seq)
+
+
+_NO_ARGS = types.MappingProxyType({})
+_intern = sys.intern
+
+
+def _compact(ev):
+    """A copy of a failed call that outlives its chunk, made of shared strings:
+    each chunk of the trace decodes its own copies of "openat", "ENOENT", the
+    process and the path, which an event kept past its chunk would hold."""
+    return Event(_intern(ev.kind), _intern(ev.proc), ev.pid,
+                 ev.syscall and _intern(ev.syscall), ev.path and _intern(ev.path),
+                 ev.path2 and _intern(ev.path2), ev.flags, ev.result,
+                 ev.errno and _intern(ev.errno), ev.args or _NO_ARGS, ev.time, ev.seq)
+
+
+_LOOKUP_ERRNO = frozenset(("ENOENT", "ENOTDIR"))
+
+
+def notable(ev) -> bool:
+    """Not a plain lookup (a failed open or stat of a path that is not there):
+    those are the bulk of a big trace and only the last ones explain a failure.
+    An include directory's stat is kept: includes.py reads it at the end."""
+    if ev.kind != "syscall" or ev.errno not in _LOOKUP_ERRNO or ev.args:
+        return True
+    access = access_of(ev)
+    if access == "stat":
+        return bool(ev.path) and is_include_dir(ev.path)
+    return access != "read"
 
 
 class Proc:
@@ -72,11 +176,9 @@ class Facts:
         self.header = header or {}
         self.plan = self.header.get("plan") or {}
         self.procs = {}
-        self.failures = []                      # failed syscall/exec events
-        self.network = []                       # every socket call with an address
+        self.fails = {}                         # proc -> FailLog of failed calls
+        self.network = []                       # resolver queries that did not fail
         self.home_writes = []                   # successful writes under HOME
-        self.signals = []                       # kind "signal" events
-        self.exits = {}                         # proc -> exit event
         self.last_ok = {}                       # path -> seq of last success
         self.last_ok_base = {}                  # basename -> seq of last success
         self.created = collections.defaultdict(list)   # path -> [(seq, proc)]
@@ -89,6 +191,12 @@ class Facts:
         self.stderr = collections.defaultdict(
             lambda: collections.deque(maxlen=STDERR_LINES))  # proc -> (seq, line)
         self._partial = {}
+        self._q = None                          # the Proc of the last event
+        self._failures = None                   # all FailLogs merged (failures)
+        self._queries = {}                      # (proc, address, question) -> event
+        self._home_writes = {}                  # (proc, path) -> event
+        self._home = self.plan.get("home") or "/homeless-shelter"
+        self._home_dir = self._home + "/"
         self.last_seq = 0
         for path, p in (processes or {}).items():
             self._merge_proc(path, p)
@@ -121,14 +229,35 @@ class Facts:
     # -- streaming --------------------------------------------------------------
 
     def add(self, ev) -> None:
-        self.last_seq = max(self.last_seq, ev.seq)
-        q = self.proc(ev.proc)
+        # The hot path: every event of the trace comes through here, so the
+        # common cases (a failed lookup, a syscall) are handled inline.
+        seq = ev.seq
+        if seq > self.last_seq:
+            self.last_seq = seq
+        name = ev.proc
+        q = self._q
+        if q is None or q.proc != name:     # events come in runs of one process
+            q = self._q = self.procs.get(name) or self.proc(name)
         if not q.first_seq:
-            q.first_seq = ev.seq
-        q.last_seq = max(q.last_seq, ev.seq)
-        if ev.kind not in ("exit", "signal"):
-            q.active_seq = ev.seq
-        handler = _HANDLERS.get(ev.kind)
+            q.first_seq = seq
+        if seq > q.last_seq:
+            q.last_seq = seq
+        kind = ev.kind
+        if kind == "syscall":
+            q.active_seq = seq
+            errno = ev.errno
+            if errno is not None and not ev.args and ev.syscall not in _WAIT_CALLS:
+                if (errno != "EINVAL" and errno != "EEXIST") or not not_a_failure(ev):
+                    log = self.fails.get(name)
+                    if log is None:
+                        log = self.fails[name] = FailLog()
+                    log.add(ev)
+                return
+            self._on_syscall(ev, q)
+            return
+        if kind != "exit" and kind != "signal":
+            q.active_seq = seq
+        handler = _HANDLERS.get(kind)
         if handler:
             handler(self, ev, q)
 
@@ -145,7 +274,7 @@ class Facts:
 
     def _on_exec(self, ev, q):
         if ev.failed:
-            self.failures.append(ev)
+            self._failed(ev)
             return
         q.argv = list(ev.args.get("argv") or [ev.path])
         q.exe = ev.path
@@ -153,15 +282,20 @@ class Facts:
         self._ok(ev.path, ev.seq)
 
     def _on_exit(self, ev, q):
-        self.exits[ev.proc] = ev
         q.exit_seq = ev.seq
         if "status" in ev.args:
             q.exit_status = ev.args.get("status")
         if ev.args.get("signal"):
             q.exit_signal = ev.args.get("signal")
-
-    def _on_signal(self, ev, q):
-        self.signals.append(ev)
+        if not q.failed:
+            # Exited 0: rarely the one to blame, so keep less of it.
+            log = self.fails.get(ev.proc)
+            if log is not None:
+                log.trim()
+            lines = self.stderr.get(ev.proc)
+            if lines is not None and len(lines) > STDERR_LINES_OK:
+                self.stderr[ev.proc] = collections.deque(
+                    list(lines)[-STDERR_LINES_OK:], maxlen=STDERR_LINES)
 
     def _on_output(self, ev, q):
         data = ev.args.get("data") or b""
@@ -176,57 +310,93 @@ class Facts:
                 self.stderr[ev.proc].append((ev.seq, line))
 
     def _on_syscall(self, ev, q):
-        name = ev.syscall or ""
-        if name.startswith("wait"):
-            child = ev.args.get("child")
-            if child:
-                self.waits[ev.proc].append((ev.seq, child, ev.args.get("status")))
+        args = ev.args
+        if ev.syscall in _WAIT_CALLS:
+            if args.get("child"):
+                self.waits[ev.proc].append((ev.seq, args["child"], args.get("status")))
             return
-        if ev.args.get("address") or ev.args.get("dns"):
-            self.network.append(ev)
-        if ev.failed:
+        if args:
+            if (args.get("dns") or (args.get("address") or "").endswith(":53")) \
+                    and not ev.failed:
+                self._resolver_query(ev)
+        if ev.errno is not None:
             if not not_a_failure(ev):
-                self.failures.append(ev)
+                self._failed(ev)
             return
-        self._on_success(ev, q)
+        if ev.path is not None or ev.path2 is not None:
+            self._on_success(ev, q)
+
+    def _failed(self, ev):
+        log = self.fails.get(ev.proc)
+        if log is None:
+            log = self.fails[ev.proc] = FailLog()
+        log.add(ev)
+
+    def _resolver_query(self, ev):
+        """A UDP connect to a resolver succeeds; only the query after it fails.
+        One per (process, address, question): a client retries the same query."""
+        key = (ev.proc, ev.args.get("address"), ev.args.get("dns"))
+        self._queries.pop(key, None)      # the latest of a repeated query
+        self._queries[key] = ev
 
     def _on_success(self, ev, q):
         access = access_of(ev)
-        if ev.path and access in ("read", "stat", "exec", "write"):
-            self._ok(ev.path, ev.seq)
-        if access == "read" and ev.path and len(self.reads[ev.path]) < 4:
-            self.reads[ev.path].append((ev.seq, ev.proc))
+        path = ev.path
+        if path and access in ("read", "stat", "exec", "write"):
+            self._ok(path, ev.seq)
+        if access == "read" and path and len(self.reads[path]) < 4:
+            self.reads[path].append((ev.seq, ev.proc))
         made = creates(ev)
         if made:
-            self.created[made].append((ev.seq, ev.proc))
+            _keep(self.created[made], (ev.seq, ev.proc))
             self._ok(made, ev.seq)
-        if access == "write" and ev.path:
-            self.writers[ev.path].append((ev.seq, ev.proc))
+        if access == "write" and path:
+            _keep(self.writers[path], (ev.seq, ev.proc))
         if ev.syscall in ("symlink", "symlinkat") and ev.path2:
-            self.symlinks[ev.path2] = ev.args.get("target") or ev.path
-        elif ev.syscall in ("readlink", "readlinkat") and ev.path:
+            self.symlinks[ev.path2] = ev.args.get("target") or path
+        elif ev.syscall in ("readlink", "readlinkat") and path:
             target = ev.args.get("target") or ev.path2
             if target:
-                self.symlinks[ev.path] = target
+                self.symlinks[path] = target
         gone = deletes(ev)
         if gone:
-            self.writers[gone].append((ev.seq, ev.proc))
-        home = self.plan.get("home") or "/homeless-shelter"
-        if access == "write" and ev.path and (ev.path == home
-                                              or ev.path.startswith(home + "/")):
-            self.home_writes.append(ev)
+            _keep(self.writers[gone], (ev.seq, ev.proc))
+        if access == "write" and path and (path == self._home
+                                           or path.startswith(self._home_dir)):
+            key = (ev.proc, path)       # the latest write of each path
+            self._home_writes.pop(key, None)
+            self._home_writes[key] = ev
 
     def _ok(self, path, seq):
         self.last_ok[path] = seq
         self.last_ok_base[basename(path)] = seq
 
     def finish(self) -> None:
+        self._failures = None
+        self.network = sorted(self._queries.values(), key=lambda e: e.seq)
+        self.home_writes = sorted(self._home_writes.values(), key=lambda e: e.seq)
         for proc, text in self._partial.items():
             if text.strip():
                 self.stderr[proc].append((self.last_seq, text))
         self._partial = {}
 
     # -- queries ----------------------------------------------------------------
+
+    def failures_of(self, proc) -> list:
+        """The failed calls kept for `proc`, in seq order (FailLog)."""
+        log = self.fails.get(proc)
+        return log.events() if log is not None else []
+
+    @property
+    def failures(self) -> list:
+        """Every failed call kept, in seq order (made once, after finish())."""
+        if self._failures is None:
+            out = []
+            for log in self.fails.values():
+                out.extend(log.events())
+            out.sort(key=lambda e: e.seq)
+            self._failures = out
+        return self._failures
 
     def succeeded_later(self, path, seq) -> bool:
         return self.last_ok.get(path, 0) > seq
@@ -256,14 +426,38 @@ class Facts:
 
 _HANDLERS = {
     "fork": Facts._on_fork, "exec": Facts._on_exec, "exit": Facts._on_exit,
-    "signal": Facts._on_signal, "output": Facts._on_output,
-    "syscall": Facts._on_syscall,
+    "output": Facts._on_output, "syscall": Facts._on_syscall,
 }
+
+
+def _keep(seen, item):
+    """Append to a per-path list of (seq, proc), bounded: the first PER_PATH - 1
+    and, in the last slot, the latest."""
+    if len(seen) < PER_PATH:
+        seen.append(item)
+    else:
+        seen[-1] = item
 
 
 def collect(header, processes, events) -> Facts:
     facts = Facts(header, processes)
-    for ev in events:
-        facts.add(ev)
+    with no_cycle_gc():
+        for ev in events:
+            facts.add(ev)
     facts.finish()
     return facts
+
+
+@contextlib.contextmanager
+def no_cycle_gc():
+    """Pause the cycle collector. Events, and what Facts and the rules make of
+    them, hold no reference cycles, so it has nothing to find; left on, it walks
+    every live object again and again while millions of events are made and
+    dropped (about a third of the time of `why` on 10 million events)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -40,13 +40,13 @@ def include_searches(facts, cls):
 
 
 def _include_cause(facts, cls, proc, header, claimed):
-    mine = [f for f in facts.failures if f.proc == proc and f.path]
+    mine = [f for f in facts.failures_of(proc) if f.path]
     lookups = [f for f in mine if f.path.endswith("/" + header)
                or f.path.endswith("/" + header + ".gch")]
     tried = [f for f in lookups if access_of(f) == "read"]
     seen = {f.seq for f in lookups}
     dirs = [f for f in mine if f.errno == "ENOENT" and access_of(f) == "stat"
-            and _is_include_dir(f.path) and f.seq not in seen]
+            and is_include_dir(f.path) and f.seq not in seen]
     if not lookups and not dirs:
         return None
     # gcc canonicalizes each include directory: readlink of its ancestors.
@@ -81,8 +81,12 @@ def _include_cause(facts, cls, proc, header, claimed):
                                        hidden=hidden or None))
 
 
-def _is_include_dir(path):
+_HEADER_FILE = re.compile(r"\.(h|hh|hpp|gch)$")
+
+
+def is_include_dir(path):
     """A directory a compiler searches for headers (/usr/include, .../include-fixed,
     /usr/x86_64-linux-gnu/include): some component starts with "include"."""
-    return any(part.startswith("include") for part in path.split("/")) \
-        and not re.search(r"\.(h|hh|hpp|gch)$", path)
+    return "/include" in path \
+        and any(part.startswith("include") for part in path.split("/")) \
+        and not _HEADER_FILE.search(path)

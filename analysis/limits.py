@@ -60,8 +60,7 @@ def limit_cause(facts, chain):
     origin = chain[-1]
     q = facts.procs[origin]
     setting, short = which(facts.killed)
-    ev = facts.exits.get(origin)
-    seq = ev.seq if ev else (q.active_seq or q.last_seq)
+    seq = q.exit_seq or q.active_seq or q.last_seq
     return {"kind": "limit", "seq": seq, "proc": origin, "argv": list(q.argv),
             "syscall": None, "errno": None, "limit": facts.killed,
             "setting": setting, "limit_kind": short,

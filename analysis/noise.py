@@ -4,6 +4,7 @@ Each pattern names the program that makes the probe and why its failure is
 expected (docs/analysis.md, "Noise"). Pure predicates of a path or an event.
 """
 
+import functools
 import re
 
 from nixrec.analysis.deps import access_of
@@ -36,9 +37,19 @@ def is_noise(path, facts, seq) -> bool:
     """A failure every build has and shrugs off (NOISE), or a library probe."""
     if not path:
         return False
+    kind = path_noise(path)
+    if kind is True:
+        return True
+    return kind == "lib" and facts.base_succeeded_later(path, seq)
+
+
+# Asked once per candidate: a big build has few distinct paths but many failures.
+@functools.lru_cache(maxsize=1 << 16)
+def path_noise(path):
+    """True (NOISE), "lib" (a shared library: noise if found later) or False."""
     if NOISE.search(path):
         return True
-    return bool(SHARED_LIB.search(path)) and facts.base_succeeded_later(path, seq)
+    return "lib" if SHARED_LIB.search(path) else False
 
 
 # Directories GNU make searches for `include` directives, stat'ed at every start.

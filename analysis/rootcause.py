@@ -11,6 +11,7 @@ Pure functions of (header, processes, events). The shape of the answer:
      producer's cause (data flow); a symlink out of the sandbox names its target.
 """
 
+import functools
 import posixpath
 import re
 
@@ -19,7 +20,7 @@ from nixrec.analysis.includes import include_searches
 from nixrec.analysis.noise import NOISE, is_noise, is_probe
 from nixrec.analysis.deps import (PROCESS_CALLS, PathClassifier, access_of, basename,
                                   store_path_of)
-from nixrec.analysis.facts import collect, is_ancestor
+from nixrec.analysis.facts import collect, is_ancestor, no_cycle_gc
 from nixrec.analysis import hints
 from nixrec.analysis.limits import limit_cause, limit_chain
 
@@ -76,9 +77,9 @@ def _failed_child(facts, proc):
 
 def _cause(kind, ev, facts, **fields):
     q = facts.procs.get(ev.proc)
-    argv = list(q.argv) if q and q.argv else []
+    argv = q.argv if q and q.argv else []       # shared: _public() copies it
     if not argv and ev.kind == "exec":
-        argv = list(ev.args.get("argv") or [])    # a builder that never started
+        argv = ev.args.get("argv") or []        # a builder that never started
     c = {"kind": kind, "seq": ev.seq, "proc": ev.proc, "argv": argv,
          "syscall": ev.syscall, "errno": ev.errno}
     if ev.path and "path" not in fields and kind not in ("network", "dns"):
@@ -186,9 +187,9 @@ def _file_exists(facts, cls, path):
 def _interpreter_of(ev, facts):
     """The interpreter the kernel failed to find, if the trace (or the store) shows it."""
     peek = getattr(facts, "peek", None)
-    for f in facts.failures:
+    for f in facts.failures_of(ev.proc):
         # Some tracers report the kernel's own open of the interpreter.
-        if f.proc == ev.proc and f.seq in (ev.seq - 1, ev.seq + 1) and f.path \
+        if f.seq in (ev.seq - 1, ev.seq + 1) and f.path \
                 and f.path != ev.path and f.errno == "ENOENT":
             return f.path
     return peek(ev.path) if peek else None
@@ -255,15 +256,19 @@ def path_searches(facts, cls, claimed=frozenset()):
         execd = any(e.kind == "exec" for e in evs)
         q = facts.procs.get(proc)
         # The bare name: "ls: /proc/42: No such file" is about a path, not a command.
-        said = re.search(r"(?<![\w./-])" + re.escape(name) + r"(: not found|"
-                         r": command not found|: No such file)",
-                         facts.stderr_text([proc]))
+        said = _not_found_re(name).search(facts.stderr_text([proc]))
         if not execd and not said and not (q and q.exit_status == 127):
             continue
         if execd and len(dirs) == 1 and _file_exists(facts, cls, last.path):
             continue          # one exec of a file that exists: an interpreter problem
         yield _cause("missing-executable", last, facts, command=name, looked_in=dirs,
                      path=last.path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _not_found_re(name):
+    return re.compile(r"(?<![\w./-])" + re.escape(name) + r"(: not found|"
+                      r": command not found|: No such file)")
 
 
 def race_causes(facts):
@@ -289,8 +294,7 @@ def signal_causes(facts, chain):
         q = facts.procs[proc]
         if not q.exit_signal:
             continue
-        ev = facts.exits.get(proc)
-        yield {"kind": "signal", "seq": ev.seq if ev else q.last_seq, "proc": proc,
+        yield {"kind": "signal", "seq": q.exit_seq or q.last_seq, "proc": proc,
                "argv": list(q.argv), "syscall": None, "errno": None,
                "signal": q.exit_signal}
 
@@ -299,8 +303,8 @@ def process_causes(facts, chain):
     """The origin's last failed call was a kill or ptrace of another process:
     refused (ESRCH: not in the build's PID namespace; EPERM) and then it gave up."""
     origin = chain[-1]
-    fails = [e for e in facts.failures if e.proc == origin
-             and not (e.path and is_noise(e.path, facts, e.seq))]
+    fails = [e for e in facts.failures_of(origin)
+             if not (e.path and is_noise(e.path, facts, e.seq))]
     if not fails or fails[-1].syscall not in PROCESS_CALLS:
         return
     ev = fails[-1]
@@ -354,6 +358,12 @@ GENERIC_NAMES = frozenset(("include", "lib", "lib64", "bin", "sbin", "share", "e
                            "usr", "local", "src", "build", "tmp", "var", "opt"))
 
 
+_ADDRESS = re.compile(r"^[\d.]+:\d+$")
+
+
+# Memoized: a big build has hundreds of thousands of candidates but only
+# thousands of distinct paths, and the log (the chain's stderr) is one string.
+@functools.lru_cache(maxsize=1 << 16)
 def _mentioned(key, name, log_text):
     """The build log names this path, command, host or address (host part).
 
@@ -363,25 +373,39 @@ def _mentioned(key, name, log_text):
         return False
     if key in log_text:
         return True
-    host = key.rsplit(":", 1)[0] if re.match(r"^[\d.]+:\d+$", key) else None
+    host = key.rsplit(":", 1)[0] if _ADDRESS.match(key) else None
     for word in (name, host):
-        if not word or word in GENERIC_NAMES:
+        if not word or word in GENERIC_NAMES or word not in log_text:
             continue
-        if len(word) >= 3 and re.search(
-                r"(?<![\w.-])" + re.escape(word) + r"(?![\w-])", log_text):
+        if len(word) >= 3 and _word_re(word).search(log_text):
             return True
-        if len(word) == 2 and re.search(r"(?:^|\s)" + re.escape(word) + r":",
-                                        log_text, re.M):
+        if len(word) == 2 and _subject_re(word).search(log_text):
             return True
     return False
 
 
+@functools.lru_cache(maxsize=4096)
+def _word_re(word):
+    return re.compile(r"(?<![\w.-])" + re.escape(word) + r"(?![\w-])")
+
+
+@functools.lru_cache(maxsize=4096)
+def _subject_re(word):
+    return re.compile(r"(?:^|\s)" + re.escape(word) + r":", re.M)
+
+
+class _NameOnly:
+    """access_of wants an event; this is the name-only question."""
+    __slots__ = ("syscall",)
+    kind, flags = "syscall", 0
+
+    def __init__(self, syscall):
+        self.syscall = syscall
+
+
+@functools.lru_cache(maxsize=None)      # one entry per syscall name
 def access_of_name(syscall):
-    class _E:          # access_of wants an event; this is the name-only question
-        kind, flags = "syscall", 0
-    e = _E()
-    e.syscall = syscall
-    return access_of(e)
+    return access_of(_NameOnly(syscall))
 
 
 def rank(causes, facts, chain):
@@ -493,6 +517,11 @@ def _follow_data_flow(ranked, facts, chain, cls):
 def explain(header, processes, events, problems=(), summary=None, trace_path="TRACE",
             peek=None):
     """The whole `why` answer as plain data (render/ formats it)."""
+    with no_cycle_gc():
+        return _explain(header, processes, events, problems, summary, trace_path, peek)
+
+
+def _explain(header, processes, events, problems, summary, trace_path, peek):
     facts = collect(header, processes, events)
     facts.peek = peek
     _apply_summary(facts, summary)
@@ -540,8 +569,8 @@ def _apply_summary(facts, summary):
 def _with_fallback(ranked, facts, chain):
     """No cause explains it well: point at the origin's last failed call."""
     origin = chain[-1]
-    fails = [e for e in facts.failures if e.proc == origin
-             and not is_noise(e.path or e.args.get("address") or "", facts, e.seq)
+    fails = [e for e in facts.failures_of(origin)
+             if not is_noise(e.path or e.args.get("address") or "", facts, e.seq)
              and not (e.path and facts.base_succeeded_later(e.path, e.seq))]
     q = facts.procs[origin]
     if fails:
@@ -564,7 +593,10 @@ PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
 
 
 def _public(c):
-    return {k: c[k] for k in PUBLIC if c.get(k) is not None}
+    out = {k: c[k] for k in PUBLIC if c.get(k) is not None}
+    if "argv" in out:
+        out["argv"] = list(out["argv"])
+    return out
 
 
 def _chain_entry(facts, proc):
