@@ -290,15 +290,25 @@ class Tracer:
         if sc is None or op != linux.PTRACE_SYSCALL_INFO_SECCOMP:
             self._resume(t.pid)
             return
-        ev = self._decode_entry(t, sc, args)
-        if ev is None:
-            self._resume(t.pid)
-            return
         refusal = self._sandbox_refusal(sc, args)
         if refusal:
             # Nix's seccomp rules, applied here so the refused call is in the trace.
             linux.skip_syscall(t.pid)
             t.forced_errno = refusal
+        if self.before is None and sc.needs_exit and sc.cls != syscalls.EXEC:
+            # Let the call run while it is decoded: the process stops again at
+            # the call's exit before it can run any code of its own, so its
+            # path and address arguments stay as they are until then. (Not an
+            # exec, whose success replaces the memory the arguments are in,
+            # nor a call without an exit stop, nor under replay's hook, which
+            # must see the call before it runs.)
+            self._resume(t.pid, req=linux.PTRACE_SYSCALL)
+            t.pending = (sc, self._decode_entry(t, sc, args))
+            return
+        ev = self._decode_entry(t, sc, args)
+        if ev is None:
+            self._resume(t.pid)
+            return
         t.pending = (sc, ev)
         if self.before is not None and self.before(ev):
             self._freeze(t, ev)
@@ -338,9 +348,15 @@ class Tracer:
             ev.result, ev.errno = -1, syscalls.errno_name(-rval)
         else:
             ev.result = rval
-        self._finish(t, sc, ev)
+        if (ev.errno == "ENOENT" and ev.path) or sc.name in ("wait4", "fchdir"):
+            # These look at the stopped process (its root, memory or cwd).
+            self._finish(t, sc, ev)
+            self._resume(t.pid)
+        else:
+            # The rest is bookkeeping: done while the process runs on.
+            self._resume(t.pid)
+            self._finish(t, sc, ev)
         self.emit(ev)
-        self._resume(t.pid)
 
     def _on_exec_done(self, t):
         """PTRACE_EVENT_EXEC: the exec succeeded; the new program runs next."""
