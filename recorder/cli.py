@@ -5,6 +5,7 @@ and analysis/); this module mounts them and turns every failure into one line
 on stderr with the documented exit code (README, "Exit codes").
 """
 
+import importlib
 import os
 import sys
 import traceback
@@ -17,7 +18,37 @@ from nixrec.recorder.errors import (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Each verb's module, imported only when that verb runs: `nixrec events`
+# must start printing at once, and the recorder (ctypes, the sandbox) or the
+# analysis (networkx) would cost it a tenth of a second to import.
+VERBS = {
+    "record": "nixrec.recorder.cmd_record",
+    "events": "nixrec.recorder.cmd_events",
+    "drv": "nixrec.recorder.cmd_drv",
+    "why": "nixrec.analysis.cli",
+    "deps": "nixrec.analysis.cli",
+    "graph": "nixrec.analysis.cli",
+    "replay": "nixrec.replayer.cli",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands live in VERBS' modules (their COMMANDS lists)."""
+
+    def list_commands(self, ctx):
+        return list(VERBS)
+
+    def get_command(self, ctx, name):
+        module = VERBS.get(name)
+        if module is None:
+            return None
+        for cmd in importlib.import_module(module).COMMANDS:
+            if cmd.name == name:
+                return cmd
+        return None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nixrec")
 def root():
     """Record, replay and explain Nix derivation builds.
@@ -25,25 +56,6 @@ def root():
     Exit codes: 0 success; 1 the build failed (the trace is complete);
     2 bad input or usage; 3 this host cannot do it; 70 internal error.
     """
-
-
-def _mount_commands():
-    """Attach every verb; an import here is the whole registration."""
-    from nixrec.recorder import cmd_drv, cmd_events, cmd_record
-    for mod in (cmd_drv, cmd_events, cmd_record):
-        for cmd in mod.COMMANDS:
-            root.add_command(cmd)
-    try:
-        from nixrec.analysis import cli as analysis_cli
-    except ImportError:          # analysis not installed in this checkout yet
-        analysis_cli = None
-    try:
-        from nixrec.replayer import cli as replayer_cli
-    except ImportError:
-        replayer_cli = None
-    for mod in (analysis_cli, replayer_cli):
-        for cmd in getattr(mod, "COMMANDS", ()):
-            root.add_command(cmd)
 
 
 def _say(message: str) -> None:
@@ -54,7 +66,6 @@ def _say(message: str) -> None:
 
 def main(argv=None) -> int:
     """Entry point of the console script; never lets a traceback reach the user."""
-    _mount_commands()
     try:
         rc = root.main(args=argv, prog_name="nixrec", standalone_mode=False)
     except NixrecError as e:
