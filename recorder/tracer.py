@@ -31,6 +31,7 @@ NOTABLE_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE,
                    signal.SIGPIPE, signal.SIGALRM, signal.SIGXCPU, signal.SIGQUIT,
                    signal.SIGSYS, signal.SIGUSR1, signal.SIGUSR2}
 OUTPUT_LIMIT = 1 << 16          # bytes of one write kept in the trace
+ARG_MAX_WORD = 128 * 1024        # MAX_ARG_STRLEN: no argv or env word is longer
 CLONE_THREAD = 0x00010000
 _FORK_SYSCALL = {linux.PTRACE_EVENT_FORK: "fork", linux.PTRACE_EVENT_VFORK: "vfork",
                  linux.PTRACE_EVENT_CLONE: "clone"}
@@ -449,7 +450,10 @@ class Tracer:
     def _decode_exec(self, t, sc, args, ev):
         read = self._read(t.pid)
         ptrs = decode.read_ptr_array(read, args[sc.arg("argv")])
-        ev.args["argv"] = [decode.fsdecode(linux.read_cstr(t.pid, p) or b"") for p in ptrs]
+        # Whole words, up to the kernel's own MAX_ARG_STRLEN (128 KiB): a word cut
+        # at a page end would differ from run to run (make's long recipes).
+        ev.args["argv"] = [decode.fsdecode(linux.read_cstr(t.pid, p, ARG_MAX_WORD) or b"")
+                           for p in ptrs]
         if self.builder_env and t.proc == "1" and not t.info.exe:
             envp = decode.read_ptr_array(read, args[sc.arg("envp")])
             ev.args["env"] = [decode.fsdecode(linux.read_cstr(t.pid, p, 1 << 20) or b"")

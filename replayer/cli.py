@@ -37,8 +37,13 @@ def _finder_for(until, until_fail, until_exec, until_path):
 def _report_stop(stop, session) -> None:
     where = stop.loc.describe()
     seq = f"event {stop.recorded_seq}" if stop.recorded_seq else "a call"
-    _say(f"stopped before {seq} ({where}; live event {stop.live_seq + 1}): {stop.call}")
+    live = f"; live process {stop.live_proc}" if stop.live_proc else ""
+    _say(f"stopped before {seq} ({where}; live event {stop.live_seq + 1}{live}): {stop.call}")
     t = stop.target
+    if stop.loose and stop.reason == "target":
+        _say(f"process {stop.proc} runs jobs in parallel and made its own calls in another "
+             "order than recorded; stopped at its first call like the recorded one "
+             "after as many execs and forks (docs/replay.md)")
     if stop.reason == "divergence":
         _report_divergence(stop.divergence)
     elif t is not None and t.note:
@@ -56,8 +61,8 @@ def _report_stop(stop, session) -> None:
 def _report_divergence(d) -> None:
     rec = f"recorded event {d.rec_seq}" if d.rec_seq else "no recorded event"
     live = f"live event {d.live_seq}" if d.live_seq else "no live event"
-    _say(f"replay diverged: {d.why} ({rec}, {live}; process {d.loc.proc}, "
-         f"its event {d.loc.k})")
+    proc = f"process {d.loc.proc}" + (f" (live {d.live_proc})" if d.live_proc else "")
+    _say(f"replay diverged: {d.why} ({rec}, {live}; {proc}, its event {d.loc.k})")
     _say(f"  recorded: {d.recorded or 'nothing'}")
     _say(f"  now:      {d.now or 'nothing'}")
 
@@ -130,9 +135,11 @@ def replay_cmd(trace, until, until_fail, until_exec, until_path, shell, exec_cmd
     """Re-run the build recorded in TRACE in the same sandbox; stop before an event.
 
     The sandbox is rebuilt from the trace alone; every input must be present
-    and unchanged (else exit 2, nothing runs). Processes are matched by tree
-    path and by their own event count, so a parallel build stops at the same
-    point however its jobs interleave. At the stop the whole build is frozen.
+    and unchanged (else exit 2, nothing runs). Each live process is matched to
+    a recorded one (by tree path, and by what it runs when a parallel make
+    starts its jobs in another order) and events by their count in their
+    process, so a parallel build stops at the same point however its jobs
+    interleave. At the stop the whole build is frozen.
     Without a stop option the build runs to its end and is compared with the
     recording. Exit 0 when the stop was reached or the replay matched, 1 when it
     diverged, the command's status with --exec.

@@ -2,9 +2,10 @@
 
 The key of an event is never its global seq (parallel jobs interleave
 differently on every run) but its place in its own process: (proc, k), the
-k-th *counted* event of the process with tree path `proc`. Tree paths are the
-same in record and replay as long as each process forks in the same order
-(style.md, "Process identity").
+k-th *counted* event of the process with tree path `proc`. Here `proc` is
+always the recorded tree path; which live process stands for it (the same
+path unless a parallel parent forked its children in another order) is
+procmap.py's business.
 
 Some events are not counted, because how many there are depends on timing,
 not on what the build does:
@@ -22,12 +23,22 @@ import re
 
 HOOKED = ("syscall", "exec", "output")     # kinds the tracer's `before` hook sees
 VOLATILE_SYSCALLS = frozenset(("wait4",))
+# What a process does in the same order even when it runs jobs in parallel.
+STRUCTURAL = frozenset(("exec", "fork", "exit"))
 # Errors that say "try again", which depend on timing and not on the build.
 TIMING_ERRNOS = frozenset(("EINTR", "EAGAIN", "ERESTARTSYS"))
 _PROC_PID = re.compile(r"^/proc/\d+(?=/|$)")
-# mktemp's XXXXXX: two random names share 3 of 6 chars with p ~ 1e-4; `libfoo`
-# vs `libbar` (3 differ) must stay a divergence.
+# The build log is a pty nixrec opens on the host: its number is whatever was
+# free then (make's ttyname() stats /dev/pts/N inside the sandbox).
+_PTS = re.compile(r"^/dev/pts/\d+$")
+# mktemp's XXXXXX: two random names share 3 of 6 chars with p ~ 1e-4, and a
+# GNU hello build makes ~400 of gcc's ccXXXXXX names: requiring 4 differing
+# places makes ~1 replay in 30 diverge (seen: `ccxB16xH` vs `ccxJ1AxB`). So 3
+# are enough when both runs hold a capital or a digit (a random run of 6 in 62
+# symbols is all lowercase with p ~ 0.005); `libfoo` vs `libbar` (3 differ,
+# words) must stay a divergence.
 RANDOM_NAME_MIN_DIFF = 4
+RANDOM_NAME_MIN_DIFF_MIXED = 3
 
 
 def counted(ev) -> bool:
@@ -110,7 +121,7 @@ def same_path(rec, live, rec_pid=0, live_pid=0) -> bool:
     if rec is None or live is None:
         return False
     rec, live = _PROC_PID.sub("/proc/PID", rec), _PROC_PID.sub("/proc/PID", live)
-    if rec == live:
+    if rec == live or (_PTS.match(rec) and _PTS.match(live)):
         return True
     if rec_pid and live_pid:
         if _sub_pid(rec, rec_pid) == _sub_pid(live, live_pid):
@@ -128,7 +139,7 @@ def _random_twins(a, b) -> bool:
     if len(a) != len(b):
         return False
     diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
-    if len(diff) < RANDOM_NAME_MIN_DIFF:
+    if len(diff) < RANDOM_NAME_MIN_DIFF_MIXED:
         return False
     lo, hi = diff[0], diff[-1]
     while lo > 0 and a[lo - 1].isalnum() and b[lo - 1].isalnum():
@@ -136,7 +147,13 @@ def _random_twins(a, b) -> bool:
     while hi + 1 < len(a) and a[hi + 1].isalnum() and b[hi + 1].isalnum():
         hi += 1
     run_a, run_b = a[lo:hi + 1], b[lo:hi + 1]
-    return len(run_a) >= 6 and run_a.isalnum() and run_b.isalnum()
+    if not (len(run_a) >= 6 and run_a.isalnum() and run_b.isalnum()):
+        return False
+    return len(diff) >= RANDOM_NAME_MIN_DIFF or (_not_a_word(run_a) and _not_a_word(run_b))
+
+
+def _not_a_word(chars) -> bool:
+    return any(c.isdigit() or c.isupper() for c in chars)
 
 
 def describe(ev) -> str:
@@ -165,9 +182,11 @@ class Divergence:
         self.live_seq = live_seq        # how many events the replay had emitted
         self.recorded = recorded        # describe() of the recorded event
         self.now = now                  # describe() of the live event
+        self.live_proc = None           # the live tree path, when not loc.proc
 
     def as_dict(self) -> dict:
-        return {"why": self.why, "proc": self.loc.proc, "k": self.loc.k,
+        return {"why": self.why, "proc": self.loc.proc, "live_proc": self.live_proc,
+                "k": self.loc.k,
                 "recorded_seq": self.rec_seq, "live_seq": self.live_seq,
                 "recorded": self.recorded, "now": self.now}
 
@@ -178,7 +197,11 @@ class RecordedIndex:
     """Per process, the seq and the comparable key of each counted event.
 
     Keys are interned and stored in arrays: a million events cost ~16 MB, not
-    a million tuples.
+    a million tuples. Besides, for following a parallel build (procmap.py):
+    the argv of each exec, the kind of fork that made each process, how many
+    children each process made, and, for a process that ran jobs in parallel,
+    from which of its events it had two children running at once (from then
+    on the order of its own calls may depend on which child finished first).
     """
 
     def __init__(self):
@@ -187,6 +210,13 @@ class RecordedIndex:
         self._keys = {}            # proc -> array of key ids
         self._table = {}           # key -> id
         self._by_id = []           # id -> key
+        self._argv = {}            # (proc, k) -> argv of the exec there
+        self.fork_kind = {}        # child proc -> "fork" / "vfork" / "clone"
+        self.nchildren = {}        # proc -> children it made
+        self.parallel_from = {}    # proc -> k from which it ran jobs in parallel
+        self._busy = {}            # while indexing: see _fork_while_running
+        self._structural = {}      # proc -> ks of its exec/fork/exit (lazily)
+        self._loose = {}           # proc -> set of loose keys (lazily)
 
     def add(self, ev) -> Loc:
         loc = self.counter.add(ev)
@@ -198,7 +228,47 @@ class RecordedIndex:
                 self._by_id.append(key)
             self._seqs.setdefault(ev.proc, array.array("q")).append(ev.seq)
             self._keys.setdefault(ev.proc, array.array("l")).append(kid)
+            if ev.kind in STRUCTURAL:
+                self._add_structural(ev, loc)
         return loc
+
+    def _add_structural(self, ev, loc):
+        proc = ev.proc
+        if ev.kind == "exec":
+            self._argv[(proc, loc.k)] = tuple(ev.args.get("argv") or ())
+        elif ev.kind == "fork":
+            child = ev.args.get("child") or f"{proc}.{self.nchildren.get(proc, 0) + 1}"
+            self.fork_kind[child] = ev.syscall
+            self.nchildren[proc] = self.nchildren.get(proc, 0) + 1
+            self._fork_while_running(proc, loc.k)
+        else:
+            self._exited(proc.rpartition(".")[0])
+
+    # A job runner (make -j, `wait -n`) starts a child when one of several
+    # running ones has finished: which one finished first decides what it
+    # does next. A pipeline (`a | b`) also runs children at once, but starts
+    # none because one ended; it stays strict. _busy: proc -> [children
+    # running, k of its first fork while one ran, one ended while another ran].
+    def _fork_while_running(self, proc, k):
+        busy = self._busy.get(proc)
+        if busy is None:
+            busy = self._busy[proc] = [0, None, False]
+        if busy[0]:
+            if busy[1] is None:
+                busy[1] = k
+            if busy[2] and proc not in self.parallel_from:
+                self.parallel_from[proc] = busy[1]
+        busy[0] += 1
+
+    def _exited(self, parent):
+        busy = self._busy.get(parent)
+        if not busy or not busy[0]:
+            return
+        busy[0] -= 1
+        if busy[0]:
+            busy[2] = True
+        else:
+            busy[1], busy[2] = None, False
 
     def count(self, proc) -> int:
         return len(self._seqs.get(proc, ()))
@@ -210,15 +280,98 @@ class RecordedIndex:
             return None
         return seqs[loc.k - 1], self._by_id[self._keys[loc.proc][loc.k - 1]]
 
-    def missing(self, live_counts):
+    def key(self, proc, k):
+        """The key of the k-th counted event of proc (1-based; must exist)."""
+        return self._by_id[self._keys[proc][k - 1]]
+
+    def argv(self, proc, k):
+        return self._argv.get((proc, k))
+
+    def structural(self, proc):
+        """The ks of proc's execs, forks and exit: the order a parallel process
+        keeps even when its other calls move around (procmap.py)."""
+        ks = self._structural.get(proc)
+        if ks is None:
+            by_id = self._by_id
+            ks = [k for k, kid in enumerate(self._keys.get(proc, ()), 1)
+                  if by_id[kid][0] in STRUCTURAL]
+            self._structural[proc] = ks
+        return ks
+
+    def segment(self, loc) -> int:
+        """How many structural events of loc.proc come before loc."""
+        upto = loc.k - 1 if loc.j == 0 else loc.k
+        return sum(1 for k in self.structural(loc.proc) if k <= upto)
+
+    def made_call(self, proc, ev) -> bool:
+        """Did proc make this call (same syscall and paths) anywhere in the recording?"""
+        loose = self._loose.get(proc)
+        if loose is None:
+            by_id = self._by_id
+            loose = self._loose[proc] = {_loose_key(by_id[kid]) for kid in
+                                         set(self._keys.get(proc, ()))}
+        if (ev.kind, ev.syscall, _norm(ev.path), _norm(ev.path2)) in loose:
+            return True
+        return any(k[0] == ev.kind and k[1] == ev.syscall and same_path(k[2], ev.path)
+                   and same_path(k[3], ev.path2) for k in self._keys_of(proc))
+
+    def _keys_of(self, proc):
+        by_id = self._by_id
+        return (by_id[kid] for kid in set(self._keys.get(proc, ())))
+
+    def missing(self, live_counts, lenient=None):
         """The first recorded counted event the replay never reached, as
-        (seq, Loc), or None when every process got as far as recorded."""
+        (seq, Loc), or None when every process got as far as recorded.
+        `lenient`: proc -> how many structural events it made (procmap.py)."""
         first = None
+        lenient = lenient or {}
         for proc, seqs in self._seqs.items():
-            done = live_counts.get(proc, 0)
-            if done < len(seqs) and (first is None or seqs[done] < first[0]):
-                first = (seqs[done], Loc(proc, done + 1))
+            if proc in lenient:
+                ks, done = self.structural(proc), lenient[proc]
+                if done >= len(ks):
+                    continue
+                k = ks[done]
+            else:
+                done = live_counts.get(proc, 0)
+                if done >= len(seqs):
+                    continue
+                k = done + 1
+            if first is None or seqs[k - 1] < first[0]:
+                first = (seqs[k - 1], Loc(proc, k))
         return first
+
+
+def _norm(path):
+    if path is None:
+        return None
+    path = _PROC_PID.sub("/proc/PID", path)
+    return "/dev/pts/N" if _PTS.match(path) else path
+
+
+def _loose_key(key):
+    return (key[0], key[1], _norm(key[2]), _norm(key[3]))
+
+
+# The tracer reads an argv word a page at a time up to 4096 bytes
+# (recorder/linux.read_cstr), so a longer one (make's recipe for lib/unistd.h
+# is 5,777) is cut at the first page end past 4096: where depends on the
+# stack's address, which differs from run to run.
+ARGV_WORD_READ = 4096
+
+
+def same_argv(rec, live, rec_pid=0, live_pid=0) -> bool:
+    """Two exec argv that run the same command (same_path on each word; a
+    word the tracer cut is compared as far as both go)."""
+    if rec is None or live is None:
+        return rec is live
+    return len(rec) == len(live) and all(
+        a == b or _cut_twins(a, b) or same_path(a, b, rec_pid, live_pid)
+        for a, b in zip(rec, live))
+
+
+def _cut_twins(a, b) -> bool:
+    n = min(len(a), len(b))
+    return n >= ARGV_WORD_READ and a[:n] == b[:n]
 
 
 def describe_key(key) -> str:
@@ -241,7 +394,7 @@ class Matcher:
         """Before a counted call runs: is it the call the recording has there?"""
         rec = self.index.at(loc)
         if rec is None:
-            return self._extra(ev, loc, live_seq)
+            return self.extra(ev, loc, live_seq)
         seq, key = rec
         kind, syscall, path, path2, _res, pid = key
         if kind != ev.kind or syscall != ev.syscall:
@@ -253,15 +406,16 @@ class Matcher:
                               describe(ev))
         return None
 
-    def emitted(self, ev, loc, live_seq):
-        """After a counted event: same call, same outcome?"""
-        if ev.kind in HOOKED:
+    def emitted(self, ev, loc, live_seq, entry_checked=False):
+        """After a counted event: same call, same outcome? (`entry_checked`:
+        at_entry already passed for this very call at this loc)."""
+        if ev.kind in HOOKED and not entry_checked:
             early = self.at_entry(ev, loc, live_seq)
             if early is not None:
                 return early
         rec = self.index.at(loc)
         if rec is None:
-            return self._extra(ev, loc, live_seq)
+            return self.extra(ev, loc, live_seq)
         seq, key = rec
         if key[0] != ev.kind:
             return Divergence("a different event", loc, seq, live_seq, describe_key(key),
@@ -275,20 +429,29 @@ class Matcher:
             return Divergence(why, loc, seq, live_seq, describe_key(key), describe(ev))
         return None
 
-    def _extra(self, ev, loc, live_seq):
+    def extra(self, ev, loc, live_seq):
         if self.index.count(loc.proc) == 0:
             why = f"process {loc.proc} does not exist in the recording"
         else:
             why = f"process {loc.proc} does more than it did when recorded"
         return Divergence(why, loc, None, live_seq, None, describe(ev))
 
-    def unreached(self, live_counts):
+    def loose(self, ev, loc, live_seq):
+        """A call of a process that runs jobs in parallel, after its own calls
+        went another order (procmap.py): one it made somewhere when recorded?"""
+        if self.index.made_call(loc.proc, ev):
+            return None
+        return Divergence("a call the process never made when recorded", loc, None,
+                          live_seq, None, describe(ev))
+
+    def unreached(self, live_counts, lenient=None):
         """At the end of a replay: the first recorded event that never happened."""
-        miss = self.index.missing(live_counts)
+        miss = self.index.missing(live_counts, lenient)
         if miss is None:
             return None
         seq, loc = miss
         _, key = self.index.at(loc)
-        why = (f"process {loc.proc} never ran" if loc.k == 1 and not live_counts.get(loc.proc)
+        ran = live_counts.get(loc.proc) or loc.proc in (lenient or ())
+        why = (f"process {loc.proc} never ran" if loc.k == 1 and not ran
                else f"process {loc.proc} stopped short of the recording")
         return Divergence(why, loc, seq, None, describe_key(key), "nothing (the build ended)")

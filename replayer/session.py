@@ -20,7 +20,8 @@ from nixrec.recorder.errors import BadInput
 from nixrec.recorder.sandbox import SandboxPlan, check_sandbox_paths
 from nixrec.recorder.tracefile import open_trace
 from nixrec.replayer import targets
-from nixrec.replayer.matcher import Counter, Matcher, RecordedIndex, counted, describe
+from nixrec.replayer.matcher import RecordedIndex, counted, describe
+from nixrec.replayer.procmap import Follower
 
 
 class Stop:
@@ -28,7 +29,9 @@ class Stop:
 
     def __init__(self, **kw):
         self.reason = "target"      # "target" or "divergence"
-        self.proc = None
+        self.proc = None            # the recorded process (tree path)
+        self.live_proc = None       # the live one matched to it, when not the same
+        self.loose = False          # found by its call in a lenient process (procmap.py)
         self.loc = None
         self.recorded_seq = None    # the recorded event this call matches, if any
         self.live_seq = 0           # events the replay had emitted before the stop
@@ -87,8 +90,7 @@ class ReplaySession:
         self.reader = None
         self.plan = None
         self.target = None
-        self.matcher = None
-        self.counter = Counter()
+        self.follow = None              # Follower: live process -> recorded one
         self.build = None
         self.workdir = None
         self.live_seq = 0
@@ -115,11 +117,13 @@ class ReplaySession:
                 finder.see(ev, loc)
             if facts is not None:
                 facts.add(ev)
-        self.matcher = Matcher(index)
+        self.follow = Follower(index)
         if facts is not None:
             self.target = _fail_target(finder, facts, self.reader.summary)
         elif finder is not None:
             self.target = finder.target()
+        if self.target is not None:
+            self.target.seg = index.segment(self.target.loc)
 
     # --- running ------------------------------------------------------------------------
     def start(self):
@@ -169,7 +173,7 @@ class ReplaySession:
         interrupted = self.build.interrupted
         if state == "done" and self.divergence is None and not interrupted:
             if self.comparing:
-                self.divergence = self.matcher.unreached(self.counter.k)
+                self.divergence = self.follow.unreached()
             if self.target is not None and not self._stops_done:
                 unreached = self.target.seq
         tracer = self.build.tracer
@@ -180,9 +184,10 @@ class ReplaySession:
     # --- the tracer's hooks ------------------------------------------------------------
     def _before(self, ev) -> bool:
         """At each call's entry, before the kernel runs it: freeze here?"""
-        loc = self.counter.peek(ev)
+        follow = self.follow
+        loc = follow.peek(ev)
         if self.comparing and counted(ev):
-            d = self.matcher.at_entry(ev, loc, self.live_seq + 1)
+            loc, d = follow.entry(ev, loc, self.live_seq + 1)
             if d is not None:
                 self._diverged(d)
                 if not self._stops_done:
@@ -192,19 +197,16 @@ class ReplaySession:
         if self._freeze_next:
             self._freeze_next = False
             return self._freeze(ev, loc, "divergence")
-        return self.target is not None and self.target.hit(loc) and \
-            self._freeze(ev, loc, "target")
+        return follow.hit(self.target, ev, loc) and self._freeze(ev, loc, "target")
 
     def _emit(self, ev) -> None:
         """Every event the live build makes (the tracer's sink)."""
         self.live_seq += 1
-        loc = self.counter.add(ev)
-        if self.comparing and counted(ev):
-            d = self.matcher.emitted(ev, loc, self.live_seq)
-            if d is not None:
-                self._diverged(d)
-                # The call has run already: stop at the next call of any process.
-                self._freeze_next = not self._stops_done
+        _, d = self.follow.emitted(ev, self.live_seq, self.comparing)
+        if d is not None:
+            self._diverged(d)
+            # The call has run already: stop at the next call of any process.
+            self._freeze_next = not self._stops_done
 
     def _diverged(self, d) -> None:
         if self.divergence is None:
@@ -214,10 +216,14 @@ class ReplaySession:
     def _freeze(self, ev, loc, reason) -> bool:
         self._stops_done = True
         self.comparing = False          # the kill after the stop is not the build's doing
-        rec = self.matcher.index.at(loc) if loc.j == 0 else None
+        loose = ev.proc in self.follow.lenient
+        if loose and reason == "target":
+            loc = self.target.loc       # the same call, found by what it is
+        rec = self.follow.index.at(loc) if loc.j == 0 and not loose else None
         t = self._tracee_of(ev)
         self._stopped = Stop(
-            reason=reason, proc=ev.proc, loc=loc, live_seq=self.live_seq,
+            reason=reason, proc=loc.proc, loc=loc, live_seq=self.live_seq, loose=loose,
+            live_proc=ev.proc if ev.proc != loc.proc else None,
             recorded_seq=rec[0] if rec else (self.target.seq if reason == "target" else None),
             live_pid=t.pid if t else None, cwd=t.cwd if t else None, call=describe(ev),
             divergence=self.divergence, target=self.target)

@@ -12,7 +12,7 @@ import os
 import shlex
 
 from nixrec.recorder.errors import BadInput
-from nixrec.replayer.matcher import counted, hooked
+from nixrec.replayer.matcher import counted, hooked, same_path
 
 
 class Target:
@@ -25,6 +25,17 @@ class Target:
         self.note = note                # why the stop is not exactly at the request
         self.command = command          # --until-fail: argv of the failing process
         self.forked_only = False
+        self.seg = 0                    # execs/forks/exit of its process before it
+
+    def hit_loose(self, ev, seg) -> bool:
+        """In a process that runs jobs in parallel and whose own calls went
+        another order (procmap.py): the first call like this one after as many
+        execs/forks as recorded, else the first call after the next one."""
+        if seg != self.seg:
+            return seg > self.seg
+        rec = self.ev
+        return ev.kind == rec.kind and ev.syscall == rec.syscall and \
+            same_path(rec.path, ev.path) and same_path(rec.path2, ev.path2)
 
     @property
     def seq(self) -> int:

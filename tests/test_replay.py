@@ -18,7 +18,9 @@ from nixfix import FIXTURES, NIXREC, instantiate, missing, nix_env, run_nixrec
 
 from nixrec.recorder.tracefile import TraceWriter, open_trace
 from nixrec.recorder.tracefile.model import Event
-from nixrec.replayer.matcher import Counter, Loc, Matcher, RecordedIndex, same_path
+from nixrec.replayer.matcher import (Counter, Loc, Matcher, RecordedIndex, hooked, same_argv,
+                                     same_path)
+from nixrec.replayer.procmap import Follower
 from nixrec.replayer.targets import Target
 
 STOP = re.compile(rb"stopped before event (\d+) \(process ([\d.]+), its event (\d+)")
@@ -30,9 +32,19 @@ def test_same_path_allows_pids_and_random_names_only():
     assert same_path("/proc/12/stat", "/proc/15/stat")
     assert same_path("/build/pid.3", "/build/pid.5", 3, 5)
     assert same_path("/build/tmp.16s3VF", "/build/tmp.aB9xQ2")
+    assert same_path("/build/ccxB16xH.s", "/build/ccxJ1AxB.s")    # 3 differ, mixed
     assert not same_path("/build/file4", "/build/other")
     assert not same_path("/build/libfoo.so", "/build/libbar.so")
+    assert not same_path("/build/ccxbaaxa.s", "/build/ccxjabxb.s")     # 3 differ, lowercase
+    assert not same_path("/build/file12.o", "/build/file21.o")         # 2 differ
     assert not same_path("/build/file1", "/build/file2", 3, 3)
+
+
+def test_argv_words_cut_by_the_tracer_still_match():
+    recipe = "rm -f lib/unistd.h-t && sed " + "-e 's|@X@|0|g' " * 400
+    assert same_argv(["bash", "-c", recipe[:4500]], ["bash", "-c", recipe[:6000]])
+    assert not same_argv(["bash", "-c", recipe[:4500]], ["bash", "-c", "x" + recipe[1:]])
+    assert not same_argv(["bash", "-c", "short"], ["bash", "-c", "shorter"])
 
 
 def test_wait4_and_output_do_not_shift_the_count():
@@ -60,6 +72,130 @@ def test_divergence_is_a_value():
     assert d.why == "a call that succeeded now fails" and d.rec_seq == 1
     extra = m.at_entry(Event("syscall", "1.1", syscall="mkdir", path="/x"), Loc("1.1", 1), 2)
     assert "does not exist in the recording" in extra.why
+
+
+def _ev(proc, kind, syscall=None, path=None, argv=None, child=None, status=None, seq=0):
+    args = {}
+    if argv is not None:
+        args["argv"] = argv
+    if child is not None:
+        args["child"] = child
+    if status is not None:
+        args["status"] = status
+    return Event(kind, proc, pid=7, syscall=syscall, path=path, args=args, seq=seq,
+                 result=status if kind == "exit" else 0)
+
+
+def _jobs(order, parent_calls, parallel=True):
+    """A make-like parent "1" running a job per name in `order` (fork order),
+    then making its own calls. Each job execs /bin/cc with its name and opens
+    its own file. `parallel`: two at a time, the third started when the first
+    ended (make -j2); else one after the other."""
+    def fork(i):
+        return [_ev("1", "fork", "vfork", child=f"1.{i}")]
+
+    def job(i):
+        name = order[i - 1]
+        return [_ev(f"1.{i}", "exec", "execve", "/bin/cc", ["cc", name]),
+                _ev(f"1.{i}", "syscall", "openat", f"/build/{name}.c"),
+                _ev(f"1.{i}", "exit", status=0)]
+    evs = [_ev("1", "exec", "execve", "/bin/make", ["make"])]
+    if parallel:
+        evs += fork(1) + fork(2) + job(1) + fork(3) + job(2) + job(3)
+    else:
+        evs += fork(1) + job(1) + fork(2) + job(2) + fork(3) + job(3)
+    evs += [_ev("1", "syscall", "stat", p) for p in parent_calls]
+    evs.append(_ev("1", "exit", status=0))
+    for n, ev in enumerate(evs, 1):
+        ev.seq = n
+    return evs
+
+
+def _follow(recorded, live, target_seq=None):
+    """Replay `live` against `recorded` as the session does: -> (Follower,
+    divergences, (live proc, Loc, path) of each call a target at target_seq hit)."""
+    idx = RecordedIndex()
+    locs = {ev.seq: idx.add(ev) for ev in recorded}
+    target = None
+    if target_seq is not None:
+        rec = recorded[target_seq - 1]
+        target = Target(rec, locs[target_seq], target_seq)
+        target.seg = idx.segment(target.loc)
+    f, diverged, hits = Follower(idx), [], []
+    for n, ev in enumerate(live, 1):
+        if hooked(ev):
+            loc, d = f.entry(ev, f.peek(ev), n)
+            diverged += [d] if d else []
+            if f.hit(target, ev, loc):
+                hits.append((ev.proc, loc, ev.path))
+        _, d = f.emitted(ev, n)
+        diverged += [d] if d else []
+    return f, diverged, hits
+
+
+def test_jobs_forked_in_another_order_are_matched_by_what_they_run():
+    recorded = _jobs(["x", "y", "w"], ["/build/a", "/build/b"])
+    live = _jobs(["y", "x", "w"], ["/build/b", "/build/a"])    # y started first this time
+    opens_x = next(ev.seq for ev in recorded if ev.path == "/build/x.c")
+    f, diverged, hits = _follow(recorded, live, target_seq=opens_x)
+    assert diverged == []
+    assert f.rec_of["1.1"] == "1.2" and f.rec_of["1.2"] == "1.1"
+    # recorded 1.1's event 2, in live 1.2
+    assert hits == [("1.2", Loc("1.1", 2), "/build/x.c")]
+    assert f.lenient == {"1"}                 # make stats in another order: allowed
+    assert f.unreached() is None
+
+
+def test_a_stop_on_a_parallel_parents_own_call_finds_that_call():
+    recorded = _jobs(["x", "y", "w"], ["/build/a", "/build/b"])
+    live = _jobs(["x", "y", "w"], ["/build/b", "/build/a"])
+    stat_a = next(ev.seq for ev in recorded if ev.path == "/build/a")
+    f, diverged, hits = _follow(recorded, live, target_seq=stat_a)
+    assert diverged == [] and f.lenient == {"1"}
+    assert [(proc, path) for proc, _, path in hits] == [("1", "/build/a")]
+
+
+def test_a_job_no_sibling_ran_is_a_divergence():
+    recorded = _jobs(["x", "y", "w"], ["/build/a"])
+    live = _jobs(["x", "z", "w"], ["/build/a"])
+    exec_z = next(ev for ev in live if ev.proc == "1.2" and ev.kind == "exec")
+    exec_z.path = "/bin/cc-other"               # 1.2 runs a program nobody ran
+    _, diverged, _ = _follow(recorded, live)
+    assert [d.why for d in diverged][:1] == ["a different path"]
+    assert diverged[0].loc == Loc("1.2", 1)
+
+
+def test_a_parallel_parent_still_makes_only_recorded_calls():
+    recorded = _jobs(["x", "y", "w"], ["/build/a", "/build/b"])
+    live = _jobs(["x", "y", "w"], ["/build/b", "/build/elsewhere"])
+    _, diverged, _ = _follow(recorded, live)
+    assert [d.why for d in diverged] == ["a call the process never made when recorded"]
+    assert diverged[0].now == "stat('/build/elsewhere')"
+
+
+def test_only_a_parent_that_refills_a_freed_slot_is_a_job_runner():
+    pipe = [_ev("1", "fork", "fork", child="1.1"), _ev("1", "fork", "fork", child="1.2"),
+            _ev("1.1", "exit", status=0), _ev("1.2", "exit", status=0),
+            _ev("1", "fork", "fork", child="1.3"), _ev("1.3", "exit", status=0)]
+    idx = RecordedIndex()
+    for n, ev in enumerate(pipe, 1):
+        ev.seq = n
+        idx.add(ev)
+    assert idx.parallel_from == {}              # `a | b; c`: a shell, strict
+    idx = RecordedIndex()
+    for ev in _jobs(["x", "y", "w"], []):
+        idx.add(ev)
+    assert idx.parallel_from == {"1": 3}        # from its second fork (make -j2)
+
+
+def test_a_sequential_parent_stays_strict():
+    recorded = _jobs(["x", "y", "w"], ["/build/a", "/build/b"], parallel=False)
+    live = _jobs(["x", "y", "w"], ["/build/b", "/build/a"], parallel=False)
+    _, diverged, _ = _follow(recorded, live)
+    assert [d.why for d in diverged][:1] == ["a different path"]
+    live = _jobs(["y", "x", "w"], ["/build/a", "/build/b"], parallel=False)
+    _, diverged, _ = _follow(recorded, live)
+    assert diverged[0].why == "a different path" and diverged[0].loc == Loc("1.1", 2)
 
 
 # --- end to end -----------------------------------------------------------------------
@@ -316,3 +452,96 @@ def test_bad_stop_requests_exit_2(traces, args, message):
     p = replay(traces("steps"), *args)
     assert p.returncode == 2
     assert message in p.stderr and p.stderr.count(b"\n") == 1
+
+
+# --- jobs forked in another order on every run --------------------------------------
+
+def _stop_of(p):
+    m = STOP.search(p.stderr)
+    assert m, p.stderr
+    return tuple(g.decode() for g in m.groups())
+
+
+@pytest.mark.e2e
+def test_a_late_job_is_found_whatever_its_fork_order(traces):
+    """jobOrder starts each follow-up job when its first stage finishes, so
+    its tree path changes from run to run; the stop must not."""
+    trace = traces("jobOrder")
+    with open_trace(trace) as r:
+        writes = [ev for ev in r.events() if ev.syscall == "openat" and ev.flags
+                  and ev.flags & os.O_CREAT and re.fullmatch(r"/build/b\d\.out", ev.path or "")]
+    late = writes[-1]                   # the follow-up job started last
+    i = late.path[len("/build/b")]
+    seen = set()
+    for _ in range(5):
+        p = replay(trace, "--until", late.seq, "--exec", "pwd; cat result; ls ..")
+        assert p.returncode == 0, p.stderr
+        seen.add(_stop_of(p))
+        out = p.stdout.decode().split()
+        assert out[:2] == [f"/build/sub{i}", f"a{i}"]
+        assert f"b{i}.started" in out and f"b{i}.out" not in out
+    assert seen == {(str(late.seq), late.proc, "4")}
+
+
+@pytest.mark.e2e
+def test_jobs_in_another_order_replay_to_the_end(traces):
+    for _ in range(3):
+        p = replay(traces("jobOrder"))
+        assert p.returncode == 0, p.stderr
+        assert b"replay matched the recording" in p.stderr
+
+
+# --- GNU hello: configure, then make -j -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory):
+    if not os.path.exists("/usr/bin/cc"):
+        missing("no host C toolchain (/usr/bin/cc) for fixtures/hello.nix")
+    drv = instantiate("hello.nix", "hello")
+    trace = tmp_path_factory.mktemp("hello") / "hello.nixrec"
+    p = run_nixrec("record", "-q", drv, "-o", trace, "--extra-sandbox-paths",
+                   "/usr /bin /lib /lib64", timeout=900)
+    if p.returncode == 3:
+        missing(f"this host cannot record: {p.stderr.decode(errors='replace').strip()}")
+    assert p.returncode == 0, p.stderr
+    return trace
+
+
+def _cwd_at(trace, seq):
+    """The cwd of the process of event `seq`, from the recording: inherited at
+    fork, changed by chdir (as the tracer follows it)."""
+    cwd = {"1": "/build"}
+    with open_trace(trace) as r:
+        for ev in r.events():
+            if ev.seq == seq:
+                return ev.proc, cwd[ev.proc]
+            if ev.kind == "fork":
+                cwd[ev.args["child"]] = cwd[ev.proc]
+            elif ev.syscall == "chdir" and not ev.errno:
+                cwd[ev.proc] = ev.path
+    raise AssertionError(f"no event {seq}")
+
+
+@pytest.mark.e2e
+def test_hello_replays_to_the_end(hello):
+    p = replay(hello, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert b"replay matched the recording" in p.stderr
+
+
+@pytest.mark.e2e
+def test_hello_stops_inside_the_parallel_make(hello):
+    """The assembler writing a lib/*.o in the middle of `make -j`: a job whose
+    tree path depends on the order make started its jobs in."""
+    with open_trace(hello) as r:
+        objs = [ev for ev in r.events() if ev.syscall == "openat" and ev.flags
+                and ev.flags & os.O_CREAT and ev.path
+                and re.fullmatch(r"/build/hello-2\.10/lib/[\w-]+\.o", ev.path)]
+    assert len(objs) > 10
+    target = objs[len(objs) // 2]
+    proc, cwd = _cwd_at(hello, target.seq)
+    p = replay(hello, "--until", target.seq, "--exec",
+               f"pwd; test -e {target.path} && echo made || echo absent", timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert _stop_of(p)[:2] == (str(target.seq), proc)
+    assert p.stdout.decode().split() == [cwd, "absent"]
