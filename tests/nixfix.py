@@ -97,3 +97,11 @@ def run_nixrec(*args, **kw) -> subprocess.CompletedProcess:
         missing(f"{NIXREC} is missing (run bash scripts/setup.sh)")
     return subprocess.run([str(NIXREC), *map(str, args)], capture_output=True,
                           env=nix_env(), timeout=kw.pop("timeout", 60), **kw)
+
+
+def nixrec_json(verb, trace, *args):
+    """`nixrec VERB TRACE --json` (why, deps) -> the parsed object; must exit 0."""
+    import json
+    p = run_nixrec(verb, trace, "--json", *args)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from nixfix import FIXTURES, missing, nix_env, require_busybox, require_nix, run_nixrec
+from nixfix import FIXTURES, nixrec_json, missing, nix_env, require_busybox, require_nix, run_nixrec
 
 HOSTILE = FIXTURES / "hostile"
 
@@ -44,9 +44,7 @@ def recorded(tmp_path_factory):
 
 
 def why(trace):
-    p = run_nixrec("why", trace, "--json")
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
+    return nixrec_json("why", trace)
 
 
 def chain(rep):

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from nixfix import FIXTURES, _nix, missing, require_busybox, require_nix, run_nixrec
+from nixfix import FIXTURES, nixrec_json, _nix, missing, require_busybox, require_nix, run_nixrec
 
 pytestmark = pytest.mark.e2e
 
@@ -170,15 +170,11 @@ def has(evs, errno, path=None, syscall=None, address=None):
 
 
 def why(trace):
-    p = run_nixrec("why", trace, "--json")
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
+    return nixrec_json("why", trace)
 
 
 def deps(trace):
-    p = run_nixrec("deps", trace, "--json")
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
+    return nixrec_json("deps", trace)
 
 
 def assert_failed_build(p, trace, why_errno=None):
