@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 #   nix-setup-systemd  creates the nixbld build users real Nix builds with
 #   busybox-static self-contained builders for the fixture derivations
 #   strace         the peer the tests and benchmarks compare against
-#   gcc make       the host toolchain the C fixtures (demo, GNU hello) build with
-PKGS="nix-bin nix-setup-systemd busybox-static strace gcc make"
+#   gcc make libc6-dev  the host toolchain the C fixtures (demo, GNU hello, the
+#                  static helpers of fixtures/hostile and fixtures/failing) build with
+PKGS="nix-bin nix-setup-systemd busybox-static strace gcc make libc6-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
