@@ -21,6 +21,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import socket
 import stat
 import struct
@@ -268,7 +269,6 @@ class Layout:
 
     def remove(self) -> None:
         """Remove every host directory of this sandbox (the mounts died with it)."""
-        import shutil
         shutil.rmtree(self.workdir, ignore_errors=True)
         if not self.build.startswith(self.workdir + "/"):
             shutil.rmtree(self.build, ignore_errors=True)

@@ -6,8 +6,6 @@ x86_64 only for now (numbers from the kernel's syscall_64.tbl). python-ptrace's
 own table lacks openat2, clone3 and faccessat2, which is why nixrec keeps its own.
 """
 
-import platform
-
 ARCH = "x86_64"
 AUDIT_ARCH_X86_64 = 0xC000003E
 
@@ -156,11 +154,6 @@ WRITE_CALLS = frozenset(("creat", "mkdir", "mkdirat", "unlink", "unlinkat", "rmd
 STAT_CALLS = frozenset(("stat", "lstat", "newfstatat", "statx", "access", "faccessat",
                         "faccessat2", "readlink", "readlinkat"))
 OPEN_CALLS = frozenset(("open", "openat", "openat2"))
-
-
-def check_arch() -> str:
-    """The machine must be x86_64: the table's numbers are that ABI's."""
-    return platform.machine()
 
 
 def errno_name(n: int) -> str:
