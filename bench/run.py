@@ -62,6 +62,7 @@ TARGETS = [
     ("bytes_per_event", "trace bytes per event", 8.0, "<="),
     ("size_ratio", "trace size / strace text size", 1 / 15, "<="),
     ("rss_mb", "recorder peak RSS, MB", 200.0, "<="),
+    ("replay", "replay to the last call / recording wall", 1.1, "<="),
     ("events_from", "events --from N, first line, worst s", 0.2, "<="),
     ("why", "why on the hello trace, s", 5.0, "<="),
     ("big_why", "why on the 10M-event synthetic trace, s", 60.0, "<="),
@@ -134,6 +135,29 @@ def run_nixrec(env, trace):
     return r
 
 
+def last_call(trace):
+    """-> seq of the trace's last call event (a stop for --until: exits and
+    forks are not calls a replay can stop before)."""
+    from nixrec.recorder.tracefile import open_trace
+    last = None
+    with open_trace(trace) as r:
+        for ev in r.events(max(1, r.last_seq - 5000)):
+            if ev.kind in ("syscall", "exec", "output"):
+                last = ev.seq
+    return last
+
+
+def run_replay(env, trace, seq):
+    """`nixrec replay TRACE --until SEQ --exec true`: the sandbox rebuilt, the
+    build re-run and frozen before its last call, a command run there."""
+    argv = [NIXREC, "replay", trace, "--until", str(seq), "--exec", "true", "-q"]
+    r = measure.timed(argv, env=env, cwd=ROOT)
+    if r.rc != 0:
+        log(f"bench: replay --until {seq} exited {r.rc} (not timed):\n{r.tail()}")
+        return None
+    return r
+
+
 # --- rounds -------------------------------------------------------------------------
 
 
@@ -141,6 +165,7 @@ class Round:
     def __init__(self, i):
         self.i = i
         self.nix = self.strace = self.nixrec = None     # measure.Run
+        self.replay = None                              # measure.Run, None if it failed
         self.st = None                                  # measure.StraceCounts
         self.tc = None                                  # measure.TraceCounts
         self.trace = None
@@ -158,9 +183,11 @@ def do_round(i, n, env, workdir) -> Round:
     rd.nixrec = run_nixrec(env, rd.trace)
     rd.trace_bytes = measure.file_size(rd.trace)
     rd.tc = measure.count_trace(rd.trace)
+    rd.replay = run_replay(env, rd.trace, last_call(rd.trace))
     log(f"bench: round {i}/{n}: nix-build {rd.nix.wall:.1f} s, strace {rd.strace.wall:.1f} s, "
         f"nixrec {rd.nixrec.wall:.1f} s ({rd.tc.events} events, "
-        f"peak RSS {(rd.nixrec.peak_rss_kib or 0) / 1024:.0f} MB)")
+        f"peak RSS {(rd.nixrec.peak_rss_kib or 0) / 1024:.0f} MB), replay "
+        + (f"{rd.replay.wall:.1f} s" if rd.replay else "failed"))
     return rd
 
 
@@ -294,7 +321,16 @@ def report(rounds, froms, why_s, big_res, runs, big_events=BIG_EVENTS):
     for n, t in froms.items():
         p(f"  nixrec events --from {n:<10} first line after {fmt(t, '.3f')} s")
     p(f"  nixrec why                      {fmt(why_s, '.2f')} s")
+    replayed = [r for r in rounds if r.replay]
+    rp_ratio = paired(replayed, lambda r: r.replay.wall, lambda r: r.nixrec.wall) \
+        if replayed else None
+    p("")
+    p(f"replay (each round, after its recording): nixrec replay TRACE --until <last call> "
+      f"--exec true: {len(replayed)}/{len(rounds)} reached the stop; median "
+      f"{fmt(measure.median([r.replay.wall for r in replayed]) if replayed else None, '.1f')} s"
+      f" = {fmt(rp_ratio)} x the recording's wall")
     measured = {
+        "replay": rp_ratio if len(replayed) == len(rounds) else None,
         "vs_nix": vs_nix, "vs_strace": vs_strace, "count_diff": worst,
         "bytes_per_event": bpe, "size_ratio": size_ratio,
         "rss_mb": rss / 1024 if rss else None,

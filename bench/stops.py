@@ -208,6 +208,19 @@ def pin_tracer(cpu_no):
     session.Build.run = run
 
 
+def spin_wait(us):
+    """Set how long the tracer polls for the next stop before blocking
+    (tracer.SPIN_SECONDS; 0: block at once, the tracer before issue 6)."""
+    from nixrec.recorder import tracer as T
+    T.SPIN_SECONDS = us / 1e6
+
+
+def no_predict():
+    """No lookup answered at entry (recorder/predict.py): every call keeps its exit stop."""
+    from nixrec.recorder import sandbox
+    sandbox.fixed_trees = lambda plan: []
+
+
 def run_record(args):
     from nixrec.recorder.cli import main
     try:
@@ -271,6 +284,11 @@ def main(argv=None):
     ap.add_argument("--pin-tracer", metavar="CPU", type=int,
                     help="what-if: pin the tracer thread (only) to this CPU once the "
                          "build has started; the build keeps every CPU")
+    ap.add_argument("--spin", metavar="US", type=float,
+                    help="what-if: poll for the next stop this many microseconds "
+                         "before blocking in waitpid (0: block at once)")
+    ap.add_argument("--no-predict", action="store_true",
+                    help="what-if: answer no lookup at entry (every call keeps its exit stop)")
     ap.add_argument("record_args", nargs="*")
     a = ap.parse_args(argv)
     args = a.record_args or DEFAULT
@@ -285,6 +303,12 @@ def main(argv=None):
     if a.pin_tracer is not None:
         pin_tracer(a.pin_tracer)
         what_if.append(f"tracer pinned to CPU {a.pin_tracer}")
+    if a.no_predict:
+        no_predict()
+        what_if.append("no lookup answered at entry")
+    if a.spin is not None:
+        spin_wait(a.spin)
+        what_if.append(f"spin {a.spin:g} us before blocking")
     if a.plain:
         t0 = clock()
         rc = run_record(args)

@@ -96,9 +96,12 @@ def _human_bytes(n: int) -> str:
               default=session.DEFAULT_MAX_PROCESSES, show_default=True, metavar="N",
               help="Kill the build when more than N of its processes are alive at once "
                    "(a fork bomb; nixrec's own, 0: no limit).")
+@click.option("--readlink", is_flag=True,
+              help="Also record readlink/readlinkat (realpath asks them of every path "
+                   "component: about a third more stops on a C build).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not stream the build log.")
 def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir, no_sandbox,
-               timeout, max_silent_time, max_log_size, max_processes, quiet):
+               timeout, max_silent_time, max_log_size, max_processes, readlink, quiet):
     """Build DRV in a Nix-faithful sandbox and record everything it does.
 
     DRV is a .drv path, or a .nix file with -A ATTR (instantiated with
@@ -120,7 +123,7 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
                                  keep_build_dir=keep_build_dir, no_sandbox=no_sandbox, log=log,
                                  status=status, timeout=timeout,
                                  max_silent_time=max_silent_time, max_log_size=max_log_size,
-                                 max_processes=max_processes)
+                                 max_processes=max_processes, readlink=readlink)
     try:
         res = session.record(target, opts)
     finally:

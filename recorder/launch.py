@@ -10,7 +10,7 @@ import os
 import signal
 
 from nixrec.recorder import linux
-from nixrec.recorder.sandbox import Layout, SandboxPlan, _ids, enter
+from nixrec.recorder.sandbox import Layout, SandboxPlan, build_ids, enter
 
 
 class Spawned:
@@ -120,7 +120,7 @@ def _setup_message(line: bytes, step: str) -> str:
 
 def _write_maps(pid: int, plan: SandboxPlan) -> None:
     """§2.2 step 9: one map line each, setgroups denied, as Nix writes them."""
-    host_uid, host_gid = _ids(plan)
+    host_uid, host_gid = build_ids(plan)
     with open(f"/proc/{pid}/uid_map", "w") as f:
         f.write(f"{plan.uid} {host_uid} 1")
     with open(f"/proc/{pid}/setgroups", "w") as f:

@@ -281,6 +281,53 @@ def read_cstr(pid: int, addr: int, limit: int = 4096) -> bytes:
     return out
 
 
+# --- looking a path up as a sandboxed process would (openat2(2)) --------------------
+# Added for issue 6 (recorder/predict.py): the tracer resolves a path from the
+# build's root to know a lookup's answer before the call runs.
+SYS_openat2 = 437
+O_PATH = 0o10000000
+O_NOFOLLOW = 0o400000
+O_CLOEXEC = 0o2000000
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+_how = _OpenHow()
+_how_p = ctypes.addressof(_how)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+_setfsuid, _setfsgid = _libc.setfsuid, _libc.setfsgid
+
+
+def set_fs_ids(uid: int, gid: int):
+    """Check file access as (uid, gid) in this thread only (setfsuid(2)):
+    -> the previous (uid, gid), to hand back. Leaving fsuid 0 drops the DAC
+    override capabilities, so a lookup is checked as the build's would be."""
+    old_gid = _setfsgid(gid)          # first, while fsuid 0 may still change it
+    old_uid = _setfsuid(uid)
+    return old_uid, old_gid
+
+
+def restore_fs_ids(ids) -> None:
+    _setfsuid(ids[0])
+    _setfsgid(ids[1])
+
+
+def openat2(dirfd: int, path: bytes, flags: int, resolve: int) -> int:
+    """-> a new fd, or -errno: a failed lookup is an answer here, not an error."""
+    _how.flags, _how.mode, _how.resolve = flags, 0, resolve
+    fd = _syscall(ctypes.c_long(SYS_openat2), ctypes.c_long(dirfd), ctypes.c_char_p(path),
+                  ctypes.c_void_p(_how_p), ctypes.c_size_t(24))
+    return fd if fd >= 0 else -ctypes.get_errno()
+
+
 # --- joining namespaces (setns(2)) -----------------------------------------------------
 # Added for replay (replayer/attach.py): a shell joins the namespaces of a
 # stopped build. Python's os.setns exists only from 3.12.

@@ -288,7 +288,7 @@ def prepare_host(plan: SandboxPlan, workdir: str) -> Layout:
     lay = Layout(workdir, plan.no_sandbox)
     if plan.no_sandbox:
         lay.build = plan.build_dir       # a host path the build sees as it is
-    uid, gid = _ids(plan)
+    uid, gid = build_ids(plan)
     os.makedirs(lay.build, mode=0o700)
     os.chmod(lay.build, 0o700)
     os.makedirs(workdir, exist_ok=True)
@@ -336,8 +336,9 @@ def prepare_host(plan: SandboxPlan, workdir: str) -> Layout:
     return lay
 
 
-def _ids(plan):
-    # Traces from before host_uid existed in the plan: the same rule now.
+def build_ids(plan):
+    """-> (uid, gid) the host sees the build user as (its user namespace's map).
+    Traces from before host_uid existed in the plan: the same rule now."""
     if plan.host_uid is None:
         return host_ids()
     return plan.host_uid, plan.host_gid
@@ -353,6 +354,29 @@ def check_sandbox_paths(plan: SandboxPlan) -> list:
     """Sources that must exist; a missing non-optional one is a setup error."""
     return [p["source"] for p in plan.sandbox_paths
             if not p["optional"] and not os.path.exists(p["source"])]
+
+
+def fixed_trees(plan: SandboxPlan) -> list:
+    """The in-sandbox paths the build cannot change: what _chroot_view binds
+    read-only (inputs, sandbox paths, /etc files) and no writable place is
+    inside or on top of. recorder/predict.py answers lookups there at entry.
+    --no-sandbox: none (the host's own / is the view)."""
+    if plan.no_sandbox:
+        return []
+    build = plan.build_dir or BUILD_DIR
+    outputs = list((plan.outputs or {}).values())
+    # Places the build may write: a tree holding one is not fixed.
+    writable = [build, plan.store_dir or STORE_DIR, "/tmp", "/dev", "/proc"] + outputs
+    # Mounts made after the binds: a bind under one is hidden by it.
+    covering = [build, "/dev", "/proc"] + outputs
+    binds = list(plan.inputs or []) + [sp["target"] for sp in plan.sandbox_paths or []] \
+        + ["/etc/" + name for name in plan.etc_binds or []]
+
+    def within(a, b):
+        return a == b or a.startswith(b.rstrip("/") + "/")
+    return [p for p in binds if p.startswith("/")
+            and not any(within(w, p) for w in writable)
+            and not any(within(p, c) for c in covering)]
 
 
 # --- child side: runs as PID 1 of the new namespaces, before the builder's exec ---------

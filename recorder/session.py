@@ -12,7 +12,8 @@ import threading
 import time
 import tty
 
-from nixrec.recorder import __version__, drv as drvmod, launch, sandbox, seccomp, store
+from nixrec.recorder import (__version__, drv as drvmod, launch, predict, sandbox, seccomp,
+                             store, syscalls)
 from nixrec.recorder import outputs as outputs_mod
 from nixrec.recorder.errors import EXIT_HOST, BadInput, HostUnsupported, NixrecError
 from nixrec.recorder.tracer import Tracer
@@ -36,7 +37,7 @@ class RecordOptions:
     def __init__(self, output=None, attr=None, extra_sandbox_paths="", cores=None,
                  keep_build_dir=False, no_sandbox=False, log=None, status=None,
                  timeout=0, max_silent_time=0, max_log_size=0,
-                 max_processes=DEFAULT_MAX_PROCESSES):
+                 max_processes=DEFAULT_MAX_PROCESSES, readlink=False):
         self.output = output
         self.attr = attr
         self.extra_sandbox_paths = extra_sandbox_paths or ""
@@ -49,6 +50,7 @@ class RecordOptions:
         self.max_silent_time = max_silent_time or 0  # seconds without log output
         self.max_log_size = max_log_size or 0       # bytes of log
         self.max_processes = max_processes or 0     # processes alive at once
+        self.readlink = readlink        # also record readlink/readlinkat (syscalls.OPTIONAL)
 
 
 class RecordResult:
@@ -153,12 +155,13 @@ def default_output(drv_path: str) -> str:
     return os.path.abspath(name[:-4] + ".nixrec" if name.endswith(".drv") else name + ".nixrec")
 
 
-def header_for(drv_path, plan, hashes) -> dict:
+def header_for(drv_path, plan, hashes, calls=None) -> dict:
     with open(drv_path, "rb") as f:
         text = f.read().decode("utf-8", "surrogateescape")
     plan_d = plan.to_dict()
     return {"nixrec_version": __version__, "drv_path": drv_path, "drv_text": text,
             "plan": plan_d, "closure": hashes,
+            "calls": calls if calls is not None else syscalls.recorded(),
             "host": {"kernel": platform.release(), "arch": platform.machine(),
                      "system": platform.system()},
             "start_time": time.time()}
@@ -304,8 +307,9 @@ class Build:
         b.stop()                  # kill what is left, reap, close the pty
     """
 
-    def __init__(self, plan, workdir, emit, log=None, before=None):
+    def __init__(self, plan, workdir, emit, log=None, before=None, calls=None):
         self.plan = plan
+        self.calls = syscalls.table_of(calls)   # the calls the filter stops on
         self.workdir = workdir
         self.emit = emit
         self.log = log
@@ -331,10 +335,12 @@ class Build:
         master, slave = os.openpty()
         tty.setraw(slave)            # §2.2 step 7: raw, so no LF -> CRLF
         self.tracer = Tracer(self.emit, cwd=self.plan.cwd,
-                             output_rdev=os.fstat(slave).st_rdev, before=self.before)
+                             output_rdev=os.fstat(slave).st_rdev, before=self.before,
+                             predictor=predict.Predictor(sandbox.fixed_trees(self.plan),
+                                                         sandbox.build_ids(self.plan)))
         self.t0 = time.monotonic()
         try:
-            self.spawned = launch.spawn(self.plan, self.lay, slave, seccomp.build_filter())
+            self.spawned = launch.spawn(self.plan, self.lay, slave, seccomp.build_filter(self.calls))
         except launch.SetupError as e:
             os.close(master)
             os.close(slave)
@@ -401,7 +407,8 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     d, plan, hashes = plan_for(drv_path, opts, workdir)
     # The trace first: a directory that does not exist is the user's mistake
     # (TraceWriter says so, exit 2); mkdir, not makedirs, so that it stays one.
-    writer = TraceWriter(out, header_for(drv_path, plan, hashes))
+    calls = syscalls.recorded(("readlink",) if opts.readlink else ())
+    writer = TraceWriter(out, header_for(drv_path, plan, hashes, calls))
     try:
         if os.path.exists(workdir):
             shutil.rmtree(workdir)
@@ -437,7 +444,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         if watchdog.output(len(data)) and opts.log:
             opts.log(data)
 
-    build = Build(plan, workdir, emit, log=log)
+    build = Build(plan, workdir, emit, log=log, calls=calls)
     def progress():
         t = build.tracer
         return {"processes": len(t.processes), "alive": len(t.tracees),
@@ -476,6 +483,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     summary = {"exit_status": status, "exit_signal": sig, "events": counts["events"],
                "processes": len(tracer.processes), "refused": counts["refused"],
                "duration": round(build.duration, 3), "stops": tracer.stops,
+               "answered_at_entry": tracer.predictor.answered if tracer.predictor else 0,
                "log_bytes": build.pump.bytes, "outputs": outputs, "error": error,
                "interrupted": build.interrupted, "killed": killed}
     try:

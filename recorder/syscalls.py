@@ -41,9 +41,10 @@ _ROWS = [
     (21, "access", FILE, ("path", "mode"), True),
     (269, "faccessat", FILE, ("dirfd", "path", "mode"), True),
     (439, "faccessat2", FILE, ("dirfd", "path", "mode", "atflags"), True),
-    # readlink at entry only: gcc and friends readlink every path component
-    # (157k of hello's 181k calls fail with EINVAL, "not a link"); the exit
-    # stop would double their cost for a result nothing uses (issue 6).
+    # readlink at entry only, and only when asked (OPTIONAL below): gcc and
+    # friends readlink every path component (157k of hello's 181k calls fail
+    # with EINVAL, "not a link"); the exit stop would double their cost for a
+    # result nothing uses (issue 6).
     (89, "readlink", FILE, ("path", "skip", "skip"), False),
     (267, "readlinkat", FILE, ("dirfd", "path", "skip", "skip"), False),
     (83, "mkdir", FILE, ("path", "mode"), True),
@@ -129,6 +130,28 @@ class Syscall:
 BY_NR = {r[0]: Syscall(*r) for r in _ROWS}
 BY_NAME = {s.name: s for s in BY_NR.values()}
 
+# Calls recorded only when asked (`nixrec record --readlink`): realpath()
+# readlinks every component of every path it canonicalizes, which made a third
+# of GNU hello's stops and half its events, all about paths whose opens and
+# stats are recorded anyway; without them the recording is 24 % faster
+# (docs/performance.md). name of the group -> its calls.
+OPTIONAL = {"readlink": ("readlink", "readlinkat")}
+
+
+def recorded(extra=()) -> list:
+    """-> the names of the calls a recording stops on: the table but for the
+    OPTIONAL groups not named in `extra`. Kept in the trace header ("calls")."""
+    off = {n for group, names in OPTIONAL.items() if group not in extra for n in names}
+    return sorted(n for n in BY_NAME if n not in off)
+
+
+def table_of(names) -> dict:
+    """-> nr -> Syscall for these call names (a trace header's "calls"); a
+    trace from before the header said (no list) stopped on the whole table."""
+    if names is None:
+        return dict(BY_NR)
+    return {BY_NAME[n].nr: BY_NAME[n] for n in names if n in BY_NAME}
+
 # Calls the sandbox's seccomp rules refuse (nix-sandbox.md §2.7): chmod-family
 # with S_ISUID/S_ISGID -> EPERM, *setxattr -> ENOTSUP. Name -> arg index of mode.
 SETUID_CHMOD = {"chmod": 1, "fchmod": 1, "fchmodat": 2, "fchmodat2": 2}
@@ -144,6 +167,21 @@ OUTPUT_FDS = (1, 2)
 EMPTY_PATH_SKIP = {"newfstatat": 3, "statx": 2}
 AT_EMPTY_PATH = 0x1000
 AT_FDCWD = -100
+
+# Calls that only look a path up and change nothing (recorder/predict.py can
+# know their answer at entry, issue 6): name -> (where the "do not follow a
+# final symlink" bit is: "oflags" O_NOFOLLOW / "atflags" AT_SYMLINK_NOFOLLOW in
+# that argument, "always" for lstat, None: always followed; argument index).
+# open/openat count only without O_CREAT or O_TMPFILE (they may create).
+LOOKUPS = {"open": ("oflags", 1), "openat": ("oflags", 2), "stat": (None, None),
+           "lstat": ("always", None), "newfstatat": ("atflags", 3),
+           "statx": ("atflags", 2), "access": (None, None), "faccessat": (None, None),
+           "faccessat2": ("atflags", 3)}
+# Of those, the ones whose success is the result 0 whatever the file's mode
+# (access asks about permissions, open returns an fd nobody can foretell).
+LOOKUP_ZERO = frozenset(("stat", "lstat", "newfstatat", "statx"))
+O_CREAT, O_TMPFILE, O_NOFOLLOW = 0o100, 0o20000000, 0o400000
+AT_SYMLINK_NOFOLLOW = 0x100
 
 # Calls that change what a process is, by class, for analysis.
 WRITE_CALLS = frozenset(("creat", "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir",

@@ -48,7 +48,7 @@ class Tracee:
     """What the tracer knows of one live process."""
 
     __slots__ = ("pid", "nspid", "proc", "nchildren", "cwd", "pending", "forced_errno",
-                 "info", "connected")
+                 "info", "connected", "question")
 
     def __init__(self, pid, nspid, proc, cwd, info):
         self.pid = pid               # live pid, as the tracer sees it (never in the trace)
@@ -60,12 +60,14 @@ class Tracee:
         self.forced_errno = 0        # a refusal nixrec applies (Nix's seccomp rules)
         self.info = info             # the Process record for the trace
         self.connected = {}          # fd -> address of connect() (for send without one)
+        self.question = None         # a lookup predict.py may answer (between entry stop and resume)
 
 
 class Tracer:
     """Traces one build from its builder's first exec to the last exit."""
 
-    def __init__(self, emit, cwd="/build", output_rdev=None, builder_env=True, before=None):
+    def __init__(self, emit, cwd="/build", output_rdev=None, builder_env=True, before=None,
+                 predictor=None):
         self.emit = emit                    # callable(Event): the session's sink
         self.t0 = time.monotonic()
         self.tracees = {}                   # live pid -> Tracee
@@ -84,6 +86,8 @@ class Tracer:
         self.frozen = None                  # (Tracee, Event) while frozen
         self.held = {}                      # pid -> wait status kept during a freeze
         self._absent = set()                # paths an ENOENT check found empty
+        self.predictor = predictor          # predict.Predictor: lookups answered at entry
+        self._raw = None                    # the raw bytes of the last path read
 
     # --- attaching ---------------------------------------------------------------
     def seize(self, pid: int) -> None:
@@ -118,7 +122,12 @@ class Tracer:
                 self._dispatch(pid, status)
             except _Frozen:
                 return "frozen"
+        self._close()
         return "done"
+
+    def _close(self):
+        if self.predictor is not None:
+            self.predictor.close()
 
     # --- freezing (replay) ----------------------------------------------------------------
     # A `before(event)` hook sees each recorded call at its entry, before the
@@ -197,6 +206,7 @@ class Tracer:
                     self._resume(pid)
                 except OSError:
                     pass
+        self._close()
 
     def _now(self) -> int:
         return int((time.monotonic() - self.t0) * 1_000_000)
@@ -296,7 +306,8 @@ class Tracer:
             # Nix's seccomp rules, applied here so the refused call is in the trace.
             linux.skip_syscall(t.pid)
             t.forced_errno = refusal
-        if self.before is None and sc.needs_exit and sc.cls != syscalls.EXEC:
+        lookup = self.predictor is not None and sc.name in syscalls.LOOKUPS
+        if self.before is None and sc.needs_exit and sc.cls != syscalls.EXEC and not lookup:
             # Let the call run while it is decoded: the process stops again at
             # the call's exit before it can run any code of its own, so its
             # path and address arguments stay as they are until then. (Not an
@@ -310,6 +321,8 @@ class Tracer:
         if ev is None:
             self._resume(t.pid)
             return
+        if lookup and not refusal:
+            t.question = self.predictor.question(sc, args, self._raw)
         t.pending = (sc, ev)
         if self.before is not None and self.before(ev):
             self._freeze(t, ev)
@@ -317,6 +330,18 @@ class Tracer:
 
     def _continue_entry(self, t, ev):
         sc, _ = t.pending
+        if t.question is not None:
+            question, t.question = t.question, None
+            answer = self.predictor.answer(t.pid, sc, question, ev.path)
+            if answer is not None:
+                # Known now (predict.py): no exit stop. The ENOENT explanation
+                # reads the build's root, which the call cannot change.
+                t.pending = None
+                ev.result, ev.errno = answer
+                self._resume(t.pid)
+                self._finish(t, sc, ev)
+                self.emit(ev)
+                return
         if not sc.needs_exit:
             t.pending = None
             self.emit(ev)
@@ -380,7 +405,7 @@ class Tracer:
 
     def _path_arg(self, t, args, i, j):
         """The path in argument i, resolved against dirfd argument j (or cwd)."""
-        raw = linux.read_cstr(t.pid, args[i])
+        raw = self._raw = linux.read_cstr(t.pid, args[i])
         if raw is None:
             return None
         path = decode.fsdecode(raw)
@@ -581,8 +606,32 @@ class Tracer:
                     ev.args["signal"] = signame(os.WTERMSIG(st))
 
 
+# How long the tracer polls for the next stop before it blocks in waitpid.
+# A blocked tracer is woken by the kernel when a tracee stops; on a VM whose
+# vCPU went idle meanwhile that wake-up is the larger part of a stop's cost.
+# Polling keeps the tracer awake across the short gaps between stops of a busy
+# build (GNU hello, 2 vCPUs: 38 s -> 27-29 s with 30 us to 1 ms; 300 us was
+# best; 5 ms took from the build's CPU: docs/performance.md). On one CPU the
+# tracee cannot run while the tracer polls, so there it blocks at once.
+SPIN_SECONDS = 300e-6 if len(os.sched_getaffinity(0)) > 1 else 0.0
+_clock = time.perf_counter
+
+
 def _wait_any():
     """-> (pid, status) of the next tracee or child to report; None when none is left."""
+    if SPIN_SECONDS:
+        deadline = _clock() + SPIN_SECONDS
+        while True:
+            try:
+                pid, status = os.waitpid(-1, WALL | os.WNOHANG)
+            except ChildProcessError:
+                return None
+            except InterruptedError:
+                continue
+            if pid:
+                return pid, status
+            if _clock() > deadline:
+                break
     while True:
         try:
             return os.waitpid(-1, WALL)

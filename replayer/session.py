@@ -131,7 +131,8 @@ class ReplaySession:
         rsession.check_host()
         self.workdir = tempfile.mkdtemp(prefix="nixrec-replay-")
         self.build = rsession.Build(self.plan, self.workdir, self._emit, log=self.log,
-                                    before=self._before)
+                                    before=self._before,
+                                    calls=self.reader.header.get("calls"))
         self.build.start()
         return self._run()
 
