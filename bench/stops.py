@@ -18,9 +18,13 @@ cProfile instead (no wrappers) and prints the top functions by own time.
 
 What-ifs, for the expected gain of an optimisation before writing it (with
 --plain: no wrappers, just the wall time; alternate them with plain runs):
-  --drop readlink,readlinkat       the filter lets these calls run unstopped
+  --drop write,wait4               the filter lets these calls run unstopped
   --no-exit openat,newfstatat,...  no exit stop (the trace's results are then wrong)
   --pin-tracer 1                   the tracer thread on one CPU, the build on all
+  --spin US                        poll this long for the next stop (0: block at once)
+  --no-predict                     no lookup answered at entry (predict.py off)
+  --floor                          the same stops with the least Python per stop
+(readlink is off by default now: `-- record ... --readlink` puts it back.)
 Not a test: it prints, it asserts nothing.
 """
 
@@ -90,10 +94,11 @@ def instrument():
             seams.add(key, clock() - t)
             cpus.add(key, cpu() - c)
     linux.ptrace = ptrace
-    timed(T, "_nspid", "/proc/PID/status (nspid)")
+    timed(T, "_status_ids", "/proc/PID/status (nspid, tgid)")
     timed(T.Tracer, "_fd_path", "/proc/PID/fd readlink")
-    timed(T.Tracer, "_is_thread", "/proc/PID/status (thread?)")
     timed(T.Tracer, "_cwd", "/proc/PID/cwd readlink")
+    from nixrec.recorder import predict
+    timed(predict.Predictor, "_resolve", "predict: openat2 as the build user")
     if hasattr(T.Tracer, "_explain_enoent"):
         timed(T.Tracer, "_explain_enoent", "_explain_enoent (lstat per ENOENT)")
     if hasattr(T.Tracer, "_decode_output"):
@@ -221,6 +226,31 @@ def no_predict():
     sandbox.fixed_trees = lambda plan: []
 
 
+def floor():
+    """The same stops, handled with the least Python can do: each seccomp stop
+    is one PTRACE_GET_SYSCALL_INFO and a resume (PTRACE_SYSCALL where the
+    recorder would take the exit stop, which then just resumes). No decoding,
+    no prediction, no events but the process ones. What is left of the
+    overhead is the kernel's stops plus a minimal Python loop."""
+    from nixrec.recorder import linux, syscalls, tracer as T
+
+    def on_seccomp(self, t):
+        _, nr, _ = linux.get_syscall_info(t.pid)
+        sc = syscalls.BY_NR.get(nr)
+        if sc is not None and sc.needs_exit and sc.cls != syscalls.EXEC \
+                and sc.name not in syscalls.LOOKUPS:
+            t.pending = (sc, None)
+            self._resume(t.pid, req=linux.PTRACE_SYSCALL)
+        else:
+            self._resume(t.pid)
+
+    def on_exit(self, t):
+        t.pending = None
+        self._resume(t.pid)
+    T.Tracer._on_seccomp = on_seccomp
+    T.Tracer._on_syscall_exit = on_exit
+
+
 def run_record(args):
     from nixrec.recorder.cli import main
     try:
@@ -289,6 +319,9 @@ def main(argv=None):
                          "before blocking in waitpid (0: block at once)")
     ap.add_argument("--no-predict", action="store_true",
                     help="what-if: answer no lookup at entry (every call keeps its exit stop)")
+    ap.add_argument("--floor", action="store_true",
+                    help="what-if: handle each stop with the least Python can do (no "
+                         "decoding, no events but process ones): the kernel's share")
     ap.add_argument("record_args", nargs="*")
     a = ap.parse_args(argv)
     args = a.record_args or DEFAULT
@@ -303,6 +336,9 @@ def main(argv=None):
     if a.pin_tracer is not None:
         pin_tracer(a.pin_tracer)
         what_if.append(f"tracer pinned to CPU {a.pin_tracer}")
+    if a.floor:
+        floor()
+        what_if.append("floor: no decoding, lookups resumed at entry")
     if a.no_predict:
         no_predict()
         what_if.append("no lookup answered at entry")

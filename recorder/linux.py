@@ -159,12 +159,11 @@ _ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void
 
 
 def ptrace(req: int, pid: int, addr=0, data=0) -> int:
-    ctypes.set_errno(0)
+    # No PTRACE_PEEK* is used, for which -1 could be data: -1 is an error.
     ret = _ptrace(req, pid, addr, data)
     if ret == -1:
         e = ctypes.get_errno()
-        if e:
-            raise OSError(e, f"ptrace({req:#x}, {pid}): {os.strerror(e)}")
+        raise OSError(e, f"ptrace({req:#x}, {pid}): {os.strerror(e)}")
     return ret
 
 
@@ -268,7 +267,16 @@ def read_cstr(pid: int, addr: int, limit: int = 4096) -> bytes:
     """A NUL-terminated string at addr, read a page at a time."""
     if addr == 0:
         return None
-    out = b""
+    # Most strings are paths well under 256 bytes: read that first, not the
+    # rest of the page (a smaller copy), then page by page.
+    first = min(256, 4096 - (addr & 4095), limit)
+    chunk = read_mem(pid, addr, first)
+    i = chunk.find(b"\0")
+    if i >= 0:
+        return chunk[:i]
+    if len(chunk) < first:
+        return chunk
+    out = chunk
     while len(out) < limit:
         chunk_len = 4096 - ((addr + len(out)) & 4095)
         chunk = read_mem(pid, addr + len(out), chunk_len)
@@ -318,6 +326,19 @@ def set_fs_ids(uid: int, gid: int):
 def restore_fs_ids(ids) -> None:
     _setfsuid(ids[0])
     _setfsgid(ids[1])
+
+
+SYS_faccessat2 = 439
+AT_EMPTY_PATH = 0x1000
+AT_EACCESS = 0x200
+
+
+def access_fd(fd: int, mode: int) -> int:
+    """access(2) of what fd is (an O_PATH fd will do), checked with this
+    thread's file access ids (AT_EACCESS): -> 0 or -errno."""
+    r = _syscall(ctypes.c_long(SYS_faccessat2), ctypes.c_long(fd), ctypes.c_char_p(b""),
+                 ctypes.c_long(mode), ctypes.c_long(AT_EMPTY_PATH | AT_EACCESS))
+    return 0 if r == 0 else -ctypes.get_errno()
 
 
 def openat2(dirfd: int, path: bytes, flags: int, resolve: int) -> int:

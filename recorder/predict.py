@@ -15,12 +15,19 @@ EACCES here too; it records the answer and lets the call run with no exit
 stop. Only two answers are taken this way:
 
 * the path does not exist (ENOENT), for every call in syscalls.LOOKUPS;
-* it exists, for the stat family (syscalls.LOOKUP_ZERO), whose success is 0.
+* it exists, for the stat family (syscalls.LOOKUP_ZERO), whose success is 0;
+* the access family's answer (syscalls.LOOKUP_ACCESS), 0 or its errno, asked
+  of the file with faccessat2(AT_EACCESS) as the build user (whose real and
+  effective ids are the same, and who holds no capability).
 
 Anything else (an error other than ENOENT, an open that succeeds, a relative
 path, a path outside the fixed trees) keeps its exit stop. The build's
 supplementary groups are the recorder's own (setgroups is denied in its user
 namespace), so the thread's groups are already the right ones.
+
+The trees cannot change while the build runs, so an answer holds for the
+whole build: each path is looked up once (GNU hello asks 110k questions about
+fewer than 20k paths; every cc1 probes the same include directories).
 """
 
 import os
@@ -31,6 +38,7 @@ _NOFOLLOW = linux.O_PATH | linux.O_CLOEXEC | linux.O_NOFOLLOW
 _FOLLOW = linux.O_PATH | linux.O_CLOEXEC
 _RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 _ENOENT = -2
+_MAX_KNOWN = 200_000          # answers kept; past this the cache starts over
 
 
 class Predictor:
@@ -42,46 +50,73 @@ class Predictor:
         self.ids = ids               # (uid, gid) of the build user, as the host sees them
         self.root_fd = None
         self.answered = 0
+        self._known = {}             # question -> answer, or None: let the kernel tell
 
     def question(self, sc, args, raw):
-        """-> (raw path, follow?) if this call's answer may be known now, else None."""
+        """-> (raw path, follow?, what is asked) if this call's answer may be
+        known now, else None. What is asked: "stat", "open", or an access mode."""
         if not raw or raw[0] != 0x2F or not self.roots:        # relative: keep the stop
             return None
-        where, i = syscalls.LOOKUPS[sc.name]
+        name = sc.name
+        asked = "stat" if name in syscalls.LOOKUP_ZERO else "open"
+        if name in syscalls.LOOKUP_ACCESS:
+            asked = args[syscalls.LOOKUP_ACCESS[name]] & 7      # R_OK|W_OK|X_OK
+        where, i = syscalls.LOOKUPS[name]
         if where == "oflags":
             flags = args[i]
             if flags & (syscalls.O_CREAT | syscalls.O_TMPFILE):
                 return None
-            return raw, not flags & syscalls.O_NOFOLLOW
+            return raw, not flags & syscalls.O_NOFOLLOW, asked
         if where == "atflags":
-            return raw, not args[i] & syscalls.AT_SYMLINK_NOFOLLOW
-        return raw, where != "always"
+            return raw, not args[i] & syscalls.AT_SYMLINK_NOFOLLOW, asked
+        return raw, where != "always", asked
 
-    def answer(self, pid, sc, question, path):
+    def answer(self, pid, question, path):
         """-> (result, errno name) the call will return, or None to let it tell.
 
         `path` is the decoded path (for the fixed-tree test); the lookup
         itself walks the raw bytes the process passed."""
-        if not path or not (path + "/").startswith(self.roots):
-            return None
+        try:
+            answer = self._known[question]
+        except KeyError:
+            answer = self._look_up(pid, question, path)
+        if answer is not None:
+            self.answered += 1
+        return answer
+
+    def _look_up(self, pid, key, path):
+        # The raw path is absolute (question()), so it names one place: an
+        # answer, or "not in a fixed tree", holds for the whole build.
         if self.root_fd is None and not self._open_root(pid):
             return None
-        raw, follow = question
+        if len(self._known) >= _MAX_KNOWN:
+            self._known.clear()
+        if not path or not (path + "/").startswith(self.roots):
+            answer = None
+        else:
+            answer = self._resolve(*key)
+        self._known[key] = answer
+        return answer
+
+    def _resolve(self, raw, follow, asked):
         old = linux.set_fs_ids(*self.ids)
         try:
             fd = linux.openat2(self.root_fd, raw, _FOLLOW if follow else _NOFOLLOW, _RESOLVE)
+            if fd < 0:
+                # Only ENOENT: another failure (EACCES on the way, ENOTDIR,
+                # ELOOP) is the kernel's to tell, at the exit stop.
+                return (-1, "ENOENT") if fd == _ENOENT else None
+            try:
+                if asked == "stat":
+                    return 0, None
+                if asked == "open":
+                    return None
+                r = linux.access_fd(fd, asked)
+                return (0, None) if r == 0 else (-1, syscalls.errno_name(-r))
+            finally:
+                os.close(fd)
         finally:
             linux.restore_fs_ids(old)
-        if fd >= 0:
-            os.close(fd)
-            if sc.name not in syscalls.LOOKUP_ZERO:
-                return None
-            self.answered += 1
-            return 0, None
-        if fd != _ENOENT:
-            return None
-        self.answered += 1
-        return -1, "ENOENT"
 
     def _open_root(self, pid):
         # Every process of a build shares one root (none may chroot), the one

@@ -178,8 +178,10 @@ LOOKUPS = {"open": ("oflags", 1), "openat": ("oflags", 2), "stat": (None, None),
            "statx": ("atflags", 2), "access": (None, None), "faccessat": (None, None),
            "faccessat2": ("atflags", 3)}
 # Of those, the ones whose success is the result 0 whatever the file's mode
-# (access asks about permissions, open returns an fd nobody can foretell).
+# (open returns an fd nobody can foretell).
 LOOKUP_ZERO = frozenset(("stat", "lstat", "newfstatat", "statx"))
+# And the ones that ask about permissions: name -> index of the mode argument.
+LOOKUP_ACCESS = {"access": 1, "faccessat": 2, "faccessat2": 2}
 O_CREAT, O_TMPFILE, O_NOFOLLOW = 0o100, 0o20000000, 0o400000
 AT_SYMLINK_NOFOLLOW = 0x100
 
