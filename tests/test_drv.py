@@ -434,3 +434,19 @@ def test_load_accepts_both_json_forms_and_refuses_several_for_one(tmp_path):
         D.load(str(two))
     p = run_nixrec("drv", two, "--json")
     assert p.returncode == 0 and len(json.loads(p.stdout)) == 2
+
+
+def test_fixed_trees_are_the_read_only_binds_nothing_writable_is_in_or_on():
+    """recorder/predict.py answers lookups only there (issue 6)."""
+    from nixrec.recorder.sandbox import SandboxPlan, fixed_trees
+    inp = "/nix/store/" + "a" * 32 + "-in"
+    out = "/nix/store/" + "b" * 32 + "-out"
+    paths = [{"target": t, "source": t, "optional": False}
+             for t in ("/usr", "/", "/nix", "/build/x", "/tmp/y", "/dev/kvm", "/lib")]
+    plan = SandboxPlan(inputs=[inp], outputs={"out": out}, sandbox_paths=paths,
+                       etc_binds=["resolv.conf"], build_dir="/build", store_dir="/nix/store")
+    # "/" and "/nix" hold writable places; /build/x and /dev/kvm are under
+    # mounts made after the binds; /tmp/y is a read-only bind in a writable dir.
+    assert fixed_trees(plan) == [inp, "/usr", "/tmp/y", "/lib", "/etc/resolv.conf"]
+    plan.no_sandbox = True
+    assert fixed_trees(plan) == []

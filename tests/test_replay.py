@@ -575,3 +575,28 @@ def test_hello_stops_inside_the_parallel_make(hello, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert _stop_of(p)[:2] == (str(target.seq), proc)
     assert p.stdout.decode().split() == [cwd, "absent"]
+
+
+@pytest.mark.e2e
+def test_readlink_is_recorded_when_asked_and_replay_stops_on_the_same_calls(tmp_path):
+    """readlink is off by default (issue 6); --readlink records it, the header
+    says which calls were recorded, and a replay stops on those same calls."""
+    drv = instantiate(FIXTURES / "failing" / "default.nix", "hostPath")
+    plain, asked = tmp_path / "plain.nixrec", tmp_path / "asked.nixrec"
+    for trace, extra in ((plain, ()), (asked, ("--readlink",))):
+        p = run_nixrec("record", "-q", drv, "-o", trace, *extra, timeout=300)
+        assert p.returncode == 1, p.stderr          # the fixture fails on purpose
+    with open_trace(plain) as r:
+        assert "readlink" not in r.header["calls"] and "openat" in r.header["calls"]
+        assert not [ev for ev in r.events() if (ev.syscall or "").startswith("readlink")]
+    with open_trace(asked) as r:
+        assert "readlink" in r.header["calls"]
+    n = first_seq(asked, lambda ev: ev.syscall == "readlink")
+    p = replay(asked, "--until", n, "--exec", "true")
+    assert p.returncode == 0, p.stderr
+    assert f"stopped before event {n} " in p.stderr.decode() and "readlink" in p.stderr.decode()
+    # Both replay to their end without a divergence: the same calls stop.
+    for trace in (plain, asked):
+        p = replay(trace)
+        assert p.returncode == 0, p.stderr
+        assert b"diverged" not in p.stderr
