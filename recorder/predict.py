@@ -30,6 +30,7 @@ whole build: each path is looked up once (GNU hello asks 110k questions about
 fewer than 20k paths; every cc1 probes the same include directories).
 """
 
+import errno
 import os
 
 from nixrec.recorder import linux, syscalls
@@ -112,6 +113,8 @@ class Predictor:
                 if asked == "open":
                     return None
                 r = linux.access_fd(fd, asked)
+                if r in (-errno.ENOSYS, -errno.EINVAL):
+                    return None       # a kernel before 5.8: no faccessat2 to ask
                 return (0, None) if r == 0 else (-1, syscalls.errno_name(-r))
             finally:
                 os.close(fd)

@@ -11,6 +11,7 @@ tell a torn or flipped chunk from a good one and skip only that chunk.
 writer.py and reader.py use these helpers and never pack bytes themselves.
 """
 
+import itertools
 import struct
 import zlib
 
@@ -211,7 +212,7 @@ def decode_chunk(raw: bytes, first_seq: int):
         raise FormatError("bad payload: column lengths differ")
     try:
         return _events_from_columns(table, n, cols, first_seq), _starts(table, starts)
-    except (IndexError, TypeError, AttributeError, ValueError) as e:
+    except (LookupError, TypeError, AttributeError, ValueError) as e:
         raise FormatError(f"bad payload: {e}") from None
 
 
@@ -221,26 +222,25 @@ def _starts(table, starts) -> dict:
 
 
 def _events_from_columns(table, n, cols, first_seq):
+    # Column at a time, in comprehensions rather than a call per value: the
+    # reader's cost is most of `why` on a large trace (docs/performance.md).
     kinds, procs, pids, dts, syscalls, results, errnos, paths, flags, paths2, args = cols
 
-    def s(ref):
-        return None if ref is None else table[ref]
+    def strs(col):
+        return [None if r is None else table[r] for r in col]
 
-    events, last_pid, t = [], {}, 0
-    for i in range(n):
-        proc = table[procs[i]]
-        pid = pids[i]
+    procs = [table[r] for r in procs]
+    last_pid = {}
+    for i, pid in enumerate(pids):       # a pid is stored only when it changes
         if pid is None:
-            pid = last_pid[proc]
-        last_pid[proc] = pid
-        t += dts[i]
-        a = args[i]
-        a = {table[k]: v for k, v in a.items()} if a else {}
-        events.append(Event(
-            table[kinds[i]], proc, pid=pid, syscall=s(syscalls[i]), path=s(paths[i]),
-            path2=s(paths2[i]), flags=flags[i], result=results[i], errno=s(errnos[i]),
-            args=a, time=t, seq=first_seq + i))
-    return events
+            pids[i] = last_pid[procs[i]]
+        else:
+            last_pid[procs[i]] = pid
+    args = [{table[k]: v for k, v in a.items()} if a else {} for a in args]
+    return [Event(*e) for e in zip(
+        [table[r] for r in kinds], procs, pids, strs(syscalls), strs(paths), strs(paths2),
+        flags, results, strs(errnos), args, itertools.accumulate(dts),
+        range(first_seq, first_seq + n))]
 
 
 # -- index + footer ------------------------------------------------------------
