@@ -447,7 +447,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     build = Build(plan, workdir, emit, log=log, calls=calls)
     def progress():
         t = build.tracer
-        return {"processes": len(t.processes), "alive": len(t.tracees),
+        return {"processes": t.nprocesses, "alive": len(t.tracees),
                 "events": counts["events"], "current": t.current}
 
     watchdog = Watchdog(opts, lambda: build.tracer.kill_build(), writer, lock, progress)
@@ -481,7 +481,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         killed = "killed when it closed its standard output and error (as Nix does)"
     status, sig = _exit_of(tracer.builder_status, error or killed, build.interrupted)
     summary = {"exit_status": status, "exit_signal": sig, "events": counts["events"],
-               "processes": len(tracer.processes), "refused": counts["refused"],
+               "processes": tracer.nprocesses, "refused": counts["refused"],
                "duration": round(build.duration, 3), "stops": tracer.stops,
                "answered_at_entry": tracer.predictor.answered if tracer.predictor else 0,
                "log_bytes": build.pump.bytes, "outputs": outputs, "error": error,
@@ -495,7 +495,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     if not opts.keep_build_dir:
         build.remove_sandbox()
     return RecordResult(trace=out, drv_path=drv_path, exit_status=status, exit_signal=sig,
-                        events=counts["events"], processes=len(tracer.processes),
+                        events=counts["events"], processes=tracer.nprocesses,
                         refused=counts["refused"], duration=build.duration,
                         trace_bytes=os.path.getsize(out), outputs=outputs, error=error,
                         interrupted=build.interrupted, killed=killed,

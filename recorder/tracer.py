@@ -13,6 +13,7 @@ Processes are named by tree path (style.md): the builder is "1", its children
 import errno
 import os
 import signal
+import sys
 import time
 
 from nixrec.recorder import decode, linux, syscalls
@@ -35,6 +36,9 @@ ARG_MAX_WORD = 128 * 1024        # MAX_ARG_STRLEN: no argv or env word is longer
 CLONE_THREAD = 0x00010000
 _FORK_SYSCALL = {linux.PTRACE_EVENT_FORK: "fork", linux.PTRACE_EVENT_VFORK: "vfork",
                  linux.PTRACE_EVENT_CLONE: "clone"}
+
+
+_intern = sys.intern
 
 
 def signame(n: int) -> str:
@@ -72,7 +76,7 @@ class Tracer:
         self.t0 = time.monotonic()
         self.tracees = {}                   # live pid -> Tracee
         self.unborn = {}                    # pid -> status: stopped before its fork event
-        self.processes = {}                 # tree path -> Process
+        self.nprocesses = 0                 # processes seen (a live one's Process is t.info)
         self.by_nspid = {}                  # the build's pid -> tree path (latest)
         self.start_cwd = cwd
         self.output_rdev = output_rdev      # st_rdev of the pty slave: the build log
@@ -96,7 +100,7 @@ class Tracer:
         self.builder_pid = pid
         nspid, _ = _status_ids(pid)
         info = Process("1", pid=nspid, parent=None)
-        self.processes["1"] = info
+        self.nprocesses = 1
         self.tracees[pid] = Tracee(pid, nspid, "1", self.start_cwd, info)
 
     def kill_build(self) -> None:
@@ -258,9 +262,10 @@ class Tracer:
         proc = f"{t.proc}.{t.nchildren}"
         nspid, tgid = _status_ids(child_pid)
         thread = event == linux.PTRACE_EVENT_CLONE and tgid is not None and tgid != child_pid
-        seq_info = Process(proc, pid=nspid, parent=t.proc, argv=list(t.info.argv),
-                           exe=t.info.exe)
-        self.processes[proc] = seq_info
+        # The parent's argv is shared, not copied: an exec replaces it, never
+        # edits it (issue 6: memory follows live processes, not all of them).
+        seq_info = Process(proc, pid=nspid, parent=t.proc, argv=t.info.argv, exe=t.info.exe)
+        self.nprocesses += 1
         self.by_nspid[nspid] = proc
         child = Tracee(child_pid, nspid, proc, t.cwd, seq_info)
         self.tracees[child_pid] = child
@@ -477,8 +482,12 @@ class Tracer:
         ptrs = decode.read_ptr_array(read, args[sc.arg("argv")])
         # Whole words, up to the kernel's own MAX_ARG_STRLEN (128 KiB): a word cut
         # at a page end would differ from run to run (make's long recipes).
-        ev.args["argv"] = [decode.fsdecode(linux.read_cstr(t.pid, p, ARG_MAX_WORD) or b"")
-                           for p in ptrs]
+        # Interned: builds run the same words thousands of times (compiler
+        # flags, include directories), and the process table keeps every argv.
+        ev.args["argv"] = [_intern(decode.fsdecode(linux.read_cstr(t.pid, p, ARG_MAX_WORD)
+                                                   or b"")) for p in ptrs]
+        if ev.path:
+            ev.path = _intern(ev.path)
         if self.builder_env and t.proc == "1" and not t.info.exe:
             envp = decode.read_ptr_array(read, args[sc.arg("envp")])
             ev.args["env"] = [decode.fsdecode(linux.read_cstr(t.pid, p, 1 << 20) or b"")
@@ -593,7 +602,9 @@ class Tracer:
             return t.cwd
 
     def _decode_wait(self, t, ev, addr):
-        child = self.by_nspid.get(ev.result)
+        # Reaped: the pid is free to be reused, and the map stays as small as
+        # the number of processes not yet waited for.
+        child = self.by_nspid.pop(ev.result, None)
         if child:
             ev.args["child"] = child
         if addr:

@@ -8,6 +8,7 @@ docs/trace-format.md: fork args["child"], exec args["argv"], exit args["status"]
 
 import bisect
 import os
+import sys
 
 from nixrec.recorder.tracefile.model import Event, Process
 
@@ -81,9 +82,12 @@ class ProcessTracker:
     def _exec(self, p: Process, ev: Event) -> None:
         if ev.failed:
             return
-        p.argv = list(ev.args.get("argv") or [])
+        # Shared with the event (nothing edits an argv): the table holds one
+        # per exec'd process for the whole recording.
+        p.argv = ev.args.get("argv") or []
         p.exe = ev.path
-        self._push_exec(p.proc, ev.seq, argv0_of(p.argv))
+        a0 = argv0_of(p.argv)
+        self._push_exec(p.proc, ev.seq, sys.intern(a0) if type(a0) is str else a0)
 
     def _exit(self, p: Process, ev: Event) -> None:
         p.exit_status = ev.args.get("status", ev.result)
