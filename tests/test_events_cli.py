@@ -150,7 +150,7 @@ def test_corrupt_chunk_is_warned_about(trace, tmp_path):
     (b"", "is empty, not a nixrec trace"),
     (b"#!/bin/sh\necho hi\n", "is not a nixrec trace"),
     (fmt.PREFIX.pack(fmt.MAGIC, 9, 0, 0), "trace format v9 is newer than this nixrec "
-                                          "(reads up to v1)"),
+                                          "(reads up to v2)"),
 ])
 def test_bad_trace_is_one_line_exit_2(tmp_path, content, message):
     p = tmp_path / "x.nixrec"

@@ -50,8 +50,9 @@ def sample_builder(files=6) -> TraceBuilder:
     return t
 
 
-def save(t, path, chunk_events):
-    t.save(path, header={"drv": "x"}, summary={"ok": True}, chunk_events=chunk_events)
+def save(t, path, chunk_events, proc_block=4096):
+    t.save(path, header={"drv": "x"}, summary={"ok": True}, chunk_events=chunk_events,
+           proc_block=proc_block)
     with open(path, "rb") as f:
         return f.read()
 
@@ -63,6 +64,10 @@ def layout(data: bytes):
     index_offset, _ = fmt.parse_footer(data[-fmt.FOOTER_SIZE:])
     chunks, off = [], start
     while off < index_offset:
+        procs = fmt.parse_index_head(data[off:off + fmt.INDEX_HEAD.size], fmt.PROCS_TAG)
+        if procs is not None:                 # a v2 process-table block
+            off += fmt.INDEX_HEAD.size + procs[0]
+            continue
         comp_len, _, first, count, _ = fmt.parse_chunk_head(data[off:off + fmt.CHUNK_HEAD_SIZE])
         end = off + fmt.CHUNK_HEAD_SIZE + comp_len
         chunks.append((off, end, first, count))
@@ -115,9 +120,28 @@ def test_round_trip_any_events(evs, chunk):
         assert r.complete and r.problems == [] and r.last_seq == len(evs)
 
 
-def test_round_trip_builder_and_processes(tmp_path):
+def proc_blocks(data: bytes):
+    """[(offset, end)] of the PROC blocks of a whole v2 trace."""
+    start, chunks, index_offset = layout(data)
+    ends = {start} | {c[1] for c in chunks}
+    out = []
+    for off in sorted(ends):
+        head = fmt.parse_index_head(data[off:off + fmt.INDEX_HEAD.size], fmt.PROCS_TAG)
+        while head is not None:
+            end = off + fmt.INDEX_HEAD.size + head[0]
+            out.append((off, end))
+            off = end
+            head = fmt.parse_index_head(data[off:off + fmt.INDEX_HEAD.size], fmt.PROCS_TAG)
+    return out
+
+
+# proc_block=2: the process table of exited processes goes to the file as the
+# recording goes (format v2); 4096: a small build keeps it all in the index.
+@pytest.mark.parametrize("proc_block", [4096, 2])
+def test_round_trip_builder_and_processes(tmp_path, proc_block):
     t = sample_builder()
-    save(t, tmp_path / "t.nixrec", 7)
+    data = save(t, tmp_path / "t.nixrec", 7, proc_block)
+    assert (len(proc_blocks(data)) > 2) == (proc_block == 2)
     r, got = read_all(tmp_path / "t.nixrec")
     assert got == t.events
     assert r.processes == {p.proc: p for p in t.processes}
@@ -188,9 +212,10 @@ def test_random_access_without_index_walks_headers_only(tmp_path, monkeypatch):
 
 # -- damage ------------------------------------------------------------------------
 
-def test_truncation_at_every_byte(tmp_path):
+@pytest.mark.parametrize("proc_block", [4096, 2])
+def test_truncation_at_every_byte(tmp_path, proc_block):
     t = sample_builder(files=3)
-    data = save(t, tmp_path / "t.nixrec", 6)
+    data = save(t, tmp_path / "t.nixrec", 6, proc_block)
     start, chunks, index_offset = layout(data)
     assert len(chunks) >= 4
     cut_path = tmp_path / "cut.nixrec"
@@ -212,14 +237,18 @@ def test_truncation_at_every_byte(tmp_path):
         else:
             assert r.problems == [f"recording interrupted after event {k}"], cut
             assert r.summary is None and r.last_seq == k
+        if r.complete or k == len(t.events):
+            assert r.processes == {p.proc: p for p in t.processes}, cut
         r.processes                          # rebuilt by folding: must not raise
         r.close()
 
 
-def test_bit_flip_anywhere_never_raises(tmp_path):
+@pytest.mark.parametrize("proc_block", [4096, 2])
+def test_bit_flip_anywhere_never_raises(tmp_path, proc_block):
     t = sample_builder(files=2)
-    data = save(t, tmp_path / "t.nixrec", 6)
+    data = save(t, tmp_path / "t.nixrec", 6, proc_block)
     start, chunks, index_offset = layout(data)
+    blocks = proc_blocks(data)
     path = tmp_path / "flip.nixrec"
     for pos in range(len(data)):
         bad = bytearray(data)
@@ -241,7 +270,12 @@ def test_bit_flip_anywhere_never_raises(tmp_path):
                        for p in problems), (pos, problems)
             assert got == t.events[:first - 1] + t.events[first - 1 + count:]
         else:
-            assert got == t.events, pos       # index or footer damage: walked
+            assert got == t.events, pos       # index, footer or PROC block damage
+            # A bad PROC block: said, and the table folded from the events.
+            if any(o <= pos < e for o, e in blocks):
+                assert any(p.startswith("process table block at offset") for p in problems) \
+                    or not r.complete, (pos, problems)
+            assert r.processes == {p.proc: p for p in t.processes}, pos
         r.processes
 
 
@@ -284,7 +318,7 @@ def test_bad_chunk_header_without_index_resyncs(tmp_path):
     (fmt.MAGIC[:5], "truncated header"),
     (fmt.MAGIC + b"\x01\x00", "truncated header"),
     (fmt.PREFIX.pack(fmt.MAGIC, 7, 0, 0), "trace format v7 is newer than this nixrec "
-                                          "(reads up to v1)"),
+                                          "(reads up to v2)"),
     (fmt.PREFIX.pack(fmt.MAGIC, 1, 10, 0) + b"x" * 10, "header is corrupt"),
 ])
 def test_unreadable_files_are_one_line_bad_input(tmp_path, content, message):
@@ -435,11 +469,14 @@ def _jsonable(v):
     return make_golden.jsonable(v)
 
 
-def test_golden_v1_reads_exactly():
-    with open(os.path.join(GOLDEN, "v1.expected.json")) as f:
+@pytest.mark.parametrize("version", [1, 2])
+def test_golden_reads_exactly(version):
+    """v1 as the first writer made it; v2 with its process table in PROC blocks
+    of 4 entries (several of them). The same build, read to the same content."""
+    with open(os.path.join(GOLDEN, f"v{version}.expected.json")) as f:
         want = json.load(f)
-    r = open_trace(os.path.join(GOLDEN, "v1.nixrec"))
-    assert want["format_version"] == 1
+    r = open_trace(os.path.join(GOLDEN, f"v{version}.nixrec"))
+    assert want["format_version"] == version
     assert r.complete and r.problems == []
     assert _jsonable(r.header) == want["header"]
     assert _jsonable(r.summary) == want["summary"]

@@ -183,10 +183,10 @@ class TraceBuilder:
         return list(tracker.procs.values())
 
     def save(self, path, header=None, summary=None, chunk_events=8192,
-             processes=None):
+             processes=None, proc_block=4096):
         """Write the events to a real trace file through TraceWriter; returns `path`."""
         with TraceWriter(path, header if header is not None else dict(DEFAULT_HEADER),
-                         chunk_events=chunk_events) as w:
+                         chunk_events=chunk_events, proc_block=proc_block) as w:
             for ev in self.events:
                 w.append(_copy(ev))
             w.close(summary if summary is not None else {"events": len(self.events)},

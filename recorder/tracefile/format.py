@@ -2,7 +2,9 @@
 
     prefix   MAGIC, version, header length, header crc32        (PREFIX, 20 bytes)
     header   msgpack dict given by the recorder (opaque here)
-    chunk*   CHUNK_HEAD (32 bytes) + lz4 block of one msgpack chunk payload
+    chunk*   CHUNK_HEAD (32 bytes) + lz4 block of one msgpack chunk payload,
+             and (v2) between chunks, process-table blocks: PROCS_HEAD (16 bytes)
+             + lz4 block of msgpack [process dicts, {proc: exec history}]
     index    INDEX_HEAD (16 bytes) + lz4 block of one msgpack dict
     footer   FOOTER (24 bytes): where the index starts, the last seq
 
@@ -22,7 +24,11 @@ from nixrec.recorder.tracefile.model import Event
 
 # THE format version. Bump it on any change a v1 reader would misread, and add
 # a fixtures/golden/vN.nixrec for the old one (style.md, "Trace file").
-FORMAT_VERSION = 1
+# v2 (issue 6): the process table of processes that have exited is written
+# in PROC blocks between chunks as the recording goes (the index lists them),
+# so the recorder's memory follows the live processes, not all of them. A v1
+# reader would take the index's short table for the whole one: hence v2.
+FORMAT_VERSION = 2
 OLDEST_VERSION = 1
 
 # PNG-style magic: the high byte and the \n catch 7-bit and newline-mangling
@@ -38,6 +44,7 @@ CHUNK_HEAD_SIZE = CHUNK_FIELDS.size + 4
 
 INDEX_TAG = b"INDX"
 INDEX_HEAD = struct.Struct("<4sIII")      # tag, compressed len, raw len, crc of block
+PROCS_TAG = b"PROC"                       # same head layout as the index
 
 FOOTER_TAG = b"NXRE"
 FOOTER_FIELDS = struct.Struct("<QQ")      # index offset, last seq
@@ -251,12 +258,20 @@ def pack_index(index: dict) -> bytes:
     return INDEX_HEAD.pack(INDEX_TAG, len(block), len(raw), crc(block)) + block
 
 
-def parse_index_head(head: bytes):
-    """(comp_len, raw_len, crc) of an index head, or None."""
+def parse_index_head(head: bytes, tag=INDEX_TAG):
+    """(comp_len, raw_len, crc) of an index head (or of a PROC block's with
+    tag=PROCS_TAG), or None."""
     if len(head) < INDEX_HEAD.size:
         return None
-    tag, comp_len, raw_len, want = INDEX_HEAD.unpack_from(head)
-    return (comp_len, raw_len, want) if tag == INDEX_TAG else None
+    got, comp_len, raw_len, want = INDEX_HEAD.unpack_from(head)
+    return (comp_len, raw_len, want) if got == tag else None
+
+
+def pack_procs(processes: list, execs: dict) -> bytes:
+    """A PROC block: finished processes' table entries and exec histories (v2)."""
+    raw = new_packer().pack([processes, execs])
+    block = lz4.block.compress(raw, store_size=False)
+    return INDEX_HEAD.pack(PROCS_TAG, len(block), len(raw), crc(block)) + block
 
 
 def pack_footer(index_offset: int, last_seq: int) -> bytes:

@@ -72,6 +72,16 @@ class TraceReader:
 
     def __init__(self, path: str, fd: int):
         self.path, self._fd = path, fd
+        try:
+            self._open(fd)
+        except BaseException:
+            # open_trace closes fd; __del__ must not close it again later,
+            # when its number may belong to another file.
+            self._fd = None
+            raise
+
+    def _open(self, fd: int) -> None:
+        path = self.path
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise BadInput(f"{path} is a directory, not a trace")
@@ -167,13 +177,48 @@ class TraceReader:
             processes = list(index["processes"])
             execs = {proc: [tuple(e) for e in hist] for proc, hist in index["execs"].items()}
             summary = index.get("summary") or {}
+            blocks = [int(b) for b in index.get("proc_blocks") or ()]
+            whole = bool(index.get("processes_whole"))
         except Exception:     # any malformed index is "no index": we walk instead
             return False
+        # v2: the entries of processes that exited during the recording.
+        spilled = []
+        for off in blocks:
+            got = self._read_procs(off)
+            if got is None:
+                self._head_problems.append(
+                    f"process table block at offset {off} is corrupt; the process "
+                    "table is folded from the events")
+                processes = execs = None
+                break
+            entries, hist = got
+            if not whole:
+                spilled.extend(entries)
+            for proc, h in hist.items():
+                execs[proc] = h + execs.get(proc, [])
+        if processes is not None and spilled:
+            processes = spilled + processes
         # Only a whole, well-formed index replaces what a walk may have found.
         self._chunks, self.last_seq, self.summary = chunks, last_seq, summary
         self._index_processes, self._execs = processes, execs
         self.complete = True
         return True
+
+    def _read_procs(self, off: int):
+        """([process dicts], {proc: exec history}) of the PROC block at `off`, or None."""
+        head = fmt.parse_index_head(self._pread(fmt.INDEX_HEAD.size, off), fmt.PROCS_TAG)
+        if head is None or not self._data_start <= off:
+            return None
+        comp_len, raw_len, want = head
+        start = off + fmt.INDEX_HEAD.size
+        if start + comp_len > self._size:
+            return None
+        try:
+            entries, hist = fmt.unpack(fmt.decode_block(self._pread(comp_len, start),
+                                                        raw_len, want))
+            return list(entries), {p: [tuple(e) for e in h] for p, h in hist.items()}
+        except Exception:
+            return None
 
     def _walk(self, interrupted: bool = True) -> None:
         """Find the chunks of a trace without a usable index, reading headers only."""
@@ -183,6 +228,10 @@ class TraceReader:
             h = fmt.parse_chunk_head(head)
             if h is None and head[:4] == fmt.INDEX_TAG and self._try_index(off):
                 return            # only the footer was lost: the index is whole
+            p = fmt.parse_index_head(head, fmt.PROCS_TAG) if h is None else None
+            if p is not None and off + fmt.INDEX_HEAD.size + p[0] <= self._size:
+                off += fmt.INDEX_HEAD.size + p[0]     # a PROC block: the events
+                continue                               # say the same, fold them
             if h is not None and h[2] == expected and \
                     off + fmt.CHUNK_HEAD_SIZE + h[0] <= self._size:
                 self._chunks.append(_Chunk(len(self._chunks) + 1, off, h[2], h[3]))

@@ -32,7 +32,8 @@ class TraceWriteError(NixrecError):
 
 class TraceWriter:
     """Writes one recording. Memory: the chunk being filled, the chunk list and
-    the process table (one entry per process, a few per exec), never past events.
+    the table entries of processes still running (those of exited processes go
+    to the file in PROC blocks of `proc_block` entries), never past events.
 
         with TraceWriter(path, header) as w:
             for ev in events:
@@ -41,7 +42,7 @@ class TraceWriter:
     """
 
     def __init__(self, path, header: dict, chunk_events: int = 8192,
-                 max_chunk_age: float = 1.0):
+                 max_chunk_age: float = 1.0, proc_block: int = 4096):
         self.path = os.fspath(path)
         self.chunk_events = max(1, int(chunk_events))
         # A SIGKILLed recorder loses the chunk in memory; 1 s bounds that loss
@@ -49,6 +50,9 @@ class TraceWriter:
         self.max_chunk_age = max_chunk_age
         self.bytes_written = 0
         self.chunks = []                   # [offset, first_seq, count] per chunk
+        self.proc_blocks = []              # offset of each PROC block
+        self.proc_block = max(1, int(proc_block))
+        self._exited = []                  # procs whose table entry is final
         self._next_seq = 1
         self._tracker = ProcessTracker()
         self._enc = fmt.ChunkEncoder()
@@ -79,6 +83,8 @@ class TraceWriter:
             event.seq = given
             raise
         self._tracker.see(event)
+        if event.kind == "exit":
+            self._exited.append(event.proc)
         self._next_seq += 1
         if len(self._enc) >= self.chunk_events or self._chunk_is_old():
             self.flush()
@@ -107,6 +113,20 @@ class TraceWriter:
         offset = self.bytes_written
         self._write(data)
         self.chunks.append([offset, first, n])
+        if len(self._exited) >= self.proc_block:
+            self._write_procs()
+
+    def _write_procs(self) -> None:
+        """Move the table entries of exited processes from memory to a PROC
+        block. After its exit event nothing changes a process's entry (tree
+        paths are never reused), and its chunk is already written."""
+        procs, execs = self._tracker.procs, self._tracker.execs
+        done, self._exited = self._exited, []
+        entries = [_process_dict(procs.pop(p)) for p in done if p in procs]
+        hist = {p: [list(e) for e in execs.pop(p)] for p in done if p in execs}
+        offset = self.bytes_written
+        self._write(fmt.pack_procs(entries, hist))
+        self.proc_blocks.append(offset)
 
     # -- closing ---------------------------------------------------------------
 
@@ -155,6 +175,10 @@ class TraceWriter:
         return False
 
     def _index(self, summary, processes) -> dict:
+        # The recorder's own table (`processes`), when given, is the whole
+        # table: the readers then take only the exec histories from the PROC
+        # blocks written meanwhile ("processes_whole").
+        whole = processes is not None
         if processes is None:
             processes = list(self._tracker.procs.values())
         return {
@@ -164,6 +188,8 @@ class TraceWriter:
             "processes": [_process_dict(p) for p in processes],
             "execs": {proc: [list(e) for e in hist]
                       for proc, hist in self._tracker.execs.items()},
+            "proc_blocks": self.proc_blocks,
+            "processes_whole": whole,
         }
 
     # -- the OS ----------------------------------------------------------------
