@@ -114,18 +114,8 @@ def test_deterministic_output_is_byte_identical(tmp_path):
 
 def _strace_counts(drv, tmp_path):
     """(call, path, errno) -> count for the builder's process tree under strace."""
-    if shutil.which("strace") is None:
-        missing("strace is not installed (apt-get install strace)")
-    log = tmp_path / "strace.out"
-    argv = ["strace", "-f", "-qq", "--pidns-translation", "-s", "4096", "-e",
-            "trace=execve,open,openat,openat2,creat,connect,clone,clone3,fork,vfork,chdir",
-            "-o", str(log)] + NIX_BUILD + [drv, "--no-out-link", "--check"]
-    p = subprocess.run(argv, env=nix_env(), capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    builder = subprocess.run(["nix-store", "-q", "--binding", "builder", drv], env=nix_env(),
-                             capture_output=True, text=True).stdout.strip()
-    lines = _join_unfinished(log.read_text(errors="replace").splitlines())
-    parent, first, chdirs, root, start = _strace_tree(lines, builder)
+    lines, (parent, first, chdirs, root, start) = _strace_nix_build(
+        drv, tmp_path, "execve,open,openat,openat2,creat,connect,clone,clone3,fork,vfork,chdir")
 
     def cwd_at(pid, idx):
         # strace prints paths as given: resolve them as nixrec does, against
@@ -153,6 +143,23 @@ def _strace_counts(drv, tmp_path):
             what = f"{m.group(6)}:{m.group(5)}"
         counts[(call, what, m.group(8))] += 1
     return counts
+
+
+def _strace_nix_build(drv, tmp_path, calls, options=()):
+    """strace -f of `nix-build --check drv` (with these Nix options): -> its
+    lines, "<unfinished>" ones joined, and _strace_tree of them."""
+    if shutil.which("strace") is None:
+        missing("strace is not installed (apt-get install strace)")
+    log = tmp_path / "strace.out"
+    argv = ["strace", "-f", "-qq", "--pidns-translation", "-s", "4096", "-e",
+            "trace=" + calls, "-o", str(log)] + NIX_BUILD + list(options) + [
+                drv, "--no-out-link", "--check"]
+    p = subprocess.run(argv, env=nix_env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    builder = subprocess.run(["nix-store", "-q", "--binding", "builder", drv], env=nix_env(),
+                             capture_output=True, text=True).stdout.strip()
+    lines = _join_unfinished(log.read_text(errors="replace").splitlines())
+    return lines, _strace_tree(lines, builder)
 
 
 def _join_unfinished(lines):
@@ -377,17 +384,9 @@ LOOKUP_CALLS = ("stat", "lstat", "newfstatat", "statx", "access", "faccessat", "
 def _strace_lookups(drv, tmp_path, trees):
     """(call, path, errno or None) of every lookup with an absolute path that
     the builder's process tree made under real Nix, as strace saw it."""
-    log = tmp_path / "strace.txt"
-    argv = ["strace", "-f", "-qq", "--pidns-translation", "-s", "4096", "-e",
-            "trace=execve,clone,clone3,fork,vfork,chdir," + ",".join(LOOKUP_CALLS),
-            "-o", str(log)] + NIX_BUILD + ["--option", "extra-sandbox-paths", trees,
-                                           drv, "--no-out-link", "--check"]
-    p = subprocess.run(argv, env=nix_env(), capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    builder = subprocess.run(["nix-store", "-q", "--binding", "builder", drv], env=nix_env(),
-                             capture_output=True, text=True).stdout.strip()
-    lines = _join_unfinished(log.read_text(errors="replace").splitlines())
-    parent, _, _, root, start = _strace_tree(lines, builder)
+    lines, (parent, _, _, root, start) = _strace_nix_build(
+        drv, tmp_path, "execve,clone,clone3,fork,vfork,chdir," + ",".join(LOOKUP_CALLS),
+        ("--option", "extra-sandbox-paths", trees))
     tree = {root} | {pid for pid in parent if _descends(pid, root, parent)}
     pat = re.compile(r'(\d+) +(\w+)\((?:AT_FDCWD, )?"(/[^"]*)".*\) += (-?\d+)(?: (E[A-Z]+))?')
     out = collections.Counter()

@@ -158,19 +158,29 @@ class TraceReader:
         self._walk(interrupted=False)       # the footer says the recording ended
         return True
 
-    def _try_index(self, offset: int) -> bool:
-        """Load the index at `offset` if it is whole and intact."""
+    def _block(self, offset: int, tag: bytes):
+        """The unpacked msgpack of the index or PROC block (`tag`) at `offset`,
+        or None unless it is whole and intact."""
         if not self._data_start <= offset < self._size:
-            return False
-        head = fmt.parse_index_head(self._pread(fmt.INDEX_HEAD.size, offset))
+            return None
+        head = fmt.parse_index_head(self._pread(fmt.INDEX_HEAD.size, offset), tag)
         if head is None:
-            return False
+            return None
         comp_len, raw_len, want = head
         start = offset + fmt.INDEX_HEAD.size
         if start + comp_len > self._size:
+            return None
+        try:
+            return fmt.unpack(fmt.decode_block(self._pread(comp_len, start), raw_len, want))
+        except Exception:
+            return None
+
+    def _try_index(self, offset: int) -> bool:
+        """Load the index at `offset` if it is whole and intact."""
+        index = self._block(offset, fmt.INDEX_TAG)
+        if index is None:
             return False
         try:
-            index = fmt.unpack(fmt.decode_block(self._pread(comp_len, start), raw_len, want))
             chunks = [_Chunk(i + 1, off, first, n)
                       for i, (off, first, n) in enumerate(index["chunks"])]
             last_seq = int(index["last_seq"])
@@ -206,16 +216,9 @@ class TraceReader:
 
     def _read_procs(self, off: int):
         """([process dicts], {proc: exec history}) of the PROC block at `off`, or None."""
-        head = fmt.parse_index_head(self._pread(fmt.INDEX_HEAD.size, off), fmt.PROCS_TAG)
-        if head is None or not self._data_start <= off:
-            return None
-        comp_len, raw_len, want = head
-        start = off + fmt.INDEX_HEAD.size
-        if start + comp_len > self._size:
-            return None
+        block = self._block(off, fmt.PROCS_TAG)
         try:
-            entries, hist = fmt.unpack(fmt.decode_block(self._pread(comp_len, start),
-                                                        raw_len, want))
+            entries, hist = block
             return list(entries), {p: [tuple(e) for e in h] for p, h in hist.items()}
         except Exception:
             return None
