@@ -226,8 +226,12 @@ class RecordedIndex:
             if kid is None:
                 kid = self._table[key] = len(self._by_id)
                 self._by_id.append(key)
-            self._seqs.setdefault(ev.proc, array.array("q")).append(ev.seq)
-            self._keys.setdefault(ev.proc, array.array("l")).append(kid)
+            seqs = self._seqs.get(ev.proc)
+            if seqs is None:       # (setdefault would build an array per event)
+                seqs = self._seqs[ev.proc] = array.array("q")
+                self._keys[ev.proc] = array.array("l")
+            seqs.append(ev.seq)
+            self._keys[ev.proc].append(kid)
             if ev.kind in STRUCTURAL:
                 self._add_structural(ev, loc)
         return loc
