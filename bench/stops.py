@@ -24,6 +24,7 @@ What-ifs, for the expected gain of an optimisation before writing it (with
   --spin US                        poll this long for the next stop (0: block at once)
   --no-predict                     no lookup answered at entry (predict.py off)
   --floor                          the same stops with the least Python per stop
+  --floor-c                        the same stops handled in C (bench/floor.c, gcc)
 (readlink is off by default now: `-- record ... --readlink` puts it back.)
 Not a test: it prints, it asserts nothing.
 """
@@ -251,6 +252,45 @@ def floor():
     T.Tracer._on_syscall_exit = on_exit
 
 
+def floor_c():
+    """--floor in C (bench/floor.c, compiled here with gcc): the same stops
+    with no Python at all in the loop. The tracer's run() is replaced by the C
+    loop; nothing is recorded but the trace's header and summary."""
+    import ctypes
+    import subprocess
+    import tempfile
+    from nixrec.recorder import session, syscalls, tracer as T
+    so = os.path.join(tempfile.mkdtemp(prefix="nixrec-floor-"), "floor.so")
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", so,
+                    os.path.join(ROOT, "bench", "floor.c")], check=True)
+    lib = ctypes.CDLL(so)
+    lib.floor_loop.restype = ctypes.c_int
+    lib.floor_loop.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_long,
+                               ctypes.POINTER(ctypes.c_long)]
+    table = bytearray(512)
+    for nr, sc in syscalls.BY_NR.items():
+        if sc.needs_exit and sc.cls != syscalls.EXEC and sc.name not in syscalls.LOOKUPS:
+            table[nr] = 1
+    real_start = session.Build.start
+
+    def start(self):
+        real_start(self)
+        self.tracer._helper = self.spawned.helper_pid
+
+    def run(self, should_stop=None):
+        stops = ctypes.c_long()
+        status = lib.floor_loop(self.builder_pid, self._helper, bytes(table),
+                                int(T.SPIN_SECONDS * 1e9), ctypes.byref(stops))
+        self.stops = stops.value
+        if status >= 0:
+            self.builder_status = (("exit", os.WEXITSTATUS(status)) if os.WIFEXITED(status)
+                                   else ("signal", T.signame(os.WTERMSIG(status))))
+        self.tracees = {}
+        return "done"
+    session.Build.start = start
+    T.Tracer.run = run
+
+
 def run_record(args):
     from nixrec.recorder.cli import main
     try:
@@ -322,6 +362,9 @@ def main(argv=None):
     ap.add_argument("--floor", action="store_true",
                     help="what-if: handle each stop with the least Python can do (no "
                          "decoding, no events but process ones): the kernel's share")
+    ap.add_argument("--floor-c", action="store_true",
+                    help="what-if: the same stops handled by a loop in C (bench/floor.c): "
+                         "the floor of any recorder that stops this often")
     ap.add_argument("record_args", nargs="*")
     a = ap.parse_args(argv)
     args = a.record_args or DEFAULT
@@ -339,6 +382,9 @@ def main(argv=None):
     if a.floor:
         floor()
         what_if.append("floor: no decoding, lookups resumed at entry")
+    if a.floor_c:
+        floor_c()
+        what_if.append("floor in C: no Python per stop")
     if a.no_predict:
         no_predict()
         what_if.append("no lookup answered at entry")
