@@ -6,12 +6,18 @@
  * nixrec would take the call's exit stop (take_exit[nr]), else PTRACE_CONT.
  * Every other stop: resumed (a signal-delivery stop with its signal). Polls
  * for `spin_ns` before blocking, as the tracer does. Returns the builder's
- * wait status; *stops gets the number of stops handled. */
+ * wait status; *stops gets the number of stops handled.
+ *
+ * path_arg[nr] >= 0 (instead of -1): also read that argument's string with
+ * process_vm_readv at the entry stop, and the result at an exit stop, as a
+ * recorder must; the bytes are dropped. That is the floor of a recorder whose
+ * hot path is in C and leaves only the events to Python. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
 #include <stddef.h>
 #include <sys/ptrace.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -30,8 +36,16 @@ static pid_t wait_any(int *status, long spin_ns) {
     }
 }
 
+static char path_buf[4096];
+
+static void read_path(pid_t pid, unsigned long addr) {
+    /* First 256 bytes, as the tracer reads them (the rest rarely matters). */
+    struct iovec local = {path_buf, 256}, remote = {(void *)addr, 256};
+    process_vm_readv(pid, &local, 1, &remote, 1, 0);
+}
+
 int floor_loop(pid_t builder, pid_t helper, const unsigned char *take_exit,
-               long spin_ns, long *stops) {
+               const signed char *path_arg, long spin_ns, long *stops) {
     int builder_status = -1, status;
     long live = 1;                       /* tracees not yet exited */
     *stops = 0;
@@ -61,12 +75,22 @@ int floor_loop(pid_t builder, pid_t helper, const unsigned char *take_exit,
             ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof info, &info);
             unsigned long nr = info.seccomp.nr;
             int req = (nr < 512 && take_exit[nr]) ? PTRACE_SYSCALL : PTRACE_CONT;
-            ptrace(req, pid, 0, 0);
+            if (req == PTRACE_SYSCALL)
+                ptrace(req, pid, 0, 0);          /* read while the call runs */
+            if (nr < 512 && path_arg[nr] >= 0)
+                read_path(pid, info.seccomp.args[(int)path_arg[nr]]);
+            if (req == PTRACE_CONT)
+                ptrace(req, pid, 0, 0);
+        } else if (sig == (SIGTRAP | 0x80)) {
+            struct __ptrace_syscall_info info;
+            if (path_arg[0] != -2)               /* -2: the bare floor */
+                ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof info, &info);
+            ptrace(PTRACE_CONT, pid, 0, 0);
         } else if (event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK
                    || event == PTRACE_EVENT_CLONE) {
             live++;
             ptrace(PTRACE_CONT, pid, 0, 0);
-        } else if (event || sig == (SIGTRAP | 0x80)) {
+        } else if (event) {
             ptrace(PTRACE_CONT, pid, 0, 0);
         } else {
             int inject = (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN

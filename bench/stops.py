@@ -25,6 +25,7 @@ What-ifs, for the expected gain of an optimisation before writing it (with
   --no-predict                     no lookup answered at entry (predict.py off)
   --floor                          the same stops with the least Python per stop
   --floor-c                        the same stops handled in C (bench/floor.c, gcc)
+  --floor-c-read                   ... also reading each path and exit result in C
 (readlink is off by default now: `-- record ... --readlink` puts it back.)
 Not a test: it prints, it asserts nothing.
 """
@@ -252,10 +253,12 @@ def floor():
     T.Tracer._on_syscall_exit = on_exit
 
 
-def floor_c():
+def floor_c(read=False):
     """--floor in C (bench/floor.c, compiled here with gcc): the same stops
     with no Python at all in the loop. The tracer's run() is replaced by the C
-    loop; nothing is recorded but the trace's header and summary."""
+    loop; nothing is recorded but the trace's header and summary. read=True
+    (--floor-c-read): the loop also reads each path and each exit's result,
+    as a recorder with its hot path in C would."""
     import ctypes
     import subprocess
     import tempfile
@@ -265,12 +268,17 @@ def floor_c():
                     os.path.join(ROOT, "bench", "floor.c")], check=True)
     lib = ctypes.CDLL(so)
     lib.floor_loop.restype = ctypes.c_int
-    lib.floor_loop.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_long,
-                               ctypes.POINTER(ctypes.c_long)]
+    lib.floor_loop.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p,
+                               ctypes.c_long, ctypes.POINTER(ctypes.c_long)]
     table = bytearray(512)
+    paths = bytearray(b"\xff" * 512)             # -1: no path to read
     for nr, sc in syscalls.BY_NR.items():
         if sc.needs_exit and sc.cls != syscalls.EXEC and sc.name not in syscalls.LOOKUPS:
             table[nr] = 1
+        if read and sc.i_path is not None:
+            paths[nr] = sc.i_path
+    if not read:
+        paths[0] = 0xFE                           # -2: exits are not even looked at
     real_start = session.Build.start
 
     def start(self):
@@ -279,7 +287,7 @@ def floor_c():
 
     def run(self, should_stop=None):
         stops = ctypes.c_long()
-        status = lib.floor_loop(self.builder_pid, self._helper, bytes(table),
+        status = lib.floor_loop(self.builder_pid, self._helper, bytes(table), bytes(paths),
                                 int(T.SPIN_SECONDS * 1e9), ctypes.byref(stops))
         self.stops = stops.value
         if status >= 0:
@@ -365,6 +373,8 @@ def main(argv=None):
     ap.add_argument("--floor-c", action="store_true",
                     help="what-if: the same stops handled by a loop in C (bench/floor.c): "
                          "the floor of any recorder that stops this often")
+    ap.add_argument("--floor-c-read", action="store_true",
+                    help="what-if: --floor-c that also reads each path and exit result")
     ap.add_argument("record_args", nargs="*")
     a = ap.parse_args(argv)
     args = a.record_args or DEFAULT
@@ -382,9 +392,10 @@ def main(argv=None):
     if a.floor:
         floor()
         what_if.append("floor: no decoding, lookups resumed at entry")
-    if a.floor_c:
-        floor_c()
-        what_if.append("floor in C: no Python per stop")
+    if a.floor_c or a.floor_c_read:
+        floor_c(read=a.floor_c_read)
+        what_if.append("floor in C" + (", paths and results read" if a.floor_c_read else "")
+                       + ": no Python per stop")
     if a.no_predict:
         no_predict()
         what_if.append("no lookup answered at entry")
