@@ -4,7 +4,8 @@ Also the one owner of "where is this path in the sandbox" (classify_path) and
 "what kind of access is this event" (access_of), which rootcause.py reuses.
 """
 
-from nixrec.recorder.syscalls import OPEN_CALLS, STAT_CALLS, WRITE_CALLS, XATTR_SET
+from nixrec.recorder.syscalls import (O_CREAT, O_RDWR, O_TRUNC, O_WRONLY, OPEN_CALLS,
+                                      STAT_CALLS, WRITE_CALLS, XATTR_SET)
 
 STORE_DIR = "/nix/store"
 
@@ -16,8 +17,7 @@ SANDBOX_FILES = frozenset({
 })
 SANDBOX_PREFIXES = ("/proc/", "/dev/", "/tmp/")
 
-# Open flags that make an open a write (asm-generic/fcntl.h).
-O_WRONLY, O_RDWR, O_CREAT, O_TRUNC = 0o1, 0o2, 0o100, 0o1000
+# Open flags that make an open a write (syscalls.py owns their values).
 _OPEN_WRITE = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
 
 # Access kind per syscall name: the table's classes (recorder/syscalls.py owns

@@ -9,6 +9,8 @@ import ctypes.util
 import os
 import struct
 
+from nixrec.recorder import syscalls
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 # --- namespaces and mounts (unshare(2), mount(2), pivot_root(2)) -------------
@@ -293,9 +295,6 @@ def read_cstr(pid: int, addr: int, limit: int = 4096) -> bytes:
 # Added for issue 6 (recorder/predict.py): the tracer resolves a path from the
 # build's root to know a lookup's answer before the call runs.
 SYS_openat2 = 437
-O_PATH = 0o10000000
-O_NOFOLLOW = 0o400000
-O_CLOEXEC = 0o2000000
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 
@@ -329,7 +328,6 @@ def restore_fs_ids(ids) -> None:
 
 
 SYS_faccessat2 = 439
-AT_EMPTY_PATH = 0x1000
 AT_EACCESS = 0x200
 
 
@@ -337,7 +335,7 @@ def access_fd(fd: int, mode: int) -> int:
     """access(2) of what fd is (an O_PATH fd will do), checked with this
     thread's file access ids (AT_EACCESS): -> 0 or -errno."""
     r = _syscall(ctypes.c_long(SYS_faccessat2), ctypes.c_long(fd), ctypes.c_char_p(b""),
-                 ctypes.c_long(mode), ctypes.c_long(AT_EMPTY_PATH | AT_EACCESS))
+                 ctypes.c_long(mode), ctypes.c_long(syscalls.AT_EMPTY_PATH | AT_EACCESS))
     return 0 if r == 0 else -ctypes.get_errno()
 
 

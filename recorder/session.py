@@ -155,13 +155,13 @@ def default_output(drv_path: str) -> str:
     return os.path.abspath(name[:-4] + ".nixrec" if name.endswith(".drv") else name + ".nixrec")
 
 
-def header_for(drv_path, plan, hashes, calls=None) -> dict:
+def header_for(drv_path, plan, hashes, calls) -> dict:
     with open(drv_path, "rb") as f:
         text = f.read().decode("utf-8", "surrogateescape")
     plan_d = plan.to_dict()
     return {"nixrec_version": __version__, "drv_path": drv_path, "drv_text": text,
             "plan": plan_d, "closure": hashes,
-            "calls": calls if calls is not None else syscalls.recorded(),
+            "calls": calls,
             "host": {"kernel": platform.release(), "arch": platform.machine(),
                      "system": platform.system()},
             "start_time": time.time()}

@@ -182,7 +182,9 @@ LOOKUPS = {"open": ("oflags", 1), "openat": ("oflags", 2), "stat": (None, None),
 LOOKUP_ZERO = frozenset(("stat", "lstat", "newfstatat", "statx"))
 # And the ones that ask about permissions: name -> index of the mode argument.
 LOOKUP_ACCESS = {"access": 1, "faccessat": 2, "faccessat2": 2}
-O_CREAT, O_TMPFILE, O_NOFOLLOW = 0o100, 0o20000000, 0o400000
+# x86_64 open flags (asm-generic/fcntl.h), as the build passes them.
+O_WRONLY, O_RDWR, O_CREAT, O_TRUNC = 0o1, 0o2, 0o100, 0o1000
+O_TMPFILE, O_NOFOLLOW = 0o20000000, 0o400000
 AT_SYMLINK_NOFOLLOW = 0x100
 
 # Calls that change what a process is, by class, for analysis.

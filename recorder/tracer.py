@@ -89,7 +89,7 @@ class Tracer:
         self.before = before                # replay: callable(Event) -> freeze?
         self.frozen = None                  # (Tracee, Event) while frozen
         self.held = {}                      # pid -> wait status kept during a freeze
-        self._absent = set()                # paths an ENOENT check found empty
+        self._absent = set()                # fixed-tree paths an ENOENT check found empty
         self.predictor = predictor          # predict.Predictor: lookups answered at entry
         self._raw = None                    # the raw bytes of the last path read
 
@@ -326,7 +326,7 @@ class Tracer:
         if ev is None:
             self._resume(t.pid)
             return
-        if lookup and not refusal:
+        if lookup:
             t.question = self.predictor.question(sc, args, self._raw)
         t.pending = (sc, ev)
         if self.before is not None and self.before(ev):
@@ -573,15 +573,17 @@ class Tracer:
                 # The common case, a plain missing file, costs one lstat. Only
                 # when something is there (a link) is the path walked again.
                 # Builds probe the same missing paths over and over (include
-                # and library search paths): remember the ones found empty.
+                # and library search paths): remember the ones found empty,
+                # where nothing can appear later (predict.py's fixed trees).
                 if ev.path in self._absent:
                     return
                 try:
                     os.lstat(root + ev.path)
                 except FileNotFoundError:
-                    if len(self._absent) > 200_000:
-                        self._absent.clear()
-                    self._absent.add(ev.path)
+                    if self.predictor is not None and self.predictor.fixed(ev.path):
+                        if len(self._absent) > 200_000:
+                            self._absent.clear()
+                        self._absent.add(ev.path)
                     return
             host, link = decode.resolve_in_root(root, ev.path)
             if link is not None and host is None:

@@ -77,26 +77,26 @@ def test_drv_parser_random_bytes(data):
     _parse_drv(data)
 
 
+def _load_file(tmp_path, name, load, data):
+    """A file loader given any bytes: a value or NixrecError, nothing else."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    try:
+        load(str(path))
+    except NixrecError:
+        pass
+
+
 @FAST
 @given(mutated(JSON_SEED))
 def test_drv_load_json_mutations(tmp_path, data):
-    path = tmp_path / "x.json"
-    path.write_bytes(data)
-    try:
-        drvmod.load_all(str(path))
-    except NixrecError:
-        pass
+    _load_file(tmp_path, "x.json", drvmod.load_all, data)
 
 
 @FAST
 @given(mutated(DRV_SEED))
 def test_drv_load_file_mutations(tmp_path, data):
-    path = tmp_path / "x.drv"
-    path.write_bytes(data)
-    try:
-        drvmod.load(str(path))
-    except NixrecError:
-        pass
+    _load_file(tmp_path, "x.drv", drvmod.load, data)
 
 
 @pytest.fixture(scope="module")
