@@ -82,6 +82,17 @@ def plan_of(header) -> SandboxPlan:
     return plan
 
 
+def calls_of(header):
+    """The calls the recording stopped on (None: a trace from before the
+    header said, which stopped on the whole table)."""
+    calls = header.get("calls")
+    if calls is not None and not (isinstance(calls, list)
+                                  and all(isinstance(c, str) for c in calls)):
+        raise BadInput("the trace header's list of recorded calls is malformed: "
+                       "not a recording nixrec can replay")
+    return calls
+
+
 class ReplaySession:
     def __init__(self, trace_path, finder_for=None, log=None):
         self.trace_path = trace_path
@@ -106,6 +117,7 @@ class ReplaySession:
         self.reader = open_trace(self.trace_path)
         header = self.reader.header
         self.plan = plan_of(header)
+        self.calls = calls_of(header)
         check_inputs(header)
         finder = self.finder_for(self.reader, self.plan) if self.finder_for else None
         index = RecordedIndex()
@@ -132,7 +144,7 @@ class ReplaySession:
         self.workdir = tempfile.mkdtemp(prefix="nixrec-replay-")
         self.build = rsession.Build(self.plan, self.workdir, self._emit, log=self.log,
                                     before=self._before,
-                                    calls=self.reader.header.get("calls"))
+                                    calls=self.calls)
         self.build.start()
         return self._run()
 
