@@ -250,6 +250,7 @@ def report(rounds, froms, why_s, big_res, runs, big_events=BIG_EVENTS):
     rec_in = measure.median([r.tc.summary.get("duration") for r in rounds])
     events = measure.median([r.tc.events for r in rounds])
     stops = measure.median([r.tc.stops for r in rounds])
+    stops_c = measure.median([r.tc.summary.get("stops_c") or 0 for r in rounds])
     tbytes = measure.median([r.trace_bytes for r in rounds])
     st_calls = measure.median([sum(r.st.calls.values()) for r in rounds])
     st_bytes = measure.median([r.st.bytes for r in rounds])
@@ -287,7 +288,8 @@ def report(rounds, froms, why_s, big_res, runs, big_events=BIG_EVENTS):
     p(f"  nixrec: {fmt(rec_in, '.1f')} s of the wall time is the traced build "
       f"(summary 'duration'), the rest instantiation, closure hashing and setup; "
       f"{fmt(stops, ',.0f')} tracer stops = {fmt(stops / events if events else None)} per "
-      f"event, {fmt(stops / rec_in if rec_in else None, ',.0f')} per second")
+      f"event, {fmt(stops / rec_in if rec_in else None, ',.0f')} per second, "
+      f"{fmt(stops_c, ',.0f')} of them handled by the C loop (recorder/fastpath.c)")
     p(f"  nixrec's own process (tracer + writer, not the build): CPU user "
       f"{fmt(cpu_u, '.1f')} s + sys {fmt(cpu_s, '.1f')} s = "
       f"{fmt(1e6 * (cpu_u + cpu_s) / stops if cpu_u is not None and stops else None, '.0f')}"

@@ -23,9 +23,13 @@ What-ifs, for the expected gain of an optimisation before writing it (with
   --pin-tracer 1                   the tracer thread on one CPU, the build on all
   --spin US                        poll this long for the next stop (0: block at once)
   --no-predict                     no lookup answered at entry (predict.py off)
-  --floor                          the same stops with the least Python per stop
-  --floor-c                        the same stops handled in C (bench/floor.c, gcc)
+  --python                         the tracer's Python loop instead of its C loop
+                                   (recorder/fastpath.c; instrumented runs always are)
+  --floor                          the same entry stops with the least Python per stop
+  --floor-c                        the same entry stops handled in C (bench/floor.c, gcc)
   --floor-c-read                   ... also reading each path and exit result in C
+  (the floors resume every lookup at its entry: a successful open keeps no exit
+  stop there, where nixrec needs its fd, about 40k fewer stops on GNU hello)
 (readlink is off by default now: `-- record ... --readlink` puts it back.)
 Not a test: it prints, it asserts nothing.
 """
@@ -375,11 +379,18 @@ def main(argv=None):
                          "the floor of any recorder that stops this often")
     ap.add_argument("--floor-c-read", action="store_true",
                     help="what-if: --floor-c that also reads each path and exit result")
+    ap.add_argument("--python", action="store_true",
+                    help="what-if: the tracer's Python loop (NIXREC_FASTPATH=0), not the C loop")
     ap.add_argument("record_args", nargs="*")
     a = ap.parse_args(argv)
     args = a.record_args or DEFAULT
     os.environ.setdefault("NIX_REMOTE", "")
     what_if = []
+    if a.python or a.floor or a.no_exit or not (a.plain or a.cprofile):
+        # The Python loop: the seams these wrap and replace are its own (the
+        # C loop, recorder/fastpath.c, would handle those stops itself).
+        os.environ["NIXREC_FASTPATH"] = "0"
+        what_if.append("Python loop")
     if a.drop:
         drop_calls(a.drop.split(","))
         what_if.append("without " + a.drop)

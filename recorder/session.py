@@ -483,6 +483,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     summary = {"exit_status": status, "exit_signal": sig, "events": counts["events"],
                "processes": tracer.nprocesses, "refused": counts["refused"],
                "duration": round(build.duration, 3), "stops": tracer.stops,
+               "stops_c": tracer.stops_c,
                "answered_at_entry": tracer.predictor.answered if tracer.predictor else 0,
                "log_bytes": build.pump.bytes, "outputs": outputs, "error": error,
                "interrupted": build.interrupted, "killed": killed}

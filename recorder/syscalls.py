@@ -6,6 +6,8 @@ x86_64 only for now (numbers from the kernel's syscall_64.tbl). python-ptrace's
 own table lacks openat2, clone3 and faccessat2, which is why nixrec keeps its own.
 """
 
+import errno as _errno
+
 ARCH = "x86_64"
 AUDIT_ARCH_X86_64 = 0xC000003E
 
@@ -198,6 +200,9 @@ STAT_CALLS = frozenset(("stat", "lstat", "newfstatat", "statx", "access", "facce
 OPEN_CALLS = frozenset(("open", "openat", "openat2"))
 
 
+_ERRNO_NAMES = _errno.errorcode
+
+
 def errno_name(n: int) -> str:
-    import errno as _errno
-    return _errno.errorcode.get(n, f"E{n}")
+    name = _ERRNO_NAMES.get(n)
+    return name if name is not None else f"E{n}"

@@ -8,6 +8,11 @@ run to its exit stop when the result matters, and hands the finished event to
 
 Processes are named by tree path (style.md): the builder is "1", its children
 "1.1", "1.2", ... in the order the tracer sees their creation.
+
+When recorder/_fastpath.so is built, the waiting and most stops are done in C
+(fastpath.c, issue 6): run() then hands this class only the stops the C loop
+leaves to Python, and the C loop's records (_take_records), which become the
+same events this loop would have made.
 """
 
 import errno
@@ -16,7 +21,7 @@ import signal
 import sys
 import time
 
-from nixrec.recorder import decode, linux, syscalls
+from nixrec.recorder import decode, fastpath, linux, syscalls
 from nixrec.recorder.tracefile.model import Event, Process
 
 WALL = 0x40000000          # __WALL: wait for clone children (threads) too
@@ -71,7 +76,7 @@ class Tracer:
     """Traces one build from its builder's first exec to the last exit."""
 
     def __init__(self, emit, cwd="/build", output_rdev=None, builder_env=True, before=None,
-                 predictor=None):
+                 predictor=None, fast=True):
         self.emit = emit                    # callable(Event): the session's sink
         self.t0 = time.monotonic()
         self.tracees = {}                   # live pid -> Tracee
@@ -82,7 +87,8 @@ class Tracer:
         self.output_rdev = output_rdev      # st_rdev of the pty slave: the build log
         self.builder_pid = None
         self.builder_status = None          # ("exit", code) or ("signal", name)
-        self.stops = 0
+        self.py_stops = 0                   # stops handled here (the C loop counts its own)
+        self.c_stops = 0                    # stops the C loop handled (once it is closed)
         self.refused = 0
         self.builder_env = builder_env
         self.current = ""                   # argv0 of the last exec (status line)
@@ -92,6 +98,20 @@ class Tracer:
         self._absent = set()                # fixed-tree paths an ENOENT check found empty
         self.predictor = predictor          # predict.Predictor: lookups answered at entry
         self._raw = None                    # the raw bytes of the last path read
+        self._held_pids = []                # stopped at a HELD record, to resume
+        self._paths = {}                    # raw path (or (cwd, raw)) -> decoded path
+        # The C loop (fastpath.py) for the common stops, when it is built.
+        self.fast = fastpath.FastPath(syscalls.BY_NR, predictor is not None, output_rdev,
+                                      SPIN_SECONDS, NOTABLE_SIGNALS) \
+            if fast and fastpath.available() else None
+
+    @property
+    def stops(self) -> int:
+        return self.py_stops + self.stops_c
+
+    @property
+    def stops_c(self) -> int:
+        return self.fast.stops if self.fast is not None else self.c_stops
 
     # --- attaching ---------------------------------------------------------------
     def seize(self, pid: int) -> None:
@@ -102,6 +122,8 @@ class Tracer:
         info = Process("1", pid=nspid, parent=None)
         self.nprocesses = 1
         self.tracees[pid] = Tracee(pid, nspid, "1", self.start_cwd, info)
+        if self.fast is not None:
+            self.fast.add(pid)
 
     def kill_build(self) -> None:
         """SIGKILL the builder: PID 1 of its namespace, so every process goes."""
@@ -115,6 +137,8 @@ class Tracer:
     def run(self, should_stop=None) -> str:
         """Until every tracee has exited ("done") or a `before` hook froze the
         build ("frozen"). `should_stop()` -> True kills the build."""
+        if self.fast is not None:
+            return self._run_fast(should_stop)
         while self.tracees:
             got = _wait_any()
             if got is None:
@@ -129,9 +153,33 @@ class Tracer:
         self._close()
         return "done"
 
+    def _run_fast(self, should_stop):
+        """run() with the C loop: it handles what it can and returns with
+        its records (events, in stop order) and the stop that is Python's."""
+        fast = self.fast
+        while self.tracees:
+            code, pid, status = fast.run()
+            self._sync()
+            if code == fastpath.STOP:
+                if should_stop is not None and should_stop():
+                    self.kill_build()
+                try:
+                    self._handle(pid, status)
+                except _Frozen:
+                    return "frozen"
+            elif code in (fastpath.DONE, fastpath.NOCHILD):
+                break
+            # IDLE: the records became events (_sync); INTR: signal handlers ran.
+        self._close()
+        return "done"
+
     def _close(self):
         if self.predictor is not None:
             self.predictor.close()
+        if self.fast is not None:
+            self.c_stops = self.fast.stops
+            self.fast.close()
+            self.fast = None
 
     # --- freezing (replay) ----------------------------------------------------------------
     # A `before(event)` hook sees each recorded call at its entry, before the
@@ -155,7 +203,11 @@ class Tracer:
             pid, status = got
             other = self.tracees.get(pid)
             if other is None:
-                self.unborn[pid] = status     # a child born during the freeze
+                # A child born during the freeze: kept until its fork event.
+                if self.fast is not None:
+                    self.fast.handle(pid, status)
+                else:
+                    self.unborn[pid] = status
                 continue
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 self._on_exit(other, status)
@@ -216,6 +268,27 @@ class Tracer:
         return int((time.monotonic() - self.t0) * 1_000_000)
 
     def _dispatch(self, pid, status):
+        """A stop this loop waited for itself: the C loop's when it is the
+        exit of a call the C loop let run."""
+        if self.fast is not None:
+            code = self.fast.handle(pid, status)
+            self._sync()
+            if code != fastpath.STOP:
+                return
+        self._handle(pid, status)
+
+    def _sync(self):
+        """After the C loop ran: every record an event, held tracees resumed."""
+        self._take_records(self.fast.take())
+        if self._held_pids:
+            for pid in self._held_pids:
+                try:
+                    self._resume(pid)
+                except OSError:
+                    pass
+            self._held_pids.clear()
+
+    def _handle(self, pid, status):
         t = self.tracees.get(pid)
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             if t is not None:
@@ -228,7 +301,7 @@ class Tracer:
             # event names it; hold it until the parent's stop arrives.
             self.unborn[pid] = status
             return
-        self.stops += 1
+        self.py_stops += 1
         sig = os.WSTOPSIG(status)
         event = status >> 16
         try:
@@ -258,9 +331,17 @@ class Tracer:
     # --- process events ----------------------------------------------------------------
     def _on_fork(self, t, event):
         child_pid = linux.geteventmsg(t.pid)
+        nspid, tgid = _status_ids(child_pid)
+        self._forked(t, event, child_pid, nspid, tgid, self._now())
+        self._resume(t.pid)
+        if child_pid in self.unborn:
+            status = self.unborn.pop(child_pid)
+            self._dispatch(child_pid, status)
+
+    def _forked(self, t, event, child_pid, nspid, tgid, now):
+        """The tracer's view of a new child (from this loop or a C record)."""
         t.nchildren += 1
         proc = f"{t.proc}.{t.nchildren}"
-        nspid, tgid = _status_ids(child_pid)
         thread = event == linux.PTRACE_EVENT_CLONE and tgid is not None and tgid != child_pid
         # The parent's argv is shared, not copied: an exec replaces it, never
         # edits it (issue 6: memory follows live processes, not all of them).
@@ -270,14 +351,12 @@ class Tracer:
         child = Tracee(child_pid, nspid, proc, t.cwd, seq_info)
         self.tracees[child_pid] = child
         self.emit(Event("fork", t.proc, t.nspid, _FORK_SYSCALL[event], result=nspid,
-                        args={"child": proc, "thread": thread}, time=self._now()))
-        self._resume(t.pid)
-        if child_pid in self.unborn:
-            status = self.unborn.pop(child_pid)
-            self._dispatch(child_pid, status)
+                        args={"child": proc, "thread": thread}, time=now))
 
-    def _on_exit(self, t, status):
+    def _on_exit(self, t, status, now=None, seen_by_c=False):
         del self.tracees[t.pid]
+        if self.fast is not None and not seen_by_c:
+            self.fast.exited(t.pid)
         if os.WIFEXITED(status):
             code, sig = os.WEXITSTATUS(status), None
         else:
@@ -287,17 +366,21 @@ class Tracer:
             # exit_group from another thread during exec, or killed mid-call.
             t.pending = None
         self.emit(Event("exit", t.proc, t.nspid, None, result=code,
-                        args={"status": code, "signal": sig}, time=self._now()))
+                        args={"status": code, "signal": sig},
+                        time=self._now() if now is None else now))
         if t.pid == self.builder_pid:
             self.builder_status = ("exit", code) if sig is None else ("signal", sig)
 
     def _on_signal(self, t, sig):
         if sig in NOTABLE_SIGNALS:
-            self.emit(Event("signal", t.proc, t.nspid, None,
-                            args={"signal": signame(sig)}, time=self._now()))
+            self._signalled(t, sig, self._now())
         if sig in (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
             sig = 0     # no job control in a build: never leave a tracee stopped
         self._resume(t.pid, sig)
+
+    def _signalled(self, t, sig, now):
+        self.emit(Event("signal", t.proc, t.nspid, None, args={"signal": signame(sig)},
+                        time=now))
 
     # --- syscalls ---------------------------------------------------------------------------
     def _on_seccomp(self, t):
@@ -345,8 +428,14 @@ class Tracer:
                 ev.result, ev.errno = answer
                 self._resume(t.pid)
                 self._finish(t, sc, ev)
+                if self.fast is not None:
+                    # The C loop answers the same question from now on, when
+                    # the event is only that answer (nothing was explained).
+                    self.fast.learn(question, None if ev.args else answer)
                 self.emit(ev)
                 return
+            if self.fast is not None:
+                self.fast.learn(question, None)
         if not sc.needs_exit:
             t.pending = None
             self.emit(ev)
@@ -389,8 +478,78 @@ class Tracer:
             self._finish(t, sc, ev)
         self.emit(ev)
 
+    def _take_records(self, records):
+        """The C loop's records -> events, in stop order (_sync)."""
+        for pid, nr, flags, raw, t_ns, args, rval, status in records:
+            t = self.tracees.get(pid)
+            if t is None:
+                continue
+            if nr >= fastpath.NR_FORK:
+                self._take_event(t, nr, args, rval, t_ns)
+                continue
+            sc = syscalls.BY_NR[nr]
+            if sc.i_path is not None:
+                ev = self._simple_event(t, sc, args, raw, t_ns)
+            else:
+                ev = self._decode_entry(t, sc, args, False, t_ns / 1e9)
+            if self.before is not None:
+                # Replay sees the call after it ran: the hook may not freeze
+                # here (replay hands the C loop only calls it need not stop at).
+                self.before(ev, True)
+            if flags & fastpath.F_RESULT:
+                if flags & fastpath.F_ERR:
+                    ev.result, ev.errno = -1, syscalls.errno_name(-rval)
+                else:
+                    ev.result = rval
+            if flags & fastpath.F_PREDICTED:
+                self.predictor.answered += 1
+            if sc.name == "wait4":
+                ev.args.pop("wstatus_addr", None)
+                if ev.errno is None and ev.result and ev.result > 0:
+                    self._waited(ev, status if flags & fastpath.F_STATUS else None)
+            elif flags & fastpath.F_HELD:
+                # Something is at the missing path (fastpath.c): explained
+                # here while the process is still stopped; _sync resumes it.
+                self._finish(t, sc, ev)
+                self._held_pids.append(pid)
+            self.emit(ev)
+
+    def _simple_event(self, t, sc, args, raw, t_ns):
+        """_decode_entry for a call the C loop handles (fastpath.kind_of:
+        one path, absolute or against the cwd, and ints), from its record.
+        Builds probe the same paths over and over: each is decoded once."""
+        key = raw if raw[0] == 0x2F else (t.cwd, raw)
+        path = self._paths.get(key)
+        if path is None:
+            if len(self._paths) >= 100_000:
+                self._paths.clear()
+            path = self._paths[key] = decode.resolve(
+                "/" if key is raw else t.cwd, decode.fsdecode(raw))
+        i = sc.i_flags
+        return Event("syscall", t.proc, t.nspid, sc.name, path, None,
+                     None if i is None else args[i] & 0xFFFFFFFF,
+                     time=int((t_ns / 1e9 - self.t0) * 1_000_000))
+
+    def _take_event(self, t, nr, args, rval, t_ns):
+        """A C record of a process event -> what this loop does for one."""
+        now = int((t_ns / 1e9 - self.t0) * 1_000_000)
+        if nr == fastpath.NR_FORK:
+            child_pid, nspid, tgid, event = args[:4]
+            self._forked(t, event, child_pid, nspid, tgid or None, now)
+        elif nr == fastpath.NR_EXIT:
+            self._on_exit(t, rval, now, seen_by_c=True)
+        elif nr == fastpath.NR_SIGNAL:
+            self._signalled(t, args[0], now)
+        elif nr == fastpath.NR_EXEC_DONE:
+            self._exec_done(t)
+
     def _on_exec_done(self, t):
         """PTRACE_EVENT_EXEC: the exec succeeded; the new program runs next."""
+        self._exec_done(t)
+        # Resume with CONT: the exec's own exit stop is not needed any more.
+        self._resume(t.pid)
+
+    def _exec_done(self, t):
         if t.pending is not None and t.pending[1].kind == "exec":
             ev = t.pending[1]
             t.pending = None
@@ -401,16 +560,17 @@ class Tracer:
                 t.info.first_seq = -1     # set by the session from the seq
             self.current = os.path.basename(t.info.argv[0]) if t.info.argv else ev.path
             self.emit(ev)
-        # Resume with CONT: the exec's own exit stop is not needed any more.
-        self._resume(t.pid)
 
     # --- decoding --------------------------------------------------------------------------------
     def _read(self, pid):
         return lambda addr, size: linux.read_mem(pid, addr, size)
 
-    def _path_arg(self, t, args, i, j):
-        """The path in argument i, resolved against dirfd argument j (or cwd)."""
-        raw = self._raw = linux.read_cstr(t.pid, args[i])
+    def _path_arg(self, t, args, i, j, raw=False):
+        """The path in argument i, resolved against dirfd argument j (or cwd);
+        `raw`: its bytes, when the C loop read them already."""
+        if raw is False:
+            raw = linux.read_cstr(t.pid, args[i])
+        self._raw = raw
         if raw is None:
             return None
         path = decode.fsdecode(raw)
@@ -434,18 +594,21 @@ class Tracer:
         except OSError:
             return f"<fd {fd}>"
 
-    def _decode_entry(self, t, sc, args):
+    def _decode_entry(self, t, sc, args, raw=False, at=None):
         """-> the Event for a call at its entry (result filled in at exit).
+        From a C record: `raw` is the path's bytes and `at` the entry's
+        time.monotonic(), both read at the stop.
 
         The hot path of the recorder: argument indices come precomputed from
         the table, and only what the call has is decoded.
         """
         ev = Event("exec" if sc.cls == syscalls.EXEC else "syscall", t.proc, t.nspid,
-                   sc.name, time=int((time.monotonic() - self.t0) * 1_000_000))
+                   sc.name, time=int(((time.monotonic() if at is None else at) - self.t0)
+                                     * 1_000_000))
         if sc.cls == syscalls.OUT:
             return self._decode_output(t, sc, args, ev)
         if sc.i_path is not None:
-            ev.path = self._path_arg(t, args, sc.i_path, sc.i_dirfd)
+            ev.path = self._path_arg(t, args, sc.i_path, sc.i_dirfd, raw)
         if sc.i_path2 is not None:
             ev.path2 = self._path_arg(t, args, sc.i_path2, sc.i_dirfd2)
         if sc.i_flags is not None:
@@ -604,19 +767,25 @@ class Tracer:
             return t.cwd
 
     def _decode_wait(self, t, ev, addr):
+        st = None
+        if addr:
+            raw = linux.read_mem(t.pid, addr, 4)
+            if len(raw) == 4:
+                st = int.from_bytes(raw, "little")
+        self._waited(ev, st)
+
+    def _waited(self, ev, st):
+        """A wait4 that reaped a child; st: the status word it left, if read."""
         # Reaped: the pid is free to be reused, and the map stays as small as
         # the number of processes not yet waited for.
         child = self.by_nspid.pop(ev.result, None)
         if child:
             ev.args["child"] = child
-        if addr:
-            raw = linux.read_mem(t.pid, addr, 4)
-            if len(raw) == 4:
-                st = int.from_bytes(raw, "little")
-                if os.WIFEXITED(st):
-                    ev.args["status"] = os.WEXITSTATUS(st)
-                elif os.WIFSIGNALED(st):
-                    ev.args["signal"] = signame(os.WTERMSIG(st))
+        if st is not None:
+            if os.WIFEXITED(st):
+                ev.args["status"] = os.WEXITSTATUS(st)
+            elif os.WIFSIGNALED(st):
+                ev.args["signal"] = signame(os.WTERMSIG(st))
 
 
 # How long the tracer polls for the next stop before it blocks in waitpid.

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 
-from nixrec.recorder import session as rsession, store
+from nixrec.recorder import session as rsession, store, syscalls
 from nixrec.recorder.errors import BadInput
 from nixrec.recorder.sandbox import SandboxPlan, check_sandbox_paths
 from nixrec.recorder.tracefile import open_trace
@@ -110,6 +110,7 @@ class ReplaySession:
         self._freeze_next = False       # a divergence seen after a call ran
         self._stopped = None            # Stop, while frozen
         self._stops_done = False        # the target was reached once: never again
+        self._nlenient = 0              # lenient processes the C loop was told of
 
     # --- before anything runs ---------------------------------------------------------
     def prepare(self) -> None:
@@ -146,6 +147,15 @@ class ReplaySession:
                                     before=self._before,
                                     calls=self.calls)
         self.build.start()
+        fast = self.build.tracer.fast
+        if fast is not None:
+            fast.lockstep()
+        if fast is not None and self.target is not None and self.target.ev.kind == "syscall":
+            # Every call of the target's kind goes through the hook (which can
+            # freeze) rather than the C loop (which shows it after it ran).
+            sc = syscalls.BY_NAME.get(self.target.ev.syscall)
+            if sc is not None:
+                fast.slow(nr=sc.nr)
         return self._run()
 
     def resume(self):
@@ -153,6 +163,9 @@ class ReplaySession:
         self._stopped = None
         self._stops_done = True
         self.comparing = self.divergence is None
+        fast = self.build.tracer.fast
+        if fast is not None:
+            fast.slow()                 # nothing more to stop at
         self.build.thaw()
         return self._run()
 
@@ -195,8 +208,17 @@ class ReplaySession:
                    interrupted=interrupted)
 
     # --- the tracer's hooks ------------------------------------------------------------
-    def _before(self, ev) -> bool:
-        """At each call's entry, before the kernel runs it: freeze here?"""
+    def _before(self, ev, ran=False) -> bool:
+        """At each call's entry, before the kernel runs it: freeze here?
+
+        ran: the tracer's C loop (recorder/fastpath.c) let this call run
+        already and shows it now, before it handles the next stop (lockstep);
+        it cannot be frozen at. The C loop hands over every call of the
+        target's kind and every call of a process compared loosely (_watch),
+        so the target is never one of these; a divergence seen in one stops
+        the build at the next call, as it does for a call that diverges in
+        its outcome.
+        """
         follow = self.follow
         loc = follow.peek(ev)
         if self.comparing and counted(ev):
@@ -204,13 +226,44 @@ class ReplaySession:
             if d is not None:
                 self._diverged(d)
                 if not self._stops_done:
-                    return self._freeze(ev, loc, "divergence")
+                    return self._freeze_or_next(ev, loc, "divergence", ran)
         if self._stops_done:
             return False
         if self._freeze_next:
+            if ran:
+                return False
             self._freeze_next = False
             return self._freeze(ev, loc, "divergence")
-        return follow.hit(self.target, ev, loc) and self._freeze(ev, loc, "target")
+        if follow.hit(self.target, ev, loc):
+            return self._freeze_or_next(ev, loc, "target", ran)
+        self._watch()
+        return False
+
+    def _freeze_or_next(self, ev, loc, reason, ran) -> bool:
+        if not ran:
+            return self._freeze(ev, loc, reason)
+        self._stop_at_next_call()
+        return False
+
+    def _stop_at_next_call(self) -> None:
+        """Freeze before the next call of any process (the C loop hands
+        every stop over from now on)."""
+        self._freeze_next = True
+        fast = self.build.tracer.fast if self.build and self.build.tracer else None
+        if fast is not None:
+            fast.slow(everything=True)
+
+    def _watch(self) -> None:
+        """The C loop hands over every stop of the processes compared loosely:
+        in one of those the target is found by what the call is (procmap.py)."""
+        lenient = self.follow.lenient
+        if len(lenient) == self._nlenient or self.target is None:
+            return
+        self._nlenient = len(lenient)
+        tracer = self.build.tracer
+        if tracer.fast is not None:
+            tracer.fast.watch([t.pid for t in list(tracer.tracees.values())
+                               if t.proc in lenient])
 
     def _emit(self, ev) -> None:
         """Every event the live build makes (the tracer's sink)."""
@@ -219,7 +272,8 @@ class ReplaySession:
         if d is not None:
             self._diverged(d)
             # The call has run already: stop at the next call of any process.
-            self._freeze_next = not self._stops_done
+            if not self._stops_done:
+                self._stop_at_next_call()
 
     def _diverged(self, d) -> None:
         if self.divergence is None:
