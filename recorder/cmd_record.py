@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from nixrec.recorder import session
+from nixrec.recorder import fastpath, session
 from nixrec.recorder.errors import EXIT_BUILD_FAILED
 
 
@@ -144,6 +144,9 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
     click.echo(f"nixrec: {res.processes} processes, {res.events} events, "
                f"{res.refused} refused, {res.duration:.1f} s, "
                f"trace {_human_bytes(res.trace_bytes)}", err=True)
+    if not fastpath.available() and os.environ.get("NIXREC_FASTPATH", "1") != "0":
+        click.echo(f"nixrec: note: the tracer ran its Python loop, slower: {fastpath.LIBRARY} "
+                   "is not built (`make setup` builds it with gcc)", err=True)
     for name, path in sorted(res.outputs.items()):
         click.echo(f"nixrec: output {name}: {os.path.relpath(path)}", err=True)
     if res.build_dir:

@@ -22,6 +22,7 @@ import struct
 from nixrec.recorder import syscalls
 
 LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fastpath.so")
+ABI = 1                        # fastpath.c's fp_abi(): a library of another version is not used
 
 # fp_run's answers (fastpath.c).
 STOP, IDLE, HELD, NOCHILD, INTR, DONE = 1, 2, 3, 4, 5, 6
@@ -52,7 +53,9 @@ def _load():
     if _lib is None:
         try:
             lib = ctypes.CDLL(LIBRARY)
-        except OSError:
+            if lib.fp_abi() != ABI:
+                raise OSError("another version")
+        except (OSError, AttributeError):     # not built, not loadable, not this version
             _lib = False
             return None
         vp, i, i64, u64, sz = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int64,

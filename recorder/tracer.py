@@ -137,41 +137,33 @@ class Tracer:
     def run(self, should_stop=None) -> str:
         """Until every tracee has exited ("done") or a `before` hook froze the
         build ("frozen"). `should_stop()` -> True kills the build."""
-        if self.fast is not None:
-            return self._run_fast(should_stop)
         while self.tracees:
-            got = _wait_any()
+            got = self._next_stop()
             if got is None:
                 break
+            if not got:
+                continue
             pid, status = got
             if should_stop is not None and should_stop():
                 self.kill_build()
             try:
-                self._dispatch(pid, status)
+                self._handle(pid, status)
             except _Frozen:
                 return "frozen"
         self._close()
         return "done"
 
-    def _run_fast(self, should_stop):
-        """run() with the C loop: it handles what it can and returns with
-        its records (events, in stop order) and the stop that is Python's."""
-        fast = self.fast
-        while self.tracees:
-            code, pid, status = fast.run()
-            self._sync()
-            if code == fastpath.STOP:
-                if should_stop is not None and should_stop():
-                    self.kill_build()
-                try:
-                    self._handle(pid, status)
-                except _Frozen:
-                    return "frozen"
-            elif code in (fastpath.DONE, fastpath.NOCHILD):
-                break
-            # IDLE: the records became events (_sync); INTR: signal handlers ran.
-        self._close()
-        return "done"
+    def _next_stop(self):
+        """-> (pid, status) of the next stop for this loop; None when no
+        tracee is left; () when the C loop returned only records (now events)
+        or for a signal (its handler ran)."""
+        if self.fast is None:
+            return _wait_any()
+        code, pid, status = self.fast.run()
+        self._sync()
+        if code == fastpath.STOP:
+            return pid, status
+        return None if code in (fastpath.DONE, fastpath.NOCHILD) else ()
 
     def _close(self):
         if self.predictor is not None:

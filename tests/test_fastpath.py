@@ -105,3 +105,16 @@ def test_a_library_that_is_not_built_leaves_the_python_loop(tmp_path, monkeypatc
     monkeypatch.setattr(fastpath, "LIBRARY", str(tmp_path / "absent.so"))
     monkeypatch.setattr(fastpath, "_lib", None)
     assert not fastpath.available()
+
+
+def test_a_library_of_another_version_is_not_used(tmp_path, monkeypatch):
+    from nixrec.recorder import fastpath
+    src = tmp_path / "old.c"
+    src.write_text("int fp_abi(void) { return 0; }\n")
+    so = tmp_path / "old.so"
+    p = subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(so), str(src)], capture_output=True)
+    if p.returncode != 0:
+        missing("gcc cannot build a shared library here")
+    monkeypatch.setattr(fastpath, "LIBRARY", str(so))
+    monkeypatch.setattr(fastpath, "_lib", None)
+    assert not fastpath.available()
