@@ -305,7 +305,7 @@ static void release(struct ctx *c, struct pending *p) {
 }
 
 /* A process that exited or exec'd has no call in flight any more. */
-void fp_forget(struct ctx *c, int pid) {
+static void forget(struct ctx *c, int pid) {
     struct pending *p = take_pending(c, pid);
     if (p) release(c, p);
 }
@@ -357,7 +357,7 @@ void fp_add(struct ctx *c, int pid) {
 
 /* Python saw a tracee exit itself (replay's freeze, the drain after a kill). */
 void fp_exited(struct ctx *c, int pid) {
-    fp_forget(c, pid);
+    forget(c, pid);
     if (set_take(c->known, pid, NULL)) c->live--;
 }
 
@@ -669,7 +669,7 @@ static int fp_handle_known(struct ctx *c, int pid, int status) {
     } else if (event == EVENT_FORK || event == EVENT_VFORK || event == EVENT_CLONE) {
         on_fork(c, pid, event);
     } else if (event == EVENT_EXEC) {
-        fp_forget(c, pid);
+        forget(c, pid);
         simple_rec(c, pid, NR_EXEC_DONE, 0, 0, 0, 0, 0);
         ptrace(PTRACE_CONT, pid, 0, 0);
     } else if (event) {
@@ -694,10 +694,11 @@ int fp_handle(struct ctx *c, int pid, int status) {
 }
 
 /* The loop: until a stop is Python's (R_STOP, in pid and status), a HELD record
-   (R_HELD), the last tracee exited (R_DONE), no child is left (R_NOCHILD)
+   (R_HELD), records wait and no stop came for idle_ns or the buffer is nearly
+   full (R_IDLE), the last tracee exited (R_DONE), no child is left (R_NOCHILD)
    or a signal came (R_INTR: Python runs its handlers). Polls for spin_ns
    before blocking, as tracer._wait_any does. Runs without the GIL (ctypes). */
-static int run(struct ctx *c, int *pid, int *status) {
+int fp_run(struct ctx *c, int *pid, int *status) {
     for (;;) {
         int st, p = 0;
         if (c->used) {
@@ -732,8 +733,4 @@ static int run(struct ctx *c, int *pid, int *status) {
             return R_STOP;
         }
     }
-}
-
-int fp_run(struct ctx *c, int *pid, int *status) {
-    return run(c, pid, status);
 }

@@ -71,7 +71,6 @@ def _load():
         lib.fp_stops.argtypes = [vp]
         lib.fp_stops.restype = ctypes.c_long
         lib.fp_learn.argtypes = [vp, ctypes.c_char_p, ctypes.c_uint32, i, i, i, i64]
-        lib.fp_forget.argtypes = [vp, i]
         lib.fp_run.argtypes = [vp, ctypes.POINTER(i), ctypes.POINTER(i)]
         lib.fp_handle.argtypes = [vp, i, i]
         lib.fp_used.argtypes = lib.fp_clear.argtypes = [vp]

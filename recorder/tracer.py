@@ -260,8 +260,9 @@ class Tracer:
         return int((time.monotonic() - self.t0) * 1_000_000)
 
     def _dispatch(self, pid, status):
-        """A stop this loop waited for itself: the C loop's when it is the
-        exit of a call the C loop let run."""
+        """A stop this loop waited for itself (a replay's freeze, then thaw):
+        the C loop's when it is one the C loop handles (the exit of a call it
+        let run, a process event...), else this loop's."""
         if self.fast is not None:
             code = self.fast.handle(pid, status)
             self._sync()
