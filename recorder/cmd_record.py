@@ -144,7 +144,7 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
     click.echo(f"nixrec: {res.processes} processes, {res.events} events, "
                f"{res.refused} refused, {res.duration:.1f} s, "
                f"trace {_human_bytes(res.trace_bytes)}", err=True)
-    if not fastpath.available() and os.environ.get("NIXREC_FASTPATH", "1") != "0":
+    if not fastpath.built():
         click.echo(f"nixrec: note: the tracer ran its Python loop, slower: {fastpath.LIBRARY} "
                    "is not built (`make setup` builds it with gcc)", err=True)
     for name, path in sorted(res.outputs.items()):

@@ -225,6 +225,8 @@ void fp_set_options(struct ctx *c, int predict, int has_rdev, uint64_t rdev, int
     c->spin_ns = spin_ns;
 }
 
+void fp_set_predict(struct ctx *c, int on) { c->predict = on; }
+
 void fp_set_slow(struct ctx *c, int all_slow, int slow_nr) {
     c->all_slow = all_slow;
     c->slow_nr = slow_nr;

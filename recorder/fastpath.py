@@ -66,7 +66,7 @@ def _load():
         lib.fp_set_call.argtypes = [vp] + [i] * 9
         lib.fp_set_options.argtypes = [vp, i, i, u64, i64, i64]
         lib.fp_set_slow.argtypes = [vp, i, i]
-        lib.fp_set_lockstep.argtypes = [vp, i]
+        lib.fp_set_lockstep.argtypes = lib.fp_set_predict.argtypes = [vp, i]
         lib.fp_watch.argtypes = [vp, ctypes.POINTER(i), i]
         lib.fp_stops.argtypes = [vp]
         lib.fp_stops.restype = ctypes.c_long
@@ -81,9 +81,14 @@ def _load():
     return _lib or None
 
 
+def built() -> bool:
+    """Is the C loop built here (a library of this version)?"""
+    return _load() is not None
+
+
 def available() -> bool:
-    """Is the C loop built here (and not turned off)?"""
-    return os.environ.get("NIXREC_FASTPATH", "1") != "0" and _load() is not None
+    """Is the C loop built here and not turned off (NIXREC_FASTPATH=0)?"""
+    return os.environ.get("NIXREC_FASTPATH", "1") != "0" and built()
 
 
 def kind_of(sc):
@@ -183,6 +188,10 @@ class FastPath:
     def slow(self, everything=False, nr=-1):
         """Replay: hand Python every stop (everything), or every stop of call nr."""
         self.lib.fp_set_slow(self.ctx, int(everything), nr)
+
+    def predict(self, on):
+        """Answer lookups from what predict.py taught (off: never ask)."""
+        self.lib.fp_set_predict(self.ctx, int(on))
 
     def lockstep(self, on=True):
         """Replay: every record is an event before the loop handles the next

@@ -334,10 +334,13 @@ class Build:
         self.lay = sandbox.prepare_host(self.plan, os.path.join(self.workdir, "sandbox"))
         master, slave = os.openpty()
         tty.setraw(slave)            # §2.2 step 7: raw, so no LF -> CRLF
+        trees = sandbox.fixed_trees(self.plan)
+        # No fixed tree (--no-sandbox): nothing to answer at entry, no lookup
+        # should pay for asking.
+        predictor = predict.Predictor(trees, sandbox.build_ids(self.plan)) if trees else None
         self.tracer = Tracer(self.emit, cwd=self.plan.cwd,
                              output_rdev=os.fstat(slave).st_rdev, before=self.before,
-                             predictor=predict.Predictor(sandbox.fixed_trees(self.plan),
-                                                         sandbox.build_ids(self.plan)))
+                             predictor=predictor)
         self.t0 = time.monotonic()
         try:
             self.spawned = launch.spawn(self.plan, self.lay, slave, seccomp.build_filter(self.calls))

@@ -76,7 +76,7 @@ class Tracer:
     """Traces one build from its builder's first exec to the last exit."""
 
     def __init__(self, emit, cwd="/build", output_rdev=None, builder_env=True, before=None,
-                 predictor=None, fast=True):
+                 predictor=None):
         self.emit = emit                    # callable(Event): the session's sink
         self.t0 = time.monotonic()
         self.tracees = {}                   # live pid -> Tracee
@@ -99,11 +99,11 @@ class Tracer:
         self.predictor = predictor          # predict.Predictor: lookups answered at entry
         self._raw = None                    # the raw bytes of the last path read
         self._held_pids = []                # stopped at a HELD record, to resume
-        self._paths = {}                    # raw path (or (cwd, raw)) -> decoded path
+        self._paths = {}                    # (base dir, raw path) -> decoded path
         # The C loop (fastpath.py) for the common stops, when it is built.
         self.fast = fastpath.FastPath(syscalls.BY_NR, predictor is not None, output_rdev,
                                       SPIN_SECONDS, NOTABLE_SIGNALS) \
-            if fast and fastpath.available() else None
+            if fastpath.available() else None
 
     @property
     def stops(self) -> int:
@@ -387,7 +387,8 @@ class Tracer:
             # Nix's seccomp rules, applied here so the refused call is in the trace.
             linux.skip_syscall(t.pid)
             t.forced_errno = refusal
-        lookup = self.predictor is not None and sc.name in syscalls.LOOKUPS
+        lookup = self.predictor is not None and self.predictor.roots \
+            and sc.name in syscalls.LOOKUPS
         if self.before is None and sc.needs_exit and sc.cls != syscalls.EXEC and not lookup:
             # Let the call run while it is decoded: the process stops again at
             # the call's exit before it can run any code of its own, so its
@@ -404,6 +405,8 @@ class Tracer:
             return
         if lookup:
             t.question = self.predictor.question(sc, args, self._raw)
+            if self.fast is not None and not self.predictor.roots:
+                self.fast.predict(False)      # the build's root could not be opened
         t.pending = (sc, ev)
         if self.before is not None and self.before(ev):
             self._freeze(t, ev)
@@ -481,10 +484,8 @@ class Tracer:
                 self._take_event(t, nr, args, rval, t_ns)
                 continue
             sc = syscalls.BY_NR[nr]
-            if sc.i_path is not None:
-                ev = self._simple_event(t, sc, args, raw, t_ns)
-            else:
-                ev = self._decode_entry(t, sc, args, False, t_ns / 1e9)
+            ev = self._decode_entry(t, sc, args, raw if sc.i_path is not None else False,
+                                    t_ns / 1e9)
             if self.before is not None:
                 # Replay sees the call after it ran: the hook may not freeze
                 # here (replay hands the C loop only calls it need not stop at).
@@ -506,22 +507,6 @@ class Tracer:
                 self._finish(t, sc, ev)
                 self._held_pids.append(pid)
             self.emit(ev)
-
-    def _simple_event(self, t, sc, args, raw, t_ns):
-        """_decode_entry for a call the C loop handles (fastpath.kind_of:
-        one path, absolute or against the cwd, and ints), from its record.
-        Builds probe the same paths over and over: each is decoded once."""
-        key = raw if raw[0] == 0x2F else (t.cwd, raw)
-        path = self._paths.get(key)
-        if path is None:
-            if len(self._paths) >= 100_000:
-                self._paths.clear()
-            path = self._paths[key] = decode.resolve(
-                "/" if key is raw else t.cwd, decode.fsdecode(raw))
-        i = sc.i_flags
-        return Event("syscall", t.proc, t.nspid, sc.name, path, None,
-                     None if i is None else args[i] & 0xFFFFFFFF,
-                     time=int((t_ns / 1e9 - self.t0) * 1_000_000))
 
     def _take_event(self, t, nr, args, rval, t_ns):
         """A C record of a process event -> what this loop does for one."""
@@ -566,19 +551,26 @@ class Tracer:
         self._raw = raw
         if raw is None:
             return None
-        path = decode.fsdecode(raw)
-        if path.startswith("/"):
-            return decode.resolve("/", path)
-        base = t.cwd
-        if j is not None:
-            dirfd = _s32(args[j])
-            if dirfd != syscalls.AT_FDCWD:
-                base = self._fd_path(t, dirfd)
-                if path == "":
-                    return base
-        if path == "":
-            return ""
-        return decode.resolve(base, path)
+        if raw[:1] == b"/":
+            base = key = "/"
+        else:
+            base = t.cwd
+            if j is not None:
+                dirfd = _s32(args[j])
+                if dirfd != syscalls.AT_FDCWD:
+                    base = self._fd_path(t, dirfd)
+                    if not raw:
+                        return base
+            if not raw:
+                return ""
+            key = base
+        # Builds probe the same paths over and over: each is decoded once.
+        path = self._paths.get((key, raw))
+        if path is None:
+            if len(self._paths) >= 100_000:
+                self._paths.clear()
+            path = self._paths[key, raw] = decode.resolve(base, decode.fsdecode(raw))
+        return path
 
     def _fd_path(self, t, fd):
         try:

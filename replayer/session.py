@@ -90,6 +90,12 @@ def calls_of(header):
                                   and all(isinstance(c, str) for c in calls)):
         raise BadInput("the trace header's list of recorded calls is malformed: "
                        "not a recording nixrec can replay")
+    unknown = sorted(set(calls or ()) - set(syscalls.BY_NAME))
+    if unknown:
+        # A newer nixrec's recording: replaying it without stopping on these
+        # calls would only show divergences that are not the build's.
+        raise BadInput(f"the trace stopped on calls this nixrec does not know "
+                       f"({', '.join(unknown[:5])}): replay it with the nixrec that recorded it")
     return calls
 
 

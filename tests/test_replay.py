@@ -336,16 +336,22 @@ def test_changed_or_missing_input_is_refused_before_anything_runs(traces, tmp_pa
     def bad_calls(h):
         h["calls"] = 5
 
+    def newer_calls(h):
+        h["calls"] = h["calls"] + ["frobnicate"]
+
     changed = rewrite(trace, tmp_path / "changed.nixrec", header=zero_hash)
     lost = rewrite(trace, tmp_path / "missing.nixrec", header=gone)
     garbled = rewrite(trace, tmp_path / "calls.nixrec", header=bad_calls)
+    newer = rewrite(trace, tmp_path / "newer.nixrec", header=newer_calls)
     busybox = open_trace(trace).header["closure"][0]["path"]
     work = tmp_path / "tmp"
     work.mkdir()
     for t, line in ((changed, f"nixrec: input changed since the recording: {busybox}"),
                     (lost, "nixrec: input missing: /nix/store/" + "0" * 32 + "-gone"),
                     (garbled, "nixrec: the trace header's list of recorded calls is "
-                              "malformed")):
+                              "malformed"),
+                    (newer, "nixrec: the trace stopped on calls this nixrec does not know "
+                            "(frobnicate)")):
         p = replay(t, "--until", 3, "--exec", "echo ran", tmpdir=work)
         assert p.returncode == 2
         assert p.stdout == b""

@@ -252,10 +252,15 @@ def _events_from_columns(table, n, cols, first_seq):
 
 # -- index + footer ------------------------------------------------------------
 
-def pack_index(index: dict) -> bytes:
-    raw = new_packer().pack(index)
+def _pack_block(tag: bytes, obj) -> bytes:
+    """An index or PROC block: INDEX_HEAD, then obj packed and compressed."""
+    raw = new_packer().pack(obj)
     block = lz4.block.compress(raw, store_size=False)
-    return INDEX_HEAD.pack(INDEX_TAG, len(block), len(raw), crc(block)) + block
+    return INDEX_HEAD.pack(tag, len(block), len(raw), crc(block)) + block
+
+
+def pack_index(index: dict) -> bytes:
+    return _pack_block(INDEX_TAG, index)
 
 
 def parse_index_head(head: bytes, tag=INDEX_TAG):
@@ -269,9 +274,7 @@ def parse_index_head(head: bytes, tag=INDEX_TAG):
 
 def pack_procs(processes: list, execs: dict) -> bytes:
     """A PROC block: finished processes' table entries and exec histories (v2)."""
-    raw = new_packer().pack([processes, execs])
-    block = lz4.block.compress(raw, store_size=False)
-    return INDEX_HEAD.pack(PROCS_TAG, len(block), len(raw), crc(block)) + block
+    return _pack_block(PROCS_TAG, [processes, execs])
 
 
 def pack_footer(index_offset: int, last_seq: int) -> bytes:
