@@ -105,3 +105,36 @@ def nixrec_json(verb, trace, *args):
     p = run_nixrec(verb, trace, "--json", *args)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
+
+
+def events(trace, *args) -> list:
+    """`nixrec events TRACE --json ARGS` -> the events as dicts; must exit 0."""
+    import json
+    p = run_nixrec("events", trace, "--json", *args)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(line) for line in p.stdout.splitlines()]
+
+
+def summary(trace) -> dict:
+    """The summary of a complete trace (what the recorder closed it with)."""
+    from nixrec.recorder.tracefile import open_trace
+    with open_trace(str(trace)) as r:
+        assert r.complete
+        return r.summary
+
+
+# The host toolchain, as the tests that build C with it expose it.
+HOST_TREES = "/usr /bin /lib /lib64"
+
+
+def locked_tree(tmp_path) -> str:
+    """A host tree to bind at /locked: open/ (755) and secret/ (700, root's),
+    which the build user may not search. -> the extra-sandbox-paths value."""
+    top = tmp_path / "locked"
+    (top / "open").mkdir(parents=True)
+    (top / "secret").mkdir()
+    (top / "secret" / "x").write_text("x")
+    top.chmod(0o755)
+    (top / "open").chmod(0o755)
+    (top / "secret").chmod(0o700)
+    return f"{HOST_TREES} /locked={top}"

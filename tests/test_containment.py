@@ -13,7 +13,6 @@ a `sleep` started by this module, and every loop in the fixtures is bounded.
 import functools
 import hashlib
 import http.server
-import json
 import os
 import re
 import subprocess
@@ -22,7 +21,8 @@ import time
 
 import pytest
 
-from nixfix import FIXTURES, nixrec_json, _nix, missing, require_busybox, require_nix, run_nixrec
+from nixfix import (FIXTURES, events, nixrec_json, _nix, missing, require_busybox, require_nix,
+                    run_nixrec, summary as _summary)
 
 pytestmark = pytest.mark.e2e
 
@@ -143,12 +143,6 @@ def record(host, attr, tmp_path, *flags, timeout=90):
 
 def lines(p):
     return p.stderr.decode(errors="replace").splitlines()
-
-
-def events(trace, *flags):
-    p = run_nixrec("events", trace, "--json", *flags)
-    assert p.returncode == 0, p.stderr
-    return [json.loads(line) for line in p.stdout.splitlines()]
 
 
 def log_text(trace):
@@ -338,13 +332,6 @@ def test_log_flood_is_cut_at_max_log_size(host, tmp_path):
     summary = _summary(trace)
     assert summary["killed"] == "killed after writing more than 1000000 bytes of log output"
     assert summary["exit_signal"] == "SIGKILL"
-
-
-def _summary(trace):
-    from nixrec.recorder.tracefile import open_trace
-    with open_trace(trace) as r:
-        assert r.complete
-        return r.summary
 
 
 def test_timeout_kills_a_build_that_never_ends(host, tmp_path):

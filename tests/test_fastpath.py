@@ -15,96 +15,86 @@ a missing interpreter, a refused setuid chmod, the network, wait4 statuses.
 (`killed` is not among them: its two exits race, in either loop.)
 """
 
-import json
-import os
 import subprocess
 
 import pytest
 
-from nixfix import NIXREC, instantiate, missing, nix_env
+from nixfix import HOST_TREES, events, instantiate, locked_tree, missing, run_nixrec, summary
 
 pytestmark = pytest.mark.e2e
 
+# (nix file, attribute, extra `record` arguments; "LOCKED": the host trees and
+# a /locked tree with a directory the build user may not search).
 CASES = [
-    ("record.nix", "lookups"),
-    ("record.nix", "tries"),
-    ("failing/default.nix", "symlinkOut"),
-    ("failing/default.nix", "deepProbes"),
-    ("failing/default.nix", "envShebang"),
-    ("failing/default.nix", "setuid"),
-    ("failing/default.nix", "network"),
-    ("failing/default.nix", "killOutside"),
+    ("record.nix", "lookups", ("--extra-sandbox-paths", "LOCKED")),
+    ("record.nix", "tries", ()),
+    ("failing/default.nix", "symlinkOut", ()),
+    ("failing/default.nix", "deepProbes", ("--extra-sandbox-paths", HOST_TREES)),
+    ("failing/default.nix", "envShebang", ()),
+    ("failing/default.nix", "setuid", ()),
+    ("failing/default.nix", "network", ()),
+    ("failing/default.nix", "killOutside", ()),
 ]
 
 
-def _record(drv, out, fast: bool):
-    env = nix_env()
-    env["NIXREC_FASTPATH"] = "1" if fast else "0"
-    p = subprocess.run([str(NIXREC), "record", drv, "-o", str(out)], env=env,
-                       capture_output=True, timeout=120)
+def _record(monkeypatch, drv, out, fast: bool, *extra):
+    monkeypatch.setenv("NIXREC_FASTPATH", "1" if fast else "0")
+    p = run_nixrec("record", drv, "-o", out, *extra, timeout=120)
     assert p.returncode in (0, 1), p.stderr.decode(errors="replace")[-2000:]
     return p.returncode
 
 
-def _events(trace):
-    p = subprocess.run([str(NIXREC), "events", str(trace), "--json"], env=nix_env(),
-                       capture_output=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    out = []
-    for line in p.stdout.decode().splitlines():
-        ev = json.loads(line)
+def _without_time(evs):
+    for ev in evs:
         ev.pop("time", None)
-        out.append(ev)
-    return out
-
-
-def _summary(trace):
-    from nixrec.recorder.tracefile import open_trace
-    r = open_trace(str(trace))
-    try:
-        return dict(r.summary)
-    finally:
-        r.close()
+    return evs
 
 
 @pytest.fixture(scope="module")
 def built():
     from nixrec.recorder import fastpath
-    if not fastpath.available():
+    if not fastpath.built():
         missing(f"{fastpath.LIBRARY} is not built (bash scripts/setup.sh builds it with gcc)")
 
 
-@pytest.mark.parametrize("nixfile,attr", CASES, ids=[a for _, a in CASES])
-def test_c_loop_records_the_events_the_python_loop_records(built, tmp_path, nixfile, attr):
+@pytest.mark.parametrize("nixfile,attr,extra", CASES, ids=[a for _, a, _ in CASES])
+def test_c_loop_records_the_events_the_python_loop_records(built, tmp_path, monkeypatch,
+                                                            nixfile, attr, extra):
     drv = instantiate(nixfile, attr)
-    py = _record(drv, tmp_path / "py.nixrec", fast=False)
-    c = _record(drv, tmp_path / "c.nixrec", fast=True)
+    extra = [locked_tree(tmp_path) if a == "LOCKED" else a for a in extra]
+    py = _record(monkeypatch, drv, tmp_path / "py.nixrec", False, *extra)
+    c = _record(monkeypatch, drv, tmp_path / "c.nixrec", True, *extra)
     assert py == c
     # The C loop did handle stops (else this would compare Python with itself).
-    summary = _summary(tmp_path / "c.nixrec")
-    assert summary["stops_c"] > 0
-    assert _summary(tmp_path / "py.nixrec")["stops_c"] == 0
-    a, b = _events(tmp_path / "py.nixrec"), _events(tmp_path / "c.nixrec")
+    assert summary(tmp_path / "c.nixrec")["stops_c"] > 0
+    assert summary(tmp_path / "py.nixrec")["stops_c"] == 0
+    a = _without_time(events(tmp_path / "py.nixrec"))
+    b = _without_time(events(tmp_path / "c.nixrec"))
     for i, (x, y) in enumerate(zip(a, b)):
         assert x == y, f"event {i + 1} differs"
     assert len(a) == len(b)
+    if attr == "lookups":
+        # Lookups in the fixed trees were answered at entry, by the C loop too.
+        assert summary(tmp_path / "c.nixrec")["answered_at_entry"] > 0
 
 
-def test_c_loop_hands_a_dangling_link_to_python_and_it_is_explained(built, tmp_path):
+def test_c_loop_hands_a_dangling_link_to_python_and_it_is_explained(built, tmp_path,
+                                                                     monkeypatch):
     drv = instantiate("failing/default.nix", "symlinkOut")
-    _record(drv, tmp_path / "c.nixrec", fast=True)
-    words = [e for e in _events(tmp_path / "c.nixrec")
+    _record(monkeypatch, drv, tmp_path / "c.nixrec", True)
+    words = [e for e in events(tmp_path / "c.nixrec")
              if e.get("path") == "/build/words" and e["syscall"] == "openat"]
     assert words, "wc's open of the dangling link is in the trace"
     assert all(e["errno"] == "ENOENT" and e["args"].get("link_target") == "/usr/share/dict/words"
                for e in words)
 
 
-def test_a_library_that_is_not_built_leaves_the_python_loop(tmp_path, monkeypatch):
+def test_a_library_that_is_not_built_is_not_loaded(tmp_path, monkeypatch):
     from nixrec.recorder import fastpath
+    monkeypatch.delenv("NIXREC_FASTPATH", raising=False)
     monkeypatch.setattr(fastpath, "LIBRARY", str(tmp_path / "absent.so"))
     monkeypatch.setattr(fastpath, "_lib", None)
-    assert not fastpath.available()
+    assert fastpath._load() is None and not fastpath.available()
 
 
 def test_a_library_of_another_version_is_not_used(tmp_path, monkeypatch):
@@ -115,6 +105,7 @@ def test_a_library_of_another_version_is_not_used(tmp_path, monkeypatch):
     p = subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(so), str(src)], capture_output=True)
     if p.returncode != 0:
         missing("gcc cannot build a shared library here")
+    monkeypatch.delenv("NIXREC_FASTPATH", raising=False)
     monkeypatch.setattr(fastpath, "LIBRARY", str(so))
     monkeypatch.setattr(fastpath, "_lib", None)
-    assert not fastpath.available()
+    assert fastpath._load() is None and not fastpath.available()

@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from nixfix import instantiate, missing, nix_env, run_nixrec
+from nixfix import events, instantiate, locked_tree, missing, nix_env, run_nixrec
 
 # Real Nix in its usual multi-user mode: with build users (the nixbld group that
 # Debian's nix-setup-systemd creates), which is what nixrec imitates as root.
@@ -57,12 +57,6 @@ def recorded_log(p) -> bytes:
     # stderr is the streamed build log followed by nixrec's own summary lines.
     lines = p.stderr.split(b"\n")
     return b"\n".join(l for l in lines if not l.startswith(b"nixrec: "))
-
-
-def events(trace, *args):
-    p = run_nixrec("events", trace, "--json", *args)
-    assert p.returncode == 0, p.stderr
-    return [json.loads(l) for l in p.stdout.splitlines()]
 
 
 def normalise(log: bytes) -> str:
@@ -363,20 +357,6 @@ def test_fixed_output_with_the_right_nar_hash_is_canonical(tmp_path):
     assert _tree(ours) == _tree(theirs)
 
 
-HOST_TREES = "/usr /bin /lib /lib64"
-
-
-def _locked_tree(tmp_path):
-    """A host tree to bind at /locked: open/ (755) and secret/ (700, root's),
-    which the build user may not search. -> the extra-sandbox-paths value."""
-    top = tmp_path / "locked"
-    (top / "open").mkdir(parents=True)
-    (top / "secret").mkdir()
-    (top / "secret" / "x").write_text("x")
-    top.chmod(0o755)
-    (top / "open").chmod(0o755)
-    (top / "secret").chmod(0o700)
-    return f"{HOST_TREES} /locked={top}"
 LOOKUP_CALLS = ("stat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2",
                 "open", "openat")
 
@@ -402,7 +382,7 @@ def test_lookups_answered_at_entry_are_the_kernels_answers(tmp_path):
     without their exit stop: every answer must be the one real Nix's build got."""
     drv = instantiate("record.nix", "lookups")
     nix_build(drv)          # --check below needs a valid output
-    trees = _locked_tree(tmp_path)
+    trees = locked_tree(tmp_path)
     theirs = _strace_lookups(drv, tmp_path, trees)
     p, trace = record(drv, tmp_path, "t", "--extra-sandbox-paths", trees)
     assert p.returncode == 0, p.stderr.decode(errors="replace")
