@@ -9,6 +9,7 @@ not a test: it prints, it asserts nothing.
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,9 +42,11 @@ def main():
         tc = measure.count_trace(trace) if r.rc == 0 else None
         print(f"{tc.processes if tc else n:>10,}{r.wall:>9.1f}"
               f"{(r.peak_rss_kib or 0) / 1024:>13.1f}"
-              f"{os.path.getsize(trace) / 1024:>11.0f}{tc.events if tc else 0:>10,}"
+              f"{(measure.file_size(trace) or 0) / 1024:>11.0f}{tc.events if tc else 0:>10,}"
               + ("" if r.rc == 0 else f"   record exited {r.rc}: {r.tail()}"), flush=True)
-        subprocess.run(["rm", "-rf", trace, trace + ".d"])
+        if os.path.exists(trace):
+            os.unlink(trace)
+        shutil.rmtree(trace + ".d", ignore_errors=True)
     os.rmdir(out)
     return 0
 

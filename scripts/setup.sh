@@ -31,6 +31,17 @@ fi
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
+    # Debian's python3 makes venvs only with python3-venv (ensurepip).
+    if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "setup: installing python3 python3-venv"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+        else
+            echo "setup: $PY cannot make a venv: sudo apt-get install python3-venv" >&2
+            exit 2
+        fi
+    fi
     "$PY" -m venv .venv
 fi
 # Re-install only when pyproject.toml changed since the last install.
