@@ -21,6 +21,8 @@ What-ifs, for the expected gain of an optimisation before writing it (with
   --drop write,wait4               the filter lets these calls run unstopped
   --no-exit openat,newfstatat,...  no exit stop (the trace's results are then wrong)
   --pin-tracer 1                   the tracer thread on one CPU, the build on all
+  --nice N                         the tracer thread at nice N, the build at 0
+  --idle US                        records go to Python after this long without a stop
   --spin US                        poll this long for the next stop (0: block at once)
   --no-predict                     no lookup answered at entry (predict.py off)
   --python                         the tracer's Python loop instead of its C loop
@@ -219,6 +221,27 @@ def pin_tracer(cpu_no):
     session.Build.run = run
 
 
+def nice_tracer(n):
+    """Give the thread that runs the tracer loop nice value `n` once the build
+    has started (the build keeps its own): is the stop latency the tracer's
+    wait for a CPU the build holds?"""
+    from nixrec.recorder import session
+    real_run = session.Build.run
+
+    def run(self):
+        import threading
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), n)
+        return real_run(self)
+    session.Build.run = run
+
+
+def idle_wait(us):
+    """Set how long the C loop waits with records and no stop before it
+    returns them to Python (fastpath.IDLE_SECONDS)."""
+    from nixrec.recorder import fastpath
+    fastpath.FastPath.__init__.__defaults__ = (us / 1e6,)
+
+
 def spin_wait(us):
     """Set how long the tracer polls for the next stop before blocking
     (tracer.SPIN_SECONDS; 0: block at once, the tracer before issue 6)."""
@@ -366,6 +389,12 @@ def main(argv=None):
     ap.add_argument("--pin-tracer", metavar="CPU", type=int,
                     help="what-if: pin the tracer thread (only) to this CPU once the "
                          "build has started; the build keeps every CPU")
+    ap.add_argument("--nice", metavar="N", type=int,
+                    help="what-if: the tracer thread (only) at this nice value once the "
+                         "build has started")
+    ap.add_argument("--idle", metavar="US", type=float,
+                    help="what-if: with records waiting and no stop for this long, the C "
+                         "loop returns them to Python (fastpath.IDLE_SECONDS)")
     ap.add_argument("--spin", metavar="US", type=float,
                     help="what-if: poll for the next stop this many microseconds "
                          "before blocking in waitpid (0: block at once)")
@@ -400,6 +429,9 @@ def main(argv=None):
     if a.pin_tracer is not None:
         pin_tracer(a.pin_tracer)
         what_if.append(f"tracer pinned to CPU {a.pin_tracer}")
+    if a.nice is not None:
+        nice_tracer(a.nice)
+        what_if.append(f"tracer at nice {a.nice}")
     if a.floor:
         floor()
         what_if.append("floor: no decoding, lookups resumed at entry")
@@ -410,6 +442,9 @@ def main(argv=None):
     if a.no_predict:
         no_predict()
         what_if.append("no lookup answered at entry")
+    if a.idle is not None:
+        idle_wait(a.idle)
+        what_if.append(f"idle {a.idle:g} us before records go to Python")
     if a.spin is not None:
         spin_wait(a.spin)
         what_if.append(f"spin {a.spin:g} us before blocking")

@@ -10,7 +10,9 @@ Python:
     read (open, stat, access, mkdir, unlink...: fastpath.kind_of), the path
     read here; the call then runs to its exit stop (its result), unless the
     lookup's answer is known already (predict.py's answers, which Python
-    teaches this loop as it finds them);
+    teaches this loop as it finds them; for a plain read-only open that will
+    succeed, the answer is the lowest fd the process has free, read here from
+    /proc/PID/fd: lowest_free_fd);
   - wait4's two stops (the status the child left, read at the exit stop);
   - a write to fd 1 or 2 that does not go to the build log: no event;
   - fork, clone and exec events, a new child's first stop, signal-delivery
@@ -36,7 +38,10 @@ an empty or unreadable path, a call of the kind a replay stops at: Python's.
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/user.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,8 +58,10 @@ enum { L_NONE = 0, L_OFLAGS = 1, L_ATFLAGS = 2, L_ALWAYS = 3, L_FOLLOW = 4 };
 /* What a lookup asks (predict.question): an access mode 0..7, or these. */
 #define ASK_STAT 8
 #define ASK_OPEN 9
+#define ASK_READ 10                /* a plain read-only open (syscalls.OPEN_READ_BITS) */
+#define ASK_READDIR 11             /* ... with O_DIRECTORY */
 /* Cached answers. */
-enum { A_EXIT = 1, A_ANSWER = 2 };
+enum { A_EXIT = 1, A_ANSWER = 2, A_OPENS = 3 };
 /* fp_run's return codes. */
 enum { R_STOP = 1, R_IDLE = 2, R_HELD = 3, R_NOCHILD = 4, R_INTR = 5, R_DONE = 6 };
 /* Record flags. */
@@ -75,6 +82,7 @@ enum { R_STOP = 1, R_IDLE = 2, R_HELD = 3, R_NOCHILD = 4, R_INTR = 5, R_DONE = 6
 #define EVENT_FORK 1
 #define EVENT_VFORK 2
 #define EVENT_CLONE 3
+#define CLONE_FILES_ 0x400
 /* Records of what is not a call: nr is one of these (fastpath.py: the same). */
 #define NR_FORK 1001               /* args: child pid, its pid in the build, tgid, event */
 #define NR_EXIT 1002               /* rval: the wait status */
@@ -151,6 +159,8 @@ struct ctx {
     int nwatched;
     long stops;                    /* stops handled here */
     uint64_t notable;              /* signals worth an event (bit n: signal n) */
+    uint64_t open_read_bits, o_directory, o_accmode;   /* fp_set_open_read */
+    struct pnode *shared[PBUCKETS];/* tracees whose fd table another one may share */
     struct pnode *known[PBUCKETS]; /* the live tracees */
     struct pnode *unborn[PBUCKETS];/* stops of children whose fork event is still to come */
     long live;
@@ -169,7 +179,7 @@ static void set_free(struct pnode **set);
 /* --- set-up (fastpath.py) --------------------------------------------------------- */
 /* The interface's version: fastpath.py uses a library only when it says the
    same (a library left from another checkout is ignored, not misread). */
-int fp_abi(void) { return 1; }
+int fp_abi(void) { return 2; }
 
 void *fp_new(char *buf, size_t cap) {
     struct ctx *c = calloc(1, sizeof *c);
@@ -200,6 +210,7 @@ void fp_free(struct ctx *c) {
     while (p) { struct pending *n = p->next; free(p); p = n; }
     set_free(c->known);
     set_free(c->unborn);
+    set_free(c->shared);
     free(c);
 }
 
@@ -360,10 +371,19 @@ void fp_add(struct ctx *c, int pid) {
 /* Python saw a tracee exit itself (replay's freeze, the drain after a kill). */
 void fp_exited(struct ctx *c, int pid) {
     forget(c, pid);
+    set_take(c->shared, pid, NULL);
     if (set_take(c->known, pid, NULL)) c->live--;
 }
 
 void fp_set_notable(struct ctx *c, uint64_t mask) { c->notable = mask; }
+
+/* What makes an open "plain read-only" (syscalls.OPEN_READ_BITS): O_RDONLY
+   (no accmode bit) and no bit outside `bits`; `directory` is O_DIRECTORY. */
+void fp_set_open_read(struct ctx *c, uint64_t bits, uint64_t directory, uint64_t accmode) {
+    c->open_read_bits = bits;
+    c->o_directory = directory;
+    c->o_accmode = accmode;
+}
 
 /* --- reading the tracee ------------------------------------------------------------- */
 static ssize_t read_mem(int pid, uint64_t addr, char *buf, size_t size) {
@@ -477,6 +497,45 @@ static int something_there(int pid, const char *raw, uint32_t len) {
     return lstat(p, &st) == 0;
 }
 
+/* The fd a successful open by a stopped pid will return: the lowest one not
+   open in its fd table (the kernel's rule, fs/file.c alloc_fd), from the
+   entries of /proc/PID/fd; -1 when that is not certain: a table another
+   process or thread may change meanwhile (shared, see on_fork), no free fd
+   below the process's RLIMIT_NOFILE (the call fails EMFILE), or no answer
+   from /proc. A process using io_uring could also open files from the
+   kernel's side meanwhile: docs/trace-format.md says so. */
+static int lowest_free_fd(struct ctx *c, int pid) {
+    if (set_find(c->shared, pid)) return -1;
+    char p[64], buf[4096];
+    uint64_t used[16] = {0};       /* fds 0..1023: the lowest free one is below */
+    snprintf(p, sizeof p, "/proc/%d/fd", pid);
+    int dfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return -1;
+    for (;;) {
+        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+        if (n <= 0) {
+            close(dfd);
+            if (n < 0) return -1;
+            break;
+        }
+        for (long off = 0; off < n;) {
+            struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type;
+                     char name[]; } *d = (void *)(buf + off);
+            off += d->reclen;
+            if (d->name[0] < '0' || d->name[0] > '9') continue;     /* "." and ".." */
+            long fd = strtol(d->name, NULL, 10);
+            if (fd < 1024) used[fd / 64] |= 1ULL << (fd % 64);
+        }
+    }
+    int fd = -1;
+    for (int i = 0; i < 16 && fd < 0; i++)
+        if (~used[i]) fd = i * 64 + __builtin_ctzll(~used[i]);
+    struct rlimit rl;
+    if (fd < 0 || prlimit(pid, RLIMIT_NOFILE, NULL, &rl) < 0 || (rlim_t)fd >= rl.rlim_cur)
+        return -1;
+    return fd;
+}
+
 /* --- one stop ------------------------------------------------------------------------ */
 /* -> 0: handled (the tracee runs on); R_STOP: Python's; R_HELD: record written,
    the tracee still stopped. */
@@ -517,6 +576,8 @@ static int on_entry(struct ctx *c, int pid) {
                 uint64_t fl = args[c->lk_i[nr]];
                 if (fl & (O_CREAT_ | O_TMPFILE_)) lookup = 0;
                 follow = !(fl & O_NOFOLLOW_);
+                if (!(fl & (c->o_accmode | ~c->open_read_bits)))   /* predict.question */
+                    asked = fl & c->o_directory ? ASK_READDIR : ASK_READ;
             } else if (where == L_ATFLAGS) {
                 follow = !(args[c->lk_i[nr]] & AT_SYMLINK_NOFOLLOW_);
             } else if (where == L_ALWAYS) {
@@ -525,10 +586,13 @@ static int on_entry(struct ctx *c, int pid) {
             if (lookup) {
                 struct answer *a = find_answer(c, c->raw, len, follow, asked);
                 if (!a) goto python;   /* Python looks it up, and teaches us */
-                if (a->state == A_ANSWER) {
+                int64_t rval = a->rval;
+                if (a->state == A_OPENS && (rval = lowest_free_fd(c, pid)) < 0)
+                    a = NULL;          /* not known for this process: its exit stop */
+                if (a && a->state != A_EXIT) {
                     struct rec *r = add_rec(c, pid, nr, now_ns(), args, c->raw, len);
-                    r->rval = a->rval;
-                    r->flags = F_RESULT | F_PREDICTED | (a->rval < 0 ? F_ERR : 0);
+                    r->rval = rval;
+                    r->flags = F_RESULT | F_PREDICTED | (rval < 0 ? F_ERR : 0);
                     done_rec(c, r);
                     release(c, p);
                     ptrace(PTRACE_CONT, pid, 0, 0);
@@ -629,11 +693,31 @@ static void simple_rec(struct ctx *c, int pid, int nr, int64_t rval, uint64_t a0
 
 static int fp_handle_known(struct ctx *c, int pid, int status);
 
+/* The flags of the clone a fork event stop is in (the parent is inside the
+   call): clone's first argument, clone3's first field; fork and vfork share
+   nothing. Unreadable: CLONE_FILES, to be safe. */
+static uint64_t clone_flags(int pid) {
+    struct user_regs_struct regs;
+    if (ptrace(PTRACE_GETREGS, pid, 0, &regs) < 0) return CLONE_FILES_;
+    if (regs.orig_rax == SYS_clone) return regs.rdi;
+    if (regs.orig_rax == SYS_clone3) {
+        uint64_t flags;
+        return read_mem(pid, regs.rdi, (char *)&flags, 8) == 8 ? flags : CLONE_FILES_;
+    }
+    return 0;
+}
+
 /* tracer._on_fork: the child is a tracee from now on; its first stop, if it
    came before this event, is handled now. */
 static void on_fork(struct ctx *c, int pid, int event) {
     unsigned long child = 0;
     ptrace(PTRACE_GETEVENTMSG, pid, 0, &child);
+    if (clone_flags(pid) & CLONE_FILES_) {
+        /* Parent and child share one fd table (threads do): neither one's
+           next fd can be told from its stop any more (lowest_free_fd). */
+        set_add(c->shared, pid, 0);
+        set_add(c->shared, (int)child, 0);
+    }
     long nspid, tgid;
     status_ids((int)child, &nspid, &tgid);
     fp_add(c, (int)child);
@@ -672,6 +756,7 @@ static int fp_handle_known(struct ctx *c, int pid, int status) {
         on_fork(c, pid, event);
     } else if (event == EVENT_EXEC) {
         forget(c, pid);
+        set_take(c->shared, pid, NULL);    /* exec unshares the fd table (fs/exec.c) */
         simple_rec(c, pid, NR_EXEC_DONE, 0, 0, 0, 0, 0);
         ptrace(PTRACE_CONT, pid, 0, 0);
     } else if (event) {

@@ -19,10 +19,10 @@ import errno
 import os
 import struct
 
-from nixrec.recorder import syscalls
+from nixrec.recorder import predict, syscalls
 
 LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fastpath.so")
-ABI = 1                        # fastpath.c's fp_abi(): a library of another version is not used
+ABI = 2                        # fastpath.c's fp_abi(): a library of another version is not used
 
 # fp_run's answers (fastpath.c).
 STOP, IDLE, HELD, NOCHILD, INTR, DONE = 1, 2, 3, 4, 5, 6
@@ -34,7 +34,7 @@ F_RESULT, F_ERR, F_STATUS, F_HELD, F_PREDICTED = 1, 2, 4, 8, 16
 REC = struct.Struct("<IiHBxIq6QqI4x")
 _K_SIMPLE, _K_WAIT4, _K_OUT = 1, 2, 3
 _WHERE = {"oflags": 1, "atflags": 2, "always": 3, None: 4}
-_ASK = {"stat": 8, "open": 9}
+_ASK = {"stat": 8, "open": 9, "read": 10, "readdir": 11}
 _BUFFER = 1 << 20              # the records between two returns to Python
 # With records waiting, no stop for this long returns to Python (IDLE) to make
 # them events. GNU hello, alternated: 0, 50 and 500 us within the noise
@@ -77,6 +77,7 @@ def _load():
         lib.fp_used.restype = sz
         lib.fp_add.argtypes = lib.fp_exited.argtypes = [vp, i]
         lib.fp_set_notable.argtypes = [vp, u64]
+        lib.fp_set_open_read.argtypes = [vp, u64, u64, u64]
         _lib = lib
     return _lib or None
 
@@ -91,6 +92,11 @@ def available() -> bool:
     return os.environ.get("NIXREC_FASTPATH", "1") != "0" and built()
 
 
+def _simple_nrs():
+    """The numbers of the calls kind_of calls SIMPLE (tracer._take_records)."""
+    return frozenset(nr for nr, sc in syscalls.BY_NR.items() if kind_of(sc) == _K_SIMPLE)
+
+
 def kind_of(sc):
     """-> the C kind of a table row, or 0 for a call only Python handles."""
     if sc.cls == syscalls.OUT:
@@ -102,6 +108,9 @@ def kind_of(sc):
             and sc.name not in _PYTHON_ONLY):
         return _K_SIMPLE
     return 0
+
+
+SIMPLE = _simple_nrs()
 
 
 class FastPath:
@@ -138,6 +147,8 @@ class FastPath:
         lib.fp_set_options(self.ctx, int(predict), int(output_rdev is not None),
                            output_rdev or 0, int(spin_seconds * 1e9), int(idle_seconds * 1e9))
         lib.fp_set_notable(self.ctx, sum(1 << int(s) for s in notable_signals))
+        lib.fp_set_open_read(self.ctx, syscalls.OPEN_READ_BITS, syscalls.O_DIRECTORY,
+                             syscalls.O_ACCMODE)
         self._pid = ctypes.c_int(0)
         self._status = ctypes.c_int(0)
 
@@ -167,11 +178,14 @@ class FastPath:
 
     def learn(self, question, answer):
         """Teach the C loop predict.py's answer to a question (None: let the
-        call run to its exit stop)."""
+        call run to its exit stop; predict.OPENS: the call's result is the
+        lowest fd its process has free)."""
         raw, follow, asked = question
         asked = _ASK.get(asked, asked)
         if answer is None:
             self.lib.fp_learn(self.ctx, raw, len(raw), int(follow), asked, 1, 0)
+        elif answer is predict.OPENS:
+            self.lib.fp_learn(self.ctx, raw, len(raw), int(follow), asked, 3, 0)
         else:
             result, name = answer
             rval = -getattr(errno, name) if name else result

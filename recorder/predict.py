@@ -18,10 +18,16 @@ stop. Only two answers are taken this way:
 * it exists, for the stat family (syscalls.LOOKUP_ZERO), whose success is 0;
 * the access family's answer (syscalls.LOOKUP_ACCESS), 0 or its errno, asked
   of the file with faccessat2(AT_EACCESS) as the build user (whose real and
-  effective ids are the same, and who holds no capability).
+  effective ids are the same, and who holds no capability);
+* a plain read-only open (syscalls.OPEN_READ_BITS) of a regular file or a
+  directory succeeds (OPENS) when the tracer, as the build user, can open it
+  the same way. Its result is an fd, the lowest one the process has free when
+  it makes the call: the C loop (fastpath.c) reads that from /proc/PID/fd at
+  the entry stop, for a process whose fd table no other one shares; the
+  Python loop lets the call run to its exit stop.
 
-Anything else (an error other than ENOENT, an open that succeeds, a relative
-path, a path outside the fixed trees) keeps its exit stop. The build's
+Anything else (an error other than ENOENT, a relative path, a path outside the
+fixed trees) keeps its exit stop. The build's
 supplementary groups are the recorder's own (setgroups is denied in its user
 namespace), so the thread's groups are already the right ones.
 
@@ -33,6 +39,7 @@ the same to the tracer, which may then remember what it found at a path.
 
 import errno
 import os
+import stat
 
 from nixrec.recorder import linux, syscalls
 
@@ -41,6 +48,8 @@ _FOLLOW = os.O_PATH | os.O_CLOEXEC
 _NOFOLLOW = _FOLLOW | os.O_NOFOLLOW
 _RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 _MAX_KNOWN = 200_000          # answers kept; past this the cache starts over
+# The answer "this open succeeds": its fd is known only at the call's stop.
+OPENS = ("fd", None)
 
 
 class Predictor:
@@ -56,7 +65,9 @@ class Predictor:
 
     def question(self, sc, args, raw):
         """-> (raw path, follow?, what is asked) if this call's answer may be
-        known now, else None. What is asked: "stat", "open", or an access mode."""
+        known now, else None. What is asked: "stat", "open" (only ENOENT can
+        be known), "read" / "readdir" (a plain read-only open, without and
+        with O_DIRECTORY: its success too), or an access mode."""
         if not raw or raw[0] != 0x2F or not self.roots:        # relative: keep the stop
             return None
         name = sc.name
@@ -68,13 +79,16 @@ class Predictor:
             flags = args[i]
             if flags & (syscalls.O_CREAT | syscalls.O_TMPFILE):
                 return None
+            if not flags & (syscalls.O_ACCMODE | ~syscalls.OPEN_READ_BITS):
+                asked = "readdir" if flags & syscalls.O_DIRECTORY else "read"
             return raw, not flags & syscalls.O_NOFOLLOW, asked
         if where == "atflags":
             return raw, not args[i] & syscalls.AT_SYMLINK_NOFOLLOW, asked
         return raw, where != "always", asked
 
     def answer(self, pid, question, path):
-        """-> (result, errno name) the call will return, or None to let it tell.
+        """-> (result, errno name) the call will return, OPENS (it succeeds,
+        with the process's lowest free fd), or None to let it tell.
 
         `path` is the decoded path (for the fixed-tree test); the lookup
         itself walks the raw bytes the process passed."""
@@ -82,8 +96,8 @@ class Predictor:
             answer = self._known[question]
         except KeyError:
             answer = self._look_up(pid, question, path)
-        if answer is not None:
-            self.answered += 1
+        if answer is not None and answer is not OPENS:
+            self.answered += 1        # OPENS: counted where the fd is found
         return answer
 
     def _look_up(self, pid, key, path):
@@ -117,6 +131,8 @@ class Predictor:
                     return 0, None
                 if asked == "open":
                     return None
+                if asked in ("read", "readdir"):
+                    return self._opens(fd, raw, follow, asked == "readdir")
                 r = linux.access_fd(fd, asked)
                 if r in (-errno.ENOSYS, -errno.EINVAL):
                     return None       # a kernel before 5.8: no faccessat2 to ask
@@ -125,6 +141,25 @@ class Predictor:
                 os.close(fd)
         finally:
             linux.restore_fs_ids(old)
+
+    def _opens(self, fd, raw, follow, directory):
+        """OPENS if the build's plain read-only open of `raw` will succeed,
+        else None (the kernel tells: EACCES, ENOTDIR, ELOOP...). Only a
+        regular file or a directory is opened here: a fifo or a device could
+        block or act on being opened."""
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            return None
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+        if directory:
+            flags |= os.O_DIRECTORY
+        if not follow:
+            flags |= os.O_NOFOLLOW
+        opened = linux.openat2(self.root_fd, raw, flags, _RESOLVE)
+        if opened < 0:
+            return None
+        os.close(opened)
+        return OPENS
 
     def _open_root(self, pid):
         # Every process of a build shares one root (none may chroot), the one

@@ -180,13 +180,20 @@ LOOKUPS = {"open": ("oflags", 1), "openat": ("oflags", 2), "stat": (None, None),
            "statx": ("atflags", 2), "access": (None, None), "faccessat": (None, None),
            "faccessat2": ("atflags", 3)}
 # Of those, the ones whose success is the result 0 whatever the file's mode
-# (open returns an fd nobody can foretell).
+# (an open's result is an fd: fastpath.c works it out, see OPEN_READ_BITS).
 LOOKUP_ZERO = frozenset(("stat", "lstat", "newfstatat", "statx"))
 # And the ones that ask about permissions: name -> index of the mode argument.
 LOOKUP_ACCESS = {"access": 1, "faccessat": 2, "faccessat2": 2}
 # x86_64 open flags (asm-generic/fcntl.h), as the build passes them.
 O_WRONLY, O_RDWR, O_CREAT, O_TRUNC = 0o1, 0o2, 0o100, 0o1000
 O_TMPFILE, O_NOFOLLOW = 0o20000000, 0o400000
+O_ACCMODE, O_DIRECTORY = 0o3, 0o200000
+# A plain read-only open: O_RDONLY with no other bits than these. Its success
+# in a fixed tree is known at entry (predict.py opens the file the same way),
+# and its result then is the lowest fd the process has free (fastpath.c reads
+# /proc/PID/fd): no other bit changes which fd it gets or whether it opens a
+# regular file or directory (O_CLOEXEC, O_LARGEFILE, O_NOCTTY, O_NONBLOCK).
+OPEN_READ_BITS = 0o2000000 | 0o100000 | 0o400 | 0o4000 | O_NOFOLLOW | O_DIRECTORY
 AT_SYMLINK_NOFOLLOW = 0x100
 
 # Calls that change what a process is, by class, for analysis.

@@ -128,12 +128,16 @@ HOST_TREES = "/usr /bin /lib /lib64"
 
 
 def locked_tree(tmp_path) -> str:
-    """A host tree to bind at /locked: open/ (755) and secret/ (700, root's),
-    which the build user may not search. -> the extra-sandbox-paths value."""
+    """A host tree to bind at /locked: open/ (755; in it readable, 644, and
+    unreadable, 600, root's) and secret/ (700, root's), which the build user
+    may not search. -> the extra-sandbox-paths value."""
     top = tmp_path / "locked"
     (top / "open").mkdir(parents=True)
     (top / "secret").mkdir()
     (top / "secret" / "x").write_text("x")
+    for name, mode in (("readable", 0o644), ("unreadable", 0o600)):
+        (top / "open" / name).write_text(name)
+        (top / "open" / name).chmod(mode)
     top.chmod(0o755)
     (top / "open").chmod(0o755)
     (top / "secret").chmod(0o700)

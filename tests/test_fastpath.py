@@ -8,7 +8,9 @@ their events compared one by one (all but the time). Each fixture is a
 sequential build, so the order of its events is the same on every run.
 
 The fixtures cover what the C loop decides by itself: lookups answered from
-the answers predict.py taught it (record.nix lookups), an ENOENT on a dangling
+the answers predict.py taught it, successful plain opens answered with the
+lowest free fd (record.nix lookups: gaps, a closed stdin, EMFILE under
+`ulimit -n`, an unreadable file, directories), an ENOENT on a dangling
 link (explained by Python while the process is held: symlinkOut), failed and
 successful opens in /build and /usr, an exec of
 a missing interpreter, a refused setuid chmod, the network, wait4 statuses.
@@ -74,8 +76,10 @@ def test_c_loop_records_the_events_the_python_loop_records(built, tmp_path, monk
         assert x == y, f"event {i + 1} differs"
     assert len(a) == len(b)
     if attr == "lookups":
-        # Lookups in the fixed trees were answered at entry, by the C loop too.
-        assert summary(tmp_path / "c.nixrec")["answered_at_entry"] > 0
+        # Lookups in the fixed trees were answered at entry, by the C loop too,
+        # and it alone answered the successful plain opens (with their fd).
+        py_answered = summary(tmp_path / "py.nixrec")["answered_at_entry"]
+        assert summary(tmp_path / "c.nixrec")["answered_at_entry"] > py_answered > 0
 
 
 def test_c_loop_hands_a_dangling_link_to_python_and_it_is_explained(built, tmp_path,
@@ -109,3 +113,48 @@ def test_a_library_of_another_version_is_not_used(tmp_path, monkeypatch):
     monkeypatch.setattr(fastpath, "LIBRARY", str(so))
     monkeypatch.setattr(fastpath, "_lib", None)
     assert fastpath._load() is None and not fastpath.available()
+
+
+OPENS_C = r"""
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+static void *idle(void *arg) { return arg; }
+int main(int argc, char **argv) {
+    (void)argv;
+    if (argc > 1) {             /* a thread: the fd table is shared from now on */
+        pthread_t t;
+        pthread_create(&t, 0, idle, 0);
+        pthread_join(t, 0);
+    }
+    for (int i = 0; i < 3; i++)
+        printf("%d\n", open("/usr/include/stdio.h", O_RDONLY | O_CLOEXEC));
+    return 0;
+}
+"""
+
+
+def test_c_loop_answers_no_open_of_a_process_that_shares_its_fd_table(built, tmp_path,
+                                                                        monkeypatch):
+    """The lowest free fd is the answer only for a process no other one can
+    change the fd table of meanwhile (fastpath.c lowest_free_fd): after a
+    thread (CLONE_FILES), the process's opens keep their exit stop."""
+    prog = tmp_path / "prog"
+    prog.mkdir()
+    (tmp_path / "opens.c").write_text(OPENS_C)
+    p = subprocess.run(["gcc", "-static", "-pthread", "-O1", "-o", str(prog / "opens"),
+                        str(tmp_path / "opens.c")], capture_output=True)
+    if p.returncode != 0:
+        missing("gcc cannot build a static program here (libc6-dev)")
+    drv = instantiate("record.nix", "threadOpens")
+    trees = f"{HOST_TREES} /prog={prog}"
+    _record(monkeypatch, drv, tmp_path / "py.nixrec", False, "--extra-sandbox-paths", trees)
+    _record(monkeypatch, drv, tmp_path / "c.nixrec", True, "--extra-sandbox-paths", trees)
+    a = _without_time(events(tmp_path / "py.nixrec"))
+    b = _without_time(events(tmp_path / "c.nixrec"))
+    assert a == b
+    opens = [e["result"] for e in b if e["path"] == "/usr/include/stdio.h"]
+    assert opens == [3, 4, 5, 3, 4, 5]
+    # Of the six, the C loop answered the three of the process without a thread.
+    answered = [summary(tmp_path / n)["answered_at_entry"] for n in ("py.nixrec", "c.nixrec")]
+    assert answered[1] - answered[0] == 3

@@ -361,9 +361,14 @@ LOOKUP_CALLS = ("stat", "lstat", "newfstatat", "statx", "access", "faccessat", "
                 "open", "openat")
 
 
+def _opened(call, errno, result):
+    """A successful open's fd (answered at entry too: fastpath.c), else None."""
+    return result if call in ("open", "openat") and errno is None else None
+
+
 def _strace_lookups(drv, tmp_path, trees):
-    """(call, path, errno or None) of every lookup with an absolute path that
-    the builder's process tree made under real Nix, as strace saw it."""
+    """(call, path, errno or None, fd or None) of every lookup with an absolute
+    path that the builder's process tree made under real Nix, as strace saw it."""
     lines, (parent, _, _, root, start) = _strace_nix_build(
         drv, tmp_path, "execve,clone,clone3,fork,vfork,chdir," + ",".join(LOOKUP_CALLS),
         ("--option", "extra-sandbox-paths", trees))
@@ -373,13 +378,15 @@ def _strace_lookups(drv, tmp_path, trees):
     for line in lines[start:]:
         m = pat.match(line)
         if m and m.group(2) in LOOKUP_CALLS and int(m.group(1)) in tree:
-            out[(m.group(2), os.path.normpath(m.group(3)), m.group(5))] += 1
+            out[(m.group(2), os.path.normpath(m.group(3)), m.group(5),
+                 _opened(m.group(2), m.group(5), int(m.group(4))))] += 1
     return out
 
 
 def test_lookups_answered_at_entry_are_the_kernels_answers(tmp_path):
     """recorder/predict.py answers ENOENT and stat lookups in fixed trees
-    without their exit stop: every answer must be the one real Nix's build got."""
+    without their exit stop, and successful plain opens with the fd the C loop
+    finds free: every answer must be the one real Nix's build got."""
     drv = instantiate("record.nix", "lookups")
     nix_build(drv)          # --check below needs a valid output
     trees = locked_tree(tmp_path)
@@ -390,7 +397,8 @@ def test_lookups_answered_at_entry_are_the_kernels_answers(tmp_path):
     # /build) as given, which nixrec resolves.
     fixed = ("/usr/", "/bin/", "/lib/", "/lib64/", "/nix/store/", "/locked/")
     ours = collections.Counter(
-        (e["syscall"], os.path.normpath(e["path"]), e["errno"]) for e in events(trace)
+        (e["syscall"], os.path.normpath(e["path"]), e["errno"],
+         _opened(e["syscall"], e["errno"], e["result"])) for e in events(trace)
         if e["syscall"] in LOOKUP_CALLS and (e["path"] or "").startswith(fixed))
     theirs = collections.Counter({k: v for k, v in theirs.items() if k[1].startswith(fixed)})
     # Answers were given at entry (not every call kept its exit stop), and the
@@ -399,5 +407,11 @@ def test_lookups_answered_at_entry_are_the_kernels_answers(tmp_path):
     assert open_trace(str(trace)).summary["answered_at_entry"] >= 40
     assert any(k[2] == "ENOENT" and k[1].startswith("/usr/") for k in theirs)
     assert any(k[2] is None and k[1] == "/usr/include/stdio.h" for k in theirs)
-    assert ("newfstatat", "/locked/secret/x", "EACCES") in theirs
+    assert ("newfstatat", "/locked/secret/x", "EACCES", None) in theirs
+    # The fd shapes of the fixture: a gap (4), a closed stdin (0), no fd left
+    # under `ulimit -n 3`, a file the build user may not read.
+    opened = {k[3] for k in theirs if k[:3] == ("openat", "/usr/include/stdio.h", None)}
+    assert {0, 4} <= opened
+    assert ("openat", "/usr/include/stdio.h", "EMFILE", None) in theirs
+    assert ("openat", "/locked/open/unreadable", "EACCES", None) in theirs
     assert ours == theirs

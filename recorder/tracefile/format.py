@@ -147,6 +147,9 @@ class ChunkEncoder:
         self.strings = {}              # str -> ref
         self.table = []                # ref -> str as stored
         self.cols = {name: [] for name in COLUMNS[:-1]}
+        # The column lists by name, for add (called for every event).
+        (self._kind, self._proc, self._pid, self._dt, self._syscall, self._result,
+         self._errno, self._path, self._flags, self._path2) = (self.cols[n] for n in COLUMNS[:-1])
         self.args = []                 # msgpack bytes of each event's args (or nil)
         self._last_pid = {}            # proc ref -> pid, to store repeats as nil
         self._last_time = 0
@@ -173,24 +176,34 @@ class ChunkEncoder:
         """
         # Pack args first: a value msgpack cannot store fails here, at the
         # append that brought it, not at the flush that would lose the chunk.
-        args = self._pack_args(ev.args)
-        c = self.cols
-        proc = self._ref(ev.proc)
-        if proc not in self._last_pid:
-            self.argv0_at_start += [proc, self._ref(argv0_before)]
-        pid = None if self._last_pid.get(proc) == ev.pid else ev.pid
-        self._last_pid[proc] = ev.pid
-        c["kind"].append(self._ref(ev.kind))
-        c["proc"].append(proc)
-        c["pid"].append(pid)
-        c["dt"].append(ev.time - self._last_time)
+        args = self._pack_args(ev.args) if ev.args else b"\xc0"
+        # _ref, inlined: kind, call, errno and most paths are in the table
+        # already (the recorder's hot path: every event comes through here).
+        strings, ref = self.strings, self._ref
+        proc = strings.get(ev.proc)
+        if proc is None:
+            proc = ref(ev.proc)
+        last_pid = self._last_pid
+        if proc not in last_pid:
+            self.argv0_at_start += [proc, ref(argv0_before)]
+            last_pid[proc] = None
+        pid = ev.pid
+        self._pid.append(None if last_pid[proc] == pid else pid)
+        last_pid[proc] = pid
+        kind = strings.get(ev.kind)
+        self._kind.append(ref(ev.kind) if kind is None else kind)
+        self._proc.append(proc)
+        self._dt.append(ev.time - self._last_time)
         self._last_time = ev.time
-        c["syscall"].append(self._ref(ev.syscall))
-        c["result"].append(ev.result)
-        c["errno"].append(self._ref(ev.errno))
-        c["path"].append(self._ref(ev.path))
-        c["flags"].append(ev.flags)
-        c["path2"].append(self._ref(ev.path2))
+        call = strings.get(ev.syscall)
+        self._syscall.append(ref(ev.syscall) if call is None else call)
+        self._result.append(ev.result)
+        err = strings.get(ev.errno)
+        self._errno.append(ref(ev.errno) if err is None else err)
+        path = strings.get(ev.path)
+        self._path.append(ref(ev.path) if path is None else path)
+        self._flags.append(ev.flags)
+        self._path2.append(ref(ev.path2))
         self.args.append(args)
 
     def _pack_args(self, args) -> bytes:
