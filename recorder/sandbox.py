@@ -359,7 +359,7 @@ def check_sandbox_paths(plan: SandboxPlan) -> list:
 def fixed_trees(plan: SandboxPlan) -> list:
     """The in-sandbox paths the build cannot change: what _chroot_view binds
     read-only (inputs, sandbox paths, /etc files) and no writable place is
-    inside or on top of. recorder/predict.py answers lookups there at entry.
+    inside or on top of, and /etc when nixrec runs as root. recorder/predict.py answers lookups there at entry.
     --no-sandbox: none (the host's own / is the view)."""
     if plan.no_sandbox:
         return []
@@ -371,6 +371,13 @@ def fixed_trees(plan: SandboxPlan) -> list:
     covering = [build, "/dev", "/proc"] + outputs
     binds = list(plan.inputs or []) + [sp["target"] for sp in plan.sandbox_paths or []] \
         + ["/etc/" + name for name in plan.etc_binds or []]
+    if build_ids(plan)[0] != os.geteuid():
+        # /etc and the files in it are made by this process (prepare_host):
+        # owned by no id of the build's user namespace, the build cannot
+        # change them. (Run as a user, they would be the build user's own.)
+        # ld.so alone probes /etc/ld.so.preload and /etc/ld.so.cache at
+        # every dynamic exec: ~7k exit stops on GNU hello.
+        binds.append("/etc")
 
     def within(a, b):
         return a == b or a.startswith(b.rstrip("/") + "/")
