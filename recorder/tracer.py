@@ -657,14 +657,14 @@ class Tracer:
         # at a page end would differ from run to run (make's long recipes).
         # Interned: builds run the same words thousands of times (compiler
         # flags, include directories), and the process table keeps every argv.
-        ev.args["argv"] = [_intern(decode.fsdecode(linux.read_cstr(t.pid, p, ARG_MAX_WORD)
-                                                   or b"")) for p in ptrs]
+        ev.args["argv"] = [_intern(decode.fsdecode(w or b""))
+                           for w in linux.read_cstrs(t.pid, ptrs, ARG_MAX_WORD)]
         if ev.path:
             ev.path = _intern(ev.path)
         if self.builder_env and t.proc == "1" and not t.info.exe:
             envp = decode.read_ptr_array(read, args[sc.arg("envp")])
-            ev.args["env"] = [decode.fsdecode(linux.read_cstr(t.pid, p, 1 << 20) or b"")
-                              for p in envp]
+            ev.args["env"] = [decode.fsdecode(w or b"")
+                              for w in linux.read_cstrs(t.pid, envp, 1 << 20)]
 
     def _decode_net(self, t, sc, args, ev):
         read = self._read(t.pid)
