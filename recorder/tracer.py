@@ -483,7 +483,7 @@ class Tracer:
         else (fastpath.kind_of's SIMPLE, most records) is made here without
         the general decoder."""
         tracees, by_nr, simple, emit = self.tracees, syscalls.BY_NR, fastpath.SIMPLE, self.emit
-        t0 = self.t0
+        t0, before = self.t0, self.before
         for pid, nr, flags, raw, t_ns, args, rval, status in records:
             t = tracees.get(pid)
             if t is None:
@@ -492,37 +492,26 @@ class Tracer:
                 self._take_event(t, nr, args, rval, t_ns)
                 continue
             sc = by_nr[nr]
-            if nr in simple and self.before is None:
+            if nr in simple:
                 ev = Event("syscall", t.proc, t.nspid, sc.name,
                            self._path_arg(t, args, sc.i_path, sc.i_dirfd, raw),
                            time=int((t_ns / 1e9 - t0) * 1_000_000))
                 if sc.i_flags is not None:
                     ev.flags = args[sc.i_flags] & 0xFFFFFFFF
-                if flags & fastpath.F_ERR:
-                    ev.result, ev.errno = -1, syscalls.errno_name(-rval)
-                elif flags & fastpath.F_RESULT:
-                    ev.result = rval
-                if flags & fastpath.F_PREDICTED:
-                    self.predictor.answered += 1
-                elif flags & fastpath.F_HELD:
-                    self._finish(t, sc, ev)
-                    self._held_pids.append(pid)
-                emit(ev)
-                continue
-            ev = self._decode_entry(t, sc, args, raw if sc.i_path is not None else False,
-                                    t_ns / 1e9)
-            if self.before is not None:
+            else:
+                ev = self._decode_entry(t, sc, args, raw if sc.i_path is not None else False,
+                                        t_ns / 1e9)
+            if before is not None:
                 # Replay sees the call after it ran: the hook may not freeze
                 # here (replay hands the C loop only calls it need not stop at).
-                self.before(ev, True)
-            if flags & fastpath.F_RESULT:
-                if flags & fastpath.F_ERR:
-                    ev.result, ev.errno = -1, syscalls.errno_name(-rval)
-                else:
-                    ev.result = rval
+                before(ev, True)
+            if flags & fastpath.F_ERR:
+                ev.result, ev.errno = -1, syscalls.errno_name(-rval)
+            elif flags & fastpath.F_RESULT:
+                ev.result = rval
             if flags & fastpath.F_PREDICTED:
                 self.predictor.answered += 1
-            if sc.name == "wait4":
+            elif sc.name == "wait4":
                 ev.args.pop("wstatus_addr", None)
                 if ev.errno is None and ev.result and ev.result > 0:
                     self._waited(ev, status if flags & fastpath.F_STATUS else None)
@@ -531,7 +520,7 @@ class Tracer:
                 # here while the process is still stopped; _sync resumes it.
                 self._finish(t, sc, ev)
                 self._held_pids.append(pid)
-            self.emit(ev)
+            emit(ev)
 
     def _take_event(self, t, nr, args, rval, t_ns):
         """A C record of a process event -> what this loop does for one."""
