@@ -729,7 +729,7 @@ class Tracer:
         process's own root: a symlink whose target is not in the sandbox
         (args link, link_target), or a program whose ELF or #! interpreter is
         missing (args interpreter), the most confusing ENOENT a Nix user meets."""
-        root = f"/proc/{t.pid}/root"
+        root = self._root(t)
         try:
             if ev.kind != "exec":
                 # The common case, a plain missing file, costs one lstat. Only
@@ -758,6 +758,16 @@ class Tracer:
                     ev.args["interpreter_missing"] = decode.resolve_in_root(root, interp)[0] is None
         except OSError:
             pass
+
+    def _root(self, t):
+        """The process's root as a path to walk: the build's root, which
+        predict.py holds open, when there is one (a lookup answered at entry
+        is explained after its process runs on, maybe after it exited: its
+        /proc/PID/root is gone then), else /proc/PID/root."""
+        p = self.predictor
+        if p is not None and p.root_fd is not None:
+            return f"/proc/self/fd/{p.root_fd}"
+        return f"/proc/{t.pid}/root"
 
     def _cwd(self, t):
         try:

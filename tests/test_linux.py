@@ -1,4 +1,4 @@
-"""recorder/linux.py's readers of a tracee's memory, on this process's own."""
+"""The tracer's reading of a tracee (linux.py) and of the build's tree, without a build."""
 
 import ctypes
 import mmap
@@ -40,3 +40,29 @@ def test_read_cstrs_answers_as_read_cstr_does_one_by_one():
     many = [addrs[0], addrs[7]] * 700
     assert linux.read_cstrs(pid, many, 4096) == [b"cc", b"last"] * 700
     assert linux.read_cstrs(pid, [], 4096) == []
+
+
+def test_an_enoent_answered_at_entry_is_explained_after_its_process_exited(tmp_path):
+    """A lookup answered at entry is explained after its process was resumed
+    (tracer._continue_entry); a short-lived process (`test -x /usr/bin/cc`)
+    may have exited by then. The explanation walks the build's root, which
+    predict.py holds open, not /proc/PID/root: it must not depend on the
+    process (once, in CI, the dangling link went unexplained and the path
+    was remembered as empty)."""
+    import subprocess
+    from nixrec.recorder import predict, tracer
+    from nixrec.recorder.tracefile.model import Event, Process
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    os.symlink("/etc/alternatives/cc", tmp_path / "usr" / "bin" / "cc")
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                   # a pid with no process any more
+    p = predict.Predictor(["/usr"], (65534, 65534))
+    p.root_fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    tr = tracer.Tracer.__new__(tracer.Tracer)
+    tr.predictor, tr._absent = p, set()
+    t = tracer.Tracee(gone.pid, 2, "1.1", "/build", Process("1.1"))
+    for _ in range(2):                            # and nothing wrong is remembered
+        ev = Event("syscall", "1.1", 2, "newfstatat", "/usr/bin/cc", result=-1, errno="ENOENT")
+        tr._explain_enoent(t, ev)
+        assert ev.args == {"link": "/usr/bin/cc", "link_target": "/etc/alternatives/cc"}
+    p.close()
