@@ -92,25 +92,15 @@ def available() -> bool:
     return os.environ.get("NIXREC_FASTPATH", "1") != "0" and built()
 
 
-def _simple_nrs():
-    """The numbers of the calls kind_of calls SIMPLE (tracer._take_records)."""
-    return frozenset(nr for nr, sc in syscalls.BY_NR.items() if kind_of(sc) == _K_SIMPLE)
-
-
 def kind_of(sc):
     """-> the C kind of a table row, or 0 for a call only Python handles."""
     if sc.cls == syscalls.OUT:
         return _K_OUT
     if sc.name == "wait4":
         return _K_WAIT4
-    if (sc.cls == syscalls.FILE and sc.i_path is not None and sc.i_path2 is None
-            and sc.i_target is None and sc.i_fd is None and sc.i_how is None
-            and sc.name not in _PYTHON_ONLY):
+    if sc.only_path and sc.name not in _PYTHON_ONLY:
         return _K_SIMPLE
     return 0
-
-
-SIMPLE = _simple_nrs()
 
 
 class FastPath:

@@ -60,7 +60,7 @@ class Predictor:
         self.roots = tuple(sorted({r.rstrip("/") + "/" for r in fixed_roots if r != "/"}))
         self.ids = ids               # (uid, gid) of the build user, as the host sees them
         self.root_fd = None
-        self.answered = 0
+        self.answered = 0            # answers the tracer applied (it counts them, either loop)
         self._known = {}             # question -> answer, or None: let the kernel tell
 
     def question(self, sc, args, raw):
@@ -93,12 +93,9 @@ class Predictor:
         `path` is the decoded path (for the fixed-tree test); the lookup
         itself walks the raw bytes the process passed."""
         try:
-            answer = self._known[question]
+            return self._known[question]
         except KeyError:
-            answer = self._look_up(pid, question, path)
-        if answer is not None and answer is not OPENS:
-            self.answered += 1        # OPENS: counted where the fd is found
-        return answer
+            return self._look_up(pid, question, path)
 
     def _look_up(self, pid, key, path):
         # The raw path is absolute (question()), so it names one place: an

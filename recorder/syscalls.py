@@ -108,7 +108,7 @@ class Syscall:
 
     __slots__ = ("nr", "name", "cls", "roles", "needs_exit", "i_path", "i_dirfd", "i_path2",
                  "i_dirfd2", "i_flags", "i_atflags", "i_fd", "i_target", "i_how",
-                 "i_pid", "i_sig")
+                 "i_pid", "i_sig", "only_path")
 
     def __init__(self, nr, name, cls, roles, needs_exit):
         self.nr, self.name, self.cls = nr, name, cls
@@ -120,6 +120,12 @@ class Syscall:
         self.i_atflags, self.i_fd = self.arg("atflags"), self.arg("fd")
         self.i_target, self.i_how = self.arg("target"), self.arg("how")
         self.i_pid, self.i_sig = self.arg("pid"), self.arg("sig")
+        # A file call that names one path and has nothing else to read (open,
+        # stat, access, mkdir, unlink...): most of a build's calls. The
+        # decoder stops early for them; the C loop handles them (fastpath.py).
+        self.only_path = (cls == FILE and self.i_path is not None and self.i_path2 is None
+                          and self.i_target is None and self.i_fd is None
+                          and self.i_how is None and self.i_pid is None)
 
     def arg(self, role):
         """Index of the argument with this role, or None."""

@@ -405,8 +405,6 @@ class Tracer:
             return
         if lookup:
             t.question = self.predictor.question(sc, args, self._raw)
-            if self.fast is not None and not self.predictor.roots:
-                self.fast.predict(False)      # the build's root could not be opened
         t.pending = (sc, ev)
         if self.before is not None and self.before(ev):
             self._freeze(t, ev)
@@ -417,10 +415,13 @@ class Tracer:
         if t.question is not None:
             question, t.question = t.question, None
             answer = self.predictor.answer(t.pid, question, ev.path)
+            if self.fast is not None and not self.predictor.roots:
+                self.fast.predict(False)      # the build's root could not be opened
             if answer is not None and answer is not predict.OPENS:
                 # Known now (predict.py): no exit stop. The ENOENT explanation
                 # reads the build's root, which the call cannot change.
                 t.pending = None
+                self.predictor.answered += 1
                 ev.result, ev.errno = answer
                 self._resume(t.pid)
                 self._finish(t, sc, ev)
@@ -461,10 +462,7 @@ class Tracer:
             linux.set_return(t.pid, rval)
             t.forced_errno = 0
             self.refused += 1
-        if is_err:
-            ev.result, ev.errno = -1, syscalls.errno_name(-rval)
-        else:
-            ev.result = rval
+        _set_result(ev, rval, is_err)
         if (ev.errno == "ENOENT" and ev.path) or sc.name in ("wait4", "fchdir"):
             # These look at the stopped process (its root, memory or cwd).
             self._finish(t, sc, ev)
@@ -479,11 +477,8 @@ class Tracer:
         """The C loop's records -> events, in stop order (_sync).
 
         The recorder's hottest Python (~180k records on GNU hello): names
-        are looked up once per batch, and a call with one path and nothing
-        else (fastpath.kind_of's SIMPLE, most records) is made here without
-        the general decoder."""
-        tracees, by_nr, simple, emit = self.tracees, syscalls.BY_NR, fastpath.SIMPLE, self.emit
-        t0, before = self.t0, self.before
+        are looked up once per batch."""
+        tracees, by_nr, emit, before = self.tracees, syscalls.BY_NR, self.emit, self.before
         for pid, nr, flags, raw, t_ns, args, rval, status in records:
             t = tracees.get(pid)
             if t is None:
@@ -492,23 +487,14 @@ class Tracer:
                 self._take_event(t, nr, args, rval, t_ns)
                 continue
             sc = by_nr[nr]
-            if nr in simple:
-                ev = Event("syscall", t.proc, t.nspid, sc.name,
-                           self._path_arg(t, args, sc.i_path, sc.i_dirfd, raw),
-                           time=int((t_ns / 1e9 - t0) * 1_000_000))
-                if sc.i_flags is not None:
-                    ev.flags = args[sc.i_flags] & 0xFFFFFFFF
-            else:
-                ev = self._decode_entry(t, sc, args, raw if sc.i_path is not None else False,
-                                        t_ns / 1e9)
+            ev = self._decode_entry(t, sc, args, raw if sc.i_path is not None else False,
+                                    t_ns / 1e9)
             if before is not None:
                 # Replay sees the call after it ran: the hook may not freeze
                 # here (replay hands the C loop only calls it need not stop at).
                 before(ev, True)
-            if flags & fastpath.F_ERR:
-                ev.result, ev.errno = -1, syscalls.errno_name(-rval)
-            elif flags & fastpath.F_RESULT:
-                ev.result = rval
+            if flags & fastpath.F_RESULT:
+                _set_result(ev, rval, flags & fastpath.F_ERR)
             if flags & fastpath.F_PREDICTED:
                 self.predictor.answered += 1
             elif sc.name == "wait4":
@@ -612,6 +598,8 @@ class Tracer:
             ev.path2 = self._path_arg(t, args, sc.i_path2, sc.i_dirfd2)
         if sc.i_flags is not None:
             ev.flags = args[sc.i_flags] & 0xFFFFFFFF
+        if sc.only_path and ev.path:
+            return ev                 # nothing else to read: most calls end here
         i = sc.i_atflags
         if i is not None and not ev.path and args[i] & syscalls.AT_EMPTY_PATH:
             j = sc.i_dirfd
@@ -856,6 +844,15 @@ def _status_ids(pid: int):
     except (OSError, ValueError):
         pass
     return nspid, tgid
+
+
+def _set_result(ev, rval: int, failed) -> None:
+    """A call's return value as the trace keeps it: -1 and the errno's name
+    for a failure (rval is -errno then), else the value."""
+    if failed:
+        ev.result, ev.errno = -1, syscalls.errno_name(-rval)
+    else:
+        ev.result = rval
 
 
 def _s32(v: int) -> int:

@@ -176,7 +176,7 @@ class ChunkEncoder:
         """
         # Pack args first: a value msgpack cannot store fails here, at the
         # append that brought it, not at the flush that would lose the chunk.
-        args = self._pack_args(ev.args) if ev.args else b"\xc0"
+        args = self._pack_args(ev.args) if ev.args else b"\xc0"      # msgpack nil
         # _ref, inlined: kind, call, errno and most paths are in the table
         # already (the recorder's hot path: every event comes through here).
         strings, ref = self.strings, self._ref
@@ -207,8 +207,6 @@ class ChunkEncoder:
         self.args.append(args)
 
     def _pack_args(self, args) -> bytes:
-        if not args:
-            return b"\xc0"                      # msgpack nil
         # Keys go through the string table: the same dozen names repeat.
         return self._packer.pack({self._ref(k): v for k, v in args.items()})
 
