@@ -1,42 +1,189 @@
 """Nix's checks on a finished build's outputs (nix-sandbox.md §2.8), so that a
 build recorded by nixrec fails where Nix would fail it, with Nix's words.
 
-Data in, data out: `check` takes the plan and where the outputs are, and
-returns the first error message or None; `canonicalise` then sets modes and
+Data in, data out: `check` takes the derivation, the plan, where the outputs
+are and the store paths they may refer to, and returns the first error message
+(or None) and what each output refers to; `canonicalise` then sets modes and
 mtimes as the store would have them.
 """
 
 import base64
 import hashlib
 import os
+import re
 import stat
+
+from nixrec.recorder import store
 
 # registerOutputs' file types: anything else is "an unsupported type".
 _ALLOWED = (stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK)
+# checkOutputs' lists, in the order Nix applies them: (attribute, allowed?, closure?).
+_REF_CHECKS = (("allowedReferences", True, False), ("allowedRequisites", True, True),
+               ("disallowedReferences", False, False), ("disallowedRequisites", False, True))
 
 
-def check(plan, outputs_dir, drv_outputs) -> str:
-    """-> Nix's error for the first output that fails a check, or None.
+def check(d, plan, outputs_dir, referenceable=()):
+    """-> (Nix's error for the first check that fails, or None; {output name:
+    sorted store paths it refers to}), in registerOutputs' order: each
+    output's permissions and file types, the references between outputs (a
+    cycle fails), a fixed output's hash, then checkOutputs' reference and
+    size rules.
 
-    outputs_dir holds each output by its store basename; drv_outputs is the
-    derivation's {name: Output} (hash_algo and hash for fixed outputs).
+    outputs_dir holds each output by its store basename; `referenceable` is
+    the input closure (inputPaths: what scanForReferences looks for, with the
+    outputs themselves).
     """
-    for name, out in sorted(drv_outputs.items()):
+    found = {}
+    for name, out in sorted(d.outputs.items()):
         path = os.path.join(outputs_dir, os.path.basename(out.path))
         if not os.path.lexists(path):
             continue                      # reported by the caller, as Nix does first
         st = os.lstat(path)
         if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             return (f"suspicious ownership or permission on '{out.path}' for output "
-                    f"'{name}'; rejecting this build output")
+                    f"'{name}'; rejecting this build output"), {}
         bad = _unsupported(path)
         if bad:
-            return f"file '{out.path}{bad[len(path):]}' has an unsupported type"
+            return f"file '{out.path}{bad[len(path):]}' has an unsupported type", {}
+        found[name] = path
+    candidates = set(referenceable) | {o.path for o in d.outputs.values()}
+    refs = {name: store.references_in(path, candidates) for name, path in found.items()}
+    by_path = {d.outputs[name].path: name for name in found}
+    err = _cycle(plan.drv_path, refs, by_path)
+    if err:
+        return err, _sorted(refs)
+    for name, path in found.items():
+        out = d.outputs[name]
         if out.hash_algo and out.hash:
             err = _check_fixed(plan, name, out, path)
             if err:
-                return err
+                return err, _sorted(refs)
+    return _check_outputs(d, plan.drv_path, found, refs), _sorted(refs)
+
+
+def _sorted(refs):
+    return {name: sorted(paths) for name, paths in refs.items()}
+
+
+def _cycle(drv_path, refs, by_path):
+    """topoSort of the outputs by their references to each other: a cycle is
+    Nix's error, named where its depth-first walk (outputs by name) meets it."""
+    done, parents = set(), []
+
+    def visit(name, parent):
+        if name in parents:
+            return (f"cycle detected in build of '{drv_path}' in the references of "
+                    f"output '{name}' from output '{parent}'")
+        if name in done:
+            return None
+        done.add(name)
+        parents.append(name)
+        for child in sorted(by_path[p] for p in refs[name] if p in by_path):
+            if child != name:
+                err = visit(child, name)
+                if err:
+                    return err
+        parents.pop()
+        return None
+
+    for name in sorted(refs):
+        err = visit(name, None)
+        if err:
+            return err
     return None
+
+
+def _check_outputs(d, d_path, found, refs):
+    """checkOutputs: each output by name, against the derivation's
+    allowed/disallowed References/Requisites (env attributes: every output,
+    self-references ignored in closures) or, with structured attrs, its own
+    outputChecks (maxSize and maxClosureSize too; Nix 2.8 reads no
+    ignoreSelfRefs there)."""
+    paths = {name: d.outputs[name].path for name in found}
+    sa = d.structured_attrs
+    for name in sorted(found):
+        if sa is None:
+            rules = {k: _words(d.env[k]) for k, _, _ in _REF_CHECKS if k in d.env}
+            ignore_self = True
+        else:
+            rules = (sa.get("outputChecks") or {}).get(name)
+            if not isinstance(rules, dict):
+                continue
+            ignore_self = False
+            err = _check_sizes(paths[name], found, paths, refs, rules)
+            if err:
+                return err
+        for key, allowed, closure in _REF_CHECKS:
+            spec = rules.get(key)
+            if spec is None:
+                continue
+            if isinstance(spec, str):
+                spec = [spec]             # a JSON string iterates as itself in Nix 2.8
+            if not isinstance(spec, list) or not all(isinstance(i, str) for i in spec):
+                return f"attribute '{key}' of derivation '{d_path}' must be a list of strings"
+            wanted = set()
+            for item in spec:
+                if store.is_store_path(item):
+                    wanted.add(item)
+                elif item in paths:
+                    wanted.add(paths[item])
+                else:
+                    return f"derivation contains an illegal reference specifier '{item}'"
+            used = _requisites(paths[name], paths, refs) if closure else set(refs[name])
+            if closure and ignore_self:
+                used.discard(paths[name])
+            bad = sorted(p for p in used if (p in wanted) != allowed)
+            if bad:
+                # Nix lists them one per line; nixrec's errors are one line.
+                return (f"output '{paths[name]}' is not allowed to refer to the following "
+                        f"paths: {' '.join(bad)}")
+    return None
+
+
+def _words(value):
+    # getStringsAttr: the attribute split on whitespace (tokenizeString).
+    return [w for w in re.split(r"[ \t\n\r]+", value) if w]
+
+
+def _requisites(path, paths, refs):
+    """The closure of an output: other outputs through their scanned
+    references, inputs through the store's (nix-store -qR)."""
+    by_path = {p: name for name, p in paths.items()}
+    seen, todo, inputs = set(), [path], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        if p in by_path:
+            todo += [r for r in refs.get(by_path[p], ()) if r not in seen]
+        else:
+            inputs.add(p)
+    return seen | set(store.closure(sorted(inputs)))
+
+
+def _check_sizes(path, found, paths, refs, rules):
+    """outputChecks' maxSize (the output's NAR) and maxClosureSize (the NARs
+    of its closure: inputs' sizes from the store, outputs' from their copies)."""
+    max_size, max_closure = rules.get("maxSize"), rules.get("maxClosureSize")
+    copy = {p: found[n] for n, p in paths.items()}          # output path -> TRACE.d copy
+    if max_size is not None:
+        size = _nar_size(copy[path])
+        if size > max_size:
+            return f"path '{path}' is too large at {size} bytes; limit is {max_size} bytes"
+    if max_closure is not None:
+        members = _requisites(path, paths, refs)
+        inputs = sorted(p for p in members if p not in copy)
+        total = sum(store.nar_sizes(inputs).values()) + sum(
+            _nar_size(copy[p]) for p in members if p in copy)
+        if total > max_closure:
+            return (f"closure of path '{path}' is too large at {total} bytes; "
+                    f"limit is {max_closure} bytes")
+    return None
+
+
+def _nar_size(path):
+    return sum(len(b) for b in store.nar(path))
 
 
 def _unsupported(path):
@@ -69,7 +216,7 @@ def _check_fixed(plan, name, out, path):
     except ValueError:
         return None                       # an algorithm Python lacks: nothing to compare
     if recursive:
-        for chunk in nar(path):
+        for chunk in store.nar(path):
             h.update(chunk)
     else:
         with open(path, "rb") as f:
@@ -85,41 +232,6 @@ def _check_fixed(plan, name, out, path):
 
 def _sri(algo, hex_hash):
     return f"{algo}-{base64.b64encode(bytes.fromhex(hex_hash)).decode()}"
-
-
-# --- NAR: Nix's archive format, for recursive hashes ------------------------------------
-
-def _s(b: bytes) -> bytes:
-    return len(b).to_bytes(8, "little") + b + b"\0" * (-len(b) % 8)
-
-
-def nar(path):
-    """The NAR serialisation of `path`, in chunks (libutil/archive.cc dump)."""
-    yield _s(b"nix-archive-1")
-    yield from _nar_node(path)
-
-
-def _nar_node(path):
-    st = os.lstat(path)
-    yield _s(b"(")
-    if stat.S_ISLNK(st.st_mode):
-        yield _s(b"type") + _s(b"symlink") + _s(b"target") + _s(os.fsencode(os.readlink(path)))
-    elif stat.S_ISDIR(st.st_mode):
-        yield _s(b"type") + _s(b"directory")
-        for name in sorted(os.listdir(path), key=os.fsencode):
-            yield _s(b"entry") + _s(b"(") + _s(b"name") + _s(os.fsencode(name)) + _s(b"node")
-            yield from _nar_node(os.path.join(path, name))
-            yield _s(b")")
-    else:
-        yield _s(b"type") + _s(b"regular")
-        if st.st_mode & 0o100:
-            yield _s(b"executable") + _s(b"")
-        yield _s(b"contents") + st.st_size.to_bytes(8, "little")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                yield block
-        yield b"\0" * (-st.st_size % 8)
-    yield _s(b")")
 
 
 def canonicalise(path) -> None:

@@ -473,9 +473,14 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         raise watchdog.write_error
     tracer = build.tracer
     outputs, output_error = _collect_outputs(plan, build.lay, workdir, tracer.builder_status)
+    references = {}
     if output_error is None and tracer.builder_status == ("exit", 0):
         # §2.8: Nix's checks on what the builder left, then the store's modes.
-        output_error = outputs_mod.check(plan, os.path.join(workdir, "outputs"), d.outputs)
+        # Reference scanning looks for the input closure (Nix's inputPaths:
+        # not the store paths given as sandbox paths) and the outputs.
+        referenceable = store.closure([p for p, _ in input_paths_with_drvs(d)])
+        output_error, references = outputs_mod.check(
+            d, plan, os.path.join(workdir, "outputs"), referenceable)
     for path in outputs.values():
         outputs_mod.canonicalise(path)
     error = build.exec_error or output_error
@@ -488,7 +493,8 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                "duration": round(build.duration, 3), "stops": tracer.stops,
                "stops_c": tracer.stops_c,
                "answered_at_entry": tracer.predictor.answered if tracer.predictor else 0,
-               "log_bytes": build.pump.bytes, "outputs": outputs, "error": error,
+               "log_bytes": build.pump.bytes, "outputs": outputs, "references": references,
+               "error": error,
                "interrupted": build.interrupted, "killed": killed}
     try:
         with lock:

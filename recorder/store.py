@@ -4,6 +4,8 @@ close over, and the calls into real Nix (when installed) to make or realise .drv
 
 import hashlib
 import os
+import re
+import stat
 from typing import Optional
 import shutil
 import subprocess
@@ -77,8 +79,8 @@ def closure(paths) -> list:
     """The store paths `paths` refer to, transitively (sorted).
 
     With Nix: `nix-store -qR`. Without it (documented fallback, docs/sandbox.md):
-    scan each path's files for the hash parts of the store paths present on this
-    machine, the same substring rule Nix uses for references.
+    scan each path for the hash parts of the store paths present on this
+    machine, the rule Nix uses for references (references_in).
     """
     paths = sorted(set(paths))
     if not paths:
@@ -98,33 +100,66 @@ def _closure_by_scan(paths) -> list:
         names = os.listdir(STORE_DIR)
     except OSError:
         names = []
-    by_hash = {n[:32]: os.path.join(STORE_DIR, n) for n in names if len(n) > 33 and n[32] == "-"}
+    present = [os.path.join(STORE_DIR, n) for n in names if is_store_path(os.path.join(STORE_DIR, n))]
     seen, todo = set(), list(paths)
     while todo:
         p = todo.pop()
         if p in seen:
             continue
         seen.add(p)
-        for h in _hash_parts_in(p, by_hash):
-            if by_hash[h] not in seen:
-                todo.append(by_hash[h])
+        try:
+            todo += [r for r in references_in(p, present) if r not in seen]
+        except OSError:
+            pass        # unreadable: what it refers to cannot be told
     return sorted(seen)
 
 
-def _hash_parts_in(path, by_hash):
-    found = set()
-    for root, dirs, files in os.walk(path) if os.path.isdir(path) else [(os.path.dirname(path), [], [os.path.basename(path)])]:
-        for f in files + dirs:
-            fp = os.path.join(root, f)
-            try:
-                data = os.readlink(fp).encode() if os.path.islink(fp) else (
-                    open(fp, "rb").read() if os.path.isfile(fp) else b"")
-            except OSError:
-                continue
-            for h in by_hash:
-                if h.encode() in data:
-                    found.add(h)
+# Nix's base-32 alphabet (libutil/hash.cc base32Chars): no e, o, t, u.
+_NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
+_RUN = re.compile(rb"[0-9a-df-np-sv-z]{32,}")
+
+
+def is_store_path(p: str) -> bool:
+    """A path directly in the store whose name is a hash part, '-' and a name."""
+    d, name = os.path.split(p)
+    return (d == STORE_DIR and len(name) > 33 and name[32] == "-"
+            and all(c in _NIX32 for c in name[:32]))
+
+
+def references_in(path: str, candidates) -> set:
+    """The candidates (store paths) that `path` refers to: those whose
+    32-character hash part occurs anywhere in its NAR serialisation, file
+    contents, names and symlink targets alike (scanForReferences, RefScanSink:
+    every 32-character window of base-32 characters is looked up)."""
+    by_hash = {os.path.basename(c)[:32].encode(): c for c in candidates}
+    found, tail = set(), b""
+    for chunk in nar(path):
+        data = tail + chunk
+        for m in _RUN.finditer(data):
+            run = m.group()
+            for i in range(len(run) - 31):
+                hit = by_hash.get(run[i:i + 32])
+                if hit is not None:
+                    found.add(hit)
+        # A hash may straddle two chunks: the last 31 bytes go with the next.
+        tail = data[-31:]
     return found
+
+
+def nar_sizes(paths) -> dict:
+    """{path: size of its NAR}: from Nix's database for valid paths (`nix-store
+    -q --size`), else by serialising it."""
+    sizes = {}
+    if have_nix() and paths:
+        try:
+            out = _run_nix(["nix-store", "-q", "--size", *paths], "cannot query sizes")
+            sizes = dict(zip(paths, (int(w) for w in out.split())))
+        except (BadInput, ValueError):
+            sizes = {}
+    for p in paths:
+        if p not in sizes:
+            sizes[p] = sum(len(b) for b in nar(p))
+    return sizes
 
 
 def path_hash(path: str) -> str:
@@ -194,3 +229,38 @@ def fixed_output_path(hash_algo: str, hex_hash: str, name: str) -> Optional[str]
         return None
     inner = hashlib.sha256(f"fixed:out:{hash_algo}:{hex_hash}:".encode()).hexdigest()
     return make_store_path("output:out", inner, name)
+
+
+# --- NAR: Nix's archive format, for recursive hashes ------------------------------------
+
+def _s(b: bytes) -> bytes:
+    return len(b).to_bytes(8, "little") + b + b"\0" * (-len(b) % 8)
+
+
+def nar(path):
+    """The NAR serialisation of `path`, in chunks (libutil/archive.cc dump)."""
+    yield _s(b"nix-archive-1")
+    yield from _nar_node(path)
+
+
+def _nar_node(path):
+    st = os.lstat(path)
+    yield _s(b"(")
+    if stat.S_ISLNK(st.st_mode):
+        yield _s(b"type") + _s(b"symlink") + _s(b"target") + _s(os.fsencode(os.readlink(path)))
+    elif stat.S_ISDIR(st.st_mode):
+        yield _s(b"type") + _s(b"directory")
+        for name in sorted(os.listdir(path), key=os.fsencode):
+            yield _s(b"entry") + _s(b"(") + _s(b"name") + _s(os.fsencode(name)) + _s(b"node")
+            yield from _nar_node(os.path.join(path, name))
+            yield _s(b")")
+    else:
+        yield _s(b"type") + _s(b"regular")
+        if st.st_mode & 0o100:
+            yield _s(b"executable") + _s(b"")
+        yield _s(b"contents") + st.st_size.to_bytes(8, "little")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                yield block
+        yield b"\0" * (-st.st_size % 8)
+    yield _s(b")")
