@@ -4,6 +4,7 @@ The words here are what a user reads first; the fixes are the usual nixpkgs ones
 """
 
 from nixrec.analysis.deps import basename
+from nixrec.analysis import outputcheck
 
 
 def _who(c):
@@ -18,6 +19,8 @@ def _errno(c):
 def _summary(c):
     k, who = c["kind"], _who(c)
     path = c.get("path")
+    if k == "output-check":
+        return outputcheck.summary_of(c, who)
     if k == "network":
         return f"{who} tried to connect to {c.get('address')}{_errno(c)} -- " \
                "the sandbox has no network"
@@ -213,6 +216,8 @@ LIMIT_HINTS = {
 
 
 def _hint(c):
+    if c["kind"] == "output-check":
+        return outputcheck.hint_of(c)
     if c["kind"] == "limit":
         argv0 = basename(c["argv"][0]) if c.get("argv") else "the process"
         return LIMIT_HINTS.get(c.get("limit_kind"), LIMIT_HINTS["other"]).format(
@@ -241,6 +246,8 @@ def describe(c, facts):
         c["summary"] = _summary(c)
     c["hint"] = _hint(c)
     ev = []
+    if c["kind"] == "output-check" and c.get("message"):
+        ev.append(f"Nix's check on the output: {c['message']}")
     if c.get("syscall"):
         what = c.get("accessed") or c.get("path") or c.get("address") or c.get("host")
         if what is None and c.get("target_pid") is not None:

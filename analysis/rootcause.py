@@ -23,6 +23,7 @@ from nixrec.analysis.deps import (PROCESS_CALLS, PathClassifier, access_of, base
 from nixrec.analysis.facts import collect, is_ancestor, no_cycle_gc
 from nixrec.analysis import hints
 from nixrec.analysis.limits import limit_cause, limit_chain
+from nixrec.analysis.outputcheck import output_cause
 
 # How much a kind of cause explains a build failure on its own (before context).
 PRIOR = {
@@ -524,12 +525,15 @@ def explain(header, processes, events, problems=(), summary=None, trace_path="TR
 def _explain(header, processes, events, problems, summary, trace_path, peek):
     facts = collect(header, processes, events)
     facts.peek = peek
+    root = facts.procs.get("1")
+    # The builder's own exit, before the summary's (which counts Nix's checks
+    # on the outputs): a builder that exited 0 failed no call worth blaming.
+    output = output_cause(facts, summary, root.exit_status if root else None, trace_path)
     _apply_summary(facts, summary)
     cls = PathClassifier(facts.plan)
-    chain = failure_chain(facts)
-    root = facts.procs.get("1")
-    status = "failed" if chain else "succeeded"
-    ranked = []
+    chain = [] if output else failure_chain(facts)
+    status = "failed" if chain or output else "succeeded"
+    ranked = [output] if output else []
     if chain:
         ranked = rank(candidates(facts, chain, cls), facts, chain)
         ranked = _follow_data_flow(ranked, facts, chain, cls)
@@ -588,7 +592,8 @@ PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
           "host", "command", "header", "looked_in", "interpreter", "link",
           "link_target", "accessed", "hidden", "store_path",
           "creator", "created_seq", "signal", "limit", "setting", "target_pid",
-          "access", "via", "summary", "hint",
+          "access", "via", "check", "output", "forbidden", "through", "blamed_files",
+          "summary", "hint",
           "evidence", "score")
 
 

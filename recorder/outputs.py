@@ -22,12 +22,14 @@ _REF_CHECKS = (("allowedReferences", True, False), ("allowedRequisites", True, T
                ("disallowedReferences", False, False), ("disallowedRequisites", False, True))
 
 
-def check(d, plan, outputs_dir, referenceable=()):
-    """-> (Nix's error for the first check that fails, or None; {output name:
-    sorted store paths it refers to}), in registerOutputs' order: each
-    output's permissions and file types, the references between outputs (a
-    cycle fails), a fixed output's hash, then checkOutputs' reference and
-    size rules.
+def check(d, plan, outputs_dir, referenceable=()) -> dict:
+    """Nix's checks, in registerOutputs' order: each output's permissions and
+    file types, the references between outputs (a cycle fails), a fixed
+    output's hash, then checkOutputs' reference and size rules. ->
+    {"error": Nix's message for the first failure, or None; "references":
+    {output name: sorted store paths it refers to}; "failed": what failed, for
+    `nixrec why` (failure(): the check, the output, the files to blame, the
+    paths a rule forbids), or None}.
 
     outputs_dir holds each output by its store basename; `referenceable` is
     the input closure (inputPaths: what scanForReferences looks for, with the
@@ -40,25 +42,45 @@ def check(d, plan, outputs_dir, referenceable=()):
             continue                      # reported by the caller, as Nix does first
         st = os.lstat(path)
         if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return (f"suspicious ownership or permission on '{out.path}' for output "
-                    f"'{name}'; rejecting this build output"), {}
+            return _verdict(f"suspicious ownership or permission on '{out.path}' for output "
+                            f"'{name}'; rejecting this build output",
+                            {}, failure("permissions", name, [out.path]))
         bad = _unsupported(path)
         if bad:
-            return f"file '{out.path}{bad[len(path):]}' has an unsupported type", {}
+            file = out.path + bad[len(path):]
+            return _verdict(f"file '{file}' has an unsupported type", {},
+                            failure("unsupported", name, [file]))
         found[name] = path
     candidates = set(referenceable) | {o.path for o in d.outputs.values()}
     refs = {name: store.references_in(path, candidates) for name, path in found.items()}
     by_path = {d.outputs[name].path: name for name in found}
-    err = _cycle(plan.drv_path, refs, by_path)
-    if err:
-        return err, _sorted(refs)
+    cycle = _cycle(plan.drv_path, refs, by_path)
+    if cycle:
+        err, (child, parent) = cycle
+        files = _referring(found[parent], d.outputs[parent].path, [d.outputs[child].path])
+        child_path = d.outputs[child].path
+        return _verdict(err, refs, failure("cycle", parent, files, [child_path], [child_path]))
     for name, path in found.items():
         out = d.outputs[name]
         if out.hash_algo and out.hash:
             err = _check_fixed(plan, name, out, path)
             if err:
-                return err, _sorted(refs)
-    return _check_outputs(d, plan.drv_path, found, refs), _sorted(refs)
+                return _verdict(err, refs, failure("hash", name, [out.path]))
+    err, failed = _check_outputs(d, plan.drv_path, found, refs)
+    return _verdict(err, refs, failed)
+
+
+def failure(check, output, files=(), paths=(), through=()) -> dict:
+    """What `nixrec why` is told of a failed output check (the trace summary's
+    `output_check`): the check, the output's name, the store paths of the
+    files to blame (their writers are in the trace), the paths a rule forbids
+    and the output's references that lead to them (the files hold those)."""
+    return {"check": check, "output": output, "files": list(files), "paths": list(paths),
+            "through": list(through)}
+
+
+def _verdict(error, refs, failed):
+    return {"error": error, "references": _sorted(refs), "failed": failed}
 
 
 def _sorted(refs):
@@ -73,7 +95,7 @@ def _cycle(drv_path, refs, by_path):
     def visit(name, parent):
         if name in parents:
             return (f"cycle detected in build of '{drv_path}' in the references of "
-                    f"output '{name}' from output '{parent}'")
+                    f"output '{name}' from output '{parent}'"), (name, parent)
         if name in done:
             return None
         done.add(name)
@@ -112,7 +134,7 @@ def _check_outputs(d, d_path, found, refs):
             ignore_self = False
             err = _check_sizes(paths[name], found, paths, refs, rules)
             if err:
-                return err
+                return err, failure("size", name, [paths[name]])
         for key, allowed, closure in _REF_CHECKS:
             spec = rules.get(key)
             if spec is None:
@@ -120,7 +142,8 @@ def _check_outputs(d, d_path, found, refs):
             if isinstance(spec, str):
                 spec = [spec]             # a JSON string iterates as itself in Nix 2.8
             if not isinstance(spec, list) or not all(isinstance(i, str) for i in spec):
-                return f"attribute '{key}' of derivation '{d_path}' must be a list of strings"
+                return (f"attribute '{key}' of derivation '{d_path}' must be a list of strings",
+                        failure("rule", name))
             wanted = set()
             for item in spec:
                 if store.is_store_path(item):
@@ -128,16 +151,60 @@ def _check_outputs(d, d_path, found, refs):
                 elif item in paths:
                     wanted.add(paths[item])
                 else:
-                    return f"derivation contains an illegal reference specifier '{item}'"
+                    return (f"derivation contains an illegal reference specifier '{item}'",
+                            failure("rule", name))
             used = _requisites(paths[name], paths, refs) if closure else set(refs[name])
             if closure and ignore_self:
                 used.discard(paths[name])
             bad = sorted(p for p in used if (p in wanted) != allowed)
             if bad:
                 # Nix lists them one per line; nixrec's errors are one line.
+                through = _through(name, bad, paths, refs)
+                files = _referring(found[name], paths[name], through)
                 return (f"output '{paths[name]}' is not allowed to refer to the following "
-                        f"paths: {' '.join(bad)}")
-    return None
+                        f"paths: {' '.join(bad)}", failure(key, name, files, bad, through))
+    return None, None
+
+
+def _through(name, bad, paths, refs):
+    """The output's own references that lead to the `bad` paths: each one
+    itself when referred to directly, else the references whose closure
+    holds it (a requisite)."""
+    direct = set(refs[name]) - {paths[name]}
+    found = set()
+    for b in bad:
+        if b in direct or b == paths[name]:
+            found.add(b)
+        else:
+            found |= {r for r in direct if b in _requisites(r, paths, refs)}
+    return sorted(found)
+
+
+def _referring(copy, out_path, targets, limit=10):
+    """Up to `limit` files of an output (as store paths under out_path) whose
+    name, link target or contents hold the hash part of one of `targets`: what
+    `nixrec why` blames (the trace names their writers)."""
+    hashes = [os.path.basename(t)[:32] for t in targets]
+    hits = []
+    for p in _entries(copy):
+        rel = p[len(copy):]
+        named = bool(rel) and any(h in os.path.basename(p) for h in hashes)
+        # A directory's contents are entries of their own; a file's or a
+        # link's NAR holds its contents or its target.
+        leaf = os.path.islink(p) or not os.path.isdir(p)
+        if named or (leaf and store.references_in(p, targets)):
+            hits.append(out_path + rel)
+            if len(hits) >= limit:
+                break
+    return hits
+
+
+def _entries(path):
+    """`path`, then everything under it (a directory's entries by name)."""
+    yield path
+    for root, dirs, files in _walk(path):
+        for n in sorted(dirs + files):
+            yield os.path.join(root, n)
 
 
 def _words(value):

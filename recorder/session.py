@@ -474,13 +474,17 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     tracer = build.tracer
     outputs, output_error = _collect_outputs(plan, build.lay, workdir, tracer.builder_status)
     references = {}
+    # What `nixrec why` blames when the builder succeeded and an output did not.
+    output_check = outputs_mod.failure("missing", _missing_output(plan, outputs)) \
+        if output_error is not None else None
     if output_error is None and tracer.builder_status == ("exit", 0):
         # §2.8: Nix's checks on what the builder left, then the store's modes.
         # Reference scanning looks for the input closure (Nix's inputPaths:
         # not the store paths given as sandbox paths) and the outputs.
         referenceable = store.closure([p for p, _ in input_paths_with_drvs(d)])
-        output_error, references = outputs_mod.check(
-            d, plan, os.path.join(workdir, "outputs"), referenceable)
+        verdict = outputs_mod.check(d, plan, os.path.join(workdir, "outputs"), referenceable)
+        output_error, references = verdict["error"], verdict["references"]
+        output_check = verdict["failed"]
     for path in outputs.values():
         outputs_mod.canonicalise(path)
     error = build.exec_error or output_error
@@ -494,6 +498,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                "stops_c": tracer.stops_c,
                "answered_at_entry": tracer.predictor.answered if tracer.predictor else 0,
                "log_bytes": build.pump.bytes, "outputs": outputs, "references": references,
+               "output_check": output_check,
                "error": error,
                "interrupted": build.interrupted, "killed": killed}
     try:
@@ -532,6 +537,10 @@ def _exit_of(builder_status, error, interrupted):
     return val, None
 
 
+def _missing_output(plan, found):
+    return next((name for name in sorted(plan.outputs) if name not in found), None)
+
+
 def _is_whiteout(path):
     # --no-sandbox hides an existing output with an overlay whiteout (0/0 device).
     st = os.lstat(path)
@@ -563,6 +572,7 @@ def _collect_outputs(plan, lay, workdir, builder_status):
             _give_to_caller(target)
             found[name] = target
         elif builder_status == ("exit", 0) and error is None:
-            error = (f"builder failed to produce output path for output '{name}' "
-                     f"at '{path}'")
+            # Nix's words; Nix names the path inside its chroot directory.
+            error = (f"builder for '{plan.drv_path}' failed to produce output path for "
+                     f"output '{name}' at '{path}'")
     return found, error

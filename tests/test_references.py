@@ -16,14 +16,14 @@ import subprocess
 
 import pytest
 
-from nixfix import instantiate, nix_env, run_nixrec, summary
+from nixfix import events, instantiate, nix_env, nixrec_json, run_nixrec, summary
 from nixrec.recorder import store
 from test_record import NIX_BUILD, nix_build
 
 FAILING = ["failAllowedEmpty", "failDisallowed", "failSelf", "failRequisite",
            "failAllowedRequisites", "failIllegal", "failCycle", "failSecondOutput",
            "failLinkTarget", "failFileName", "failStructured", "failStructuredSelf",
-           "failMaxSize", "failMaxClosureSize"]
+           "failMaxSize", "failMaxClosureSize", "failMissing", "failWritable"]
 PASSING = ["passSelfOut", "passRequisites", "passUnused", "passStructured", "passTwoOutputs"]
 
 
@@ -35,7 +35,9 @@ def nix_error(drv) -> str:
     lines = p.stderr.splitlines()
     i = next(i for i, l in enumerate(lines) if l.startswith("error: "))
     paths = [l.strip() for l in lines[i + 1:] if l.strip().startswith("/nix/store/")]
-    return " ".join([lines[i][len("error: "):]] + paths)
+    # Nix names an output inside its chroot directory; nixrec by its store path.
+    return re.sub(r"/nix/store/[a-z0-9]{32}-[^/']*\.drv\.chroot", "",
+                  " ".join([lines[i][len("error: "):]] + paths))
 
 
 @pytest.mark.e2e
@@ -43,7 +45,8 @@ def nix_error(drv) -> str:
 def test_a_broken_rule_fails_the_build_with_nixs_words(attr, tmp_path):
     drv = instantiate("references.nix", attr)
     theirs = nix_error(drv)
-    assert re.search(r"not allowed to refer|illegal reference|cycle detected|too large", theirs)
+    assert re.search(r"not allowed to refer|illegal reference|cycle detected|too large|"
+                     r"failed to produce|suspicious ownership", theirs)
     p = run_nixrec("record", drv, "-o", tmp_path / "t.nixrec", "-q", timeout=120)
     assert p.returncode == 1, p.stderr.decode(errors="replace")
     first = p.stderr.decode(errors="replace").splitlines()[0]
@@ -70,6 +73,52 @@ def test_references_are_the_ones_nix_registers(attr, tmp_path):
     assert ours == theirs
     # passUnused refers to nothing (its rules must not fire); the rest refer to something.
     assert any(ours.values()) == (attr != "passUnused")
+
+
+# (fixture, check, blamed file under the output or None, output reference it holds)
+WHY = [("failRequisite", "disallowedRequisites", "/x", ["dep"]),
+       ("failDisallowed", "disallowedReferences", "/x", ["bb", "dep"]),
+       ("failLinkTarget", "allowedReferences", "/sh", ["bb"]),
+       ("failCycle", "cycle", "/x", ["doc"]),
+       ("failWritable", "permissions", "", None),
+       ("failMissing", "missing", None, None),
+       ("failIllegal", "rule", None, None)]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("attr,check,file,held", WHY)
+def test_why_blames_the_check_and_the_event_that_wrote_the_file(attr, check, file, held,
+                                                                 tmp_path):
+    drv = instantiate("references.nix", attr)
+    trace = tmp_path / "t.nixrec"
+    p = run_nixrec("record", drv, "-o", trace, "-q", timeout=120)
+    assert p.returncode == 1
+    rep = nixrec_json("why", trace)
+    top = rep["root_causes"][0]
+    assert rep["status"] == "failed" and rep["failure_chain"] == []
+    assert (top["kind"], top["check"]) == ("output-check", check)
+    outs = _output_paths(drv)
+    if file is None:
+        assert "path" not in top
+    else:
+        blamed = outs["out"] + file
+        assert top["path"] == blamed
+        # The event it points at made or wrote that file, in the process named.
+        ev = events(trace, "--from", str(top["seq"]), "--to", str(top["seq"]))[0]
+        assert ev["proc"] == top["proc"]
+        assert blamed in (ev.get("path"), ev.get("path2")), ev
+    if held:
+        known = {"dep": _output_paths(instantiate("references.nix", "dep"))["out"],
+                 "bb": _bb(), "doc": outs.get("doc")}
+        want = sorted(known[h] for h in held)
+        assert top["through"] == want
+        if check != "cycle":          # the hint says what to grep the file for
+            assert os.path.basename(want[0])[:32] in top["hint"]
+
+
+def _bb():
+    import glob
+    return [p for p in glob.glob("/nix/store/*-busybox") if os.path.isdir(p)][0]
 
 
 def _output_paths(drv):
