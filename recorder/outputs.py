@@ -3,8 +3,8 @@ build recorded by nixrec fails where Nix would fail it, with Nix's words.
 
 Data in, data out: `check` takes the derivation, the plan, where the outputs
 are and the store paths they may refer to, and returns the first error message
-(or None) and what each output refers to; `canonicalise` then sets modes and
-mtimes as the store would have them.
+(or None), what each output refers to and what failed. Like registerOutputs it
+canonicalises an output (modes, mtimes: `canonicalise`) before scanning it.
 """
 
 import base64
@@ -51,6 +51,10 @@ def check(d, plan, outputs_dir, referenceable=()) -> dict:
             return _verdict(f"file '{file}' has an unsupported type", {},
                             failure("unsupported", name, [file]))
         found[name] = path
+    for path in found.values():
+        # registerOutputs canonicalises before it scans (a file the build
+        # left unreadable is read as 0444, as Nix reads it).
+        canonicalise(path)
     candidates = set(referenceable) | {o.path for o in d.outputs.values()}
     refs = {name: store.references_in(path, candidates) for name, path in found.items()}
     by_path = {d.outputs[name].path: name for name in found}
@@ -233,6 +237,10 @@ def _check_sizes(path, found, paths, refs, rules):
     """outputChecks' maxSize (the output's NAR) and maxClosureSize (the NARs
     of its closure: inputs' sizes from the store, outputs' from their copies)."""
     max_size, max_closure = rules.get("maxSize"), rules.get("maxClosureSize")
+    for v in (max_size, max_closure):
+        if v is not None and type(v) not in (int, float):
+            # nlohmann::json's get<uint64_t>(), as Nix 2.8 reads it.
+            return f"[json.exception.type_error.302] type must be number, but is {_json_type(v)}"
     copy = {p: found[n] for n, p in paths.items()}          # output path -> TRACE.d copy
     if max_size is not None:
         size = _nar_size(copy[path])
@@ -247,6 +255,10 @@ def _check_sizes(path, found, paths, refs, rules):
             return (f"closure of path '{path}' is too large at {total} bytes; "
                     f"limit is {max_closure} bytes")
     return None
+
+
+def _json_type(v):
+    return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(type(v), "null")
 
 
 def _nar_size(path):

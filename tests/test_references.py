@@ -23,7 +23,8 @@ from test_record import NIX_BUILD, nix_build
 FAILING = ["failAllowedEmpty", "failDisallowed", "failSelf", "failRequisite",
            "failAllowedRequisites", "failIllegal", "failCycle", "failSecondOutput",
            "failLinkTarget", "failFileName", "failStructured", "failStructuredSelf",
-           "failMaxSize", "failMaxClosureSize", "failMissing", "failWritable"]
+           "failMaxSize", "failMaxSizeType", "failMaxClosureSize", "failMissing",
+           "failWritable"]
 PASSING = ["passSelfOut", "passRequisites", "passUnused", "passStructured", "passTwoOutputs"]
 
 
@@ -46,7 +47,7 @@ def test_a_broken_rule_fails_the_build_with_nixs_words(attr, tmp_path):
     drv = instantiate("references.nix", attr)
     theirs = nix_error(drv)
     assert re.search(r"not allowed to refer|illegal reference|cycle detected|too large|"
-                     r"failed to produce|suspicious ownership", theirs)
+                     r"failed to produce|suspicious ownership|type must be", theirs)
     p = run_nixrec("record", drv, "-o", tmp_path / "t.nixrec", "-q", timeout=120)
     assert p.returncode == 1, p.stderr.decode(errors="replace")
     first = p.stderr.decode(errors="replace").splitlines()[0]
