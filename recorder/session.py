@@ -482,7 +482,13 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         # Reference scanning looks for the input closure (Nix's inputPaths:
         # not the store paths given as sandbox paths) and the outputs.
         referenceable = store.closure([p for p, _ in input_paths_with_drvs(d)])
-        verdict = outputs_mod.check(d, plan, os.path.join(workdir, "outputs"), referenceable)
+        try:
+            verdict = outputs_mod.check(d, plan, os.path.join(workdir, "outputs"),
+                                        referenceable)
+        except OSError as e:
+            # Keep the trace whole: the build ran; only the check could not.
+            verdict = {"error": f"cannot read the outputs to check them: {e}",
+                       "references": {}, "failed": None}
         output_error, references = verdict["error"], verdict["references"]
         output_check = verdict["failed"]
     for path in outputs.values():
