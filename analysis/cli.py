@@ -66,7 +66,7 @@ def deps_cmd(trace, as_json, markdown):
     from nixrec.analysis.render import json as rjson, markdown as rmd, text
     r = _open(trace)
     try:
-        rep = undeclared_accesses(r.header, r.events())
+        rep = undeclared_accesses(r.header, r.events(), r.summary)
         problems = r.problems
     finally:
         r.close()

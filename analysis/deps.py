@@ -173,8 +173,14 @@ def _key_of(ev, cls):
     return (cat, "path", path)
 
 
-def undeclared_accesses(header: dict, events) -> dict:
-    """Stream the events once; returns {"undeclared": [...], "unused_inputs": [...]}."""
+def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
+    """Stream the events once; returns {"undeclared": [...], "unused_inputs":
+    [...], "referenced_unused": [...]}.
+
+    An input no event touched is unused unless an output refers to it (the
+    summary's `references`, Nix's reference scan): a path that reached the
+    output through the environment (`echo ${dep} > $out/...`) is a runtime
+    dependency, listed apart so that nobody removes it as unused."""
     plan = (header or {}).get("plan") or {}
     cls = PathClassifier(plan)
     groups = {}
@@ -209,8 +215,13 @@ def undeclared_accesses(header: dict, events) -> dict:
     for g in undeclared:
         if g["errno"] is None:
             del g["errno"]
-    unused = sorted(cls.inputs - touched)
-    return {"undeclared": undeclared, "unused_inputs": unused}
+    kept = {}
+    for name, paths in sorted(((summary or {}).get("references") or {}).items()):
+        for p in paths:
+            kept.setdefault(p, []).append(name)
+    idle = sorted(cls.inputs - touched)
+    return {"undeclared": undeclared, "unused_inputs": [p for p in idle if p not in kept],
+            "referenced_unused": [{"path": p, "outputs": kept[p]} for p in idle if p in kept]}
 
 
 def basename(path: str) -> str:

@@ -25,7 +25,8 @@ FAILING = ["failAllowedEmpty", "failDisallowed", "failSelf", "failRequisite",
            "failLinkTarget", "failFileName", "failStructured", "failStructuredSelf",
            "failMaxSize", "failMaxSizeType", "failMaxClosureSize", "failMissing",
            "failWritable"]
-PASSING = ["passSelfOut", "passRequisites", "passUnused", "passStructured", "passTwoOutputs"]
+PASSING = ["passSelfOut", "passRequisites", "passUnused", "passStructured", "passTwoOutputs",
+           "passRuntimeOnly"]
 
 
 def nix_error(drv) -> str:
@@ -163,3 +164,21 @@ def test_closure_by_scanning_is_the_closure_nix_knows():
                             text=True, check=True).stdout.split()
     assert store._closure_by_scan([out]) == sorted(theirs)
     assert len(theirs) == 2
+
+
+@pytest.mark.e2e
+def test_deps_keeps_an_input_the_output_refers_to_apart_from_the_unused(tmp_path):
+    # dep's path goes into $out/x by `echo` (no event touches dep): a runtime
+    # dependency; idle is declared, never touched, never referred to.
+    drv = instantiate("references.nix", "passRuntimeOnly")
+    dep = _output_paths(instantiate("references.nix", "dep"))["out"]
+    idle = _output_paths(instantiate("references.nix", "idle"))["out"]
+    trace = tmp_path / "t.nixrec"
+    p = run_nixrec("record", drv, "-o", trace, "-q", timeout=120)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    assert not [e for e in events(trace) if (e.get("path") or "").startswith(dep)]
+    rep = nixrec_json("deps", trace)
+    assert rep["referenced_unused"] == [{"path": dep, "outputs": ["out"]}]
+    assert idle in rep["unused_inputs"] and dep not in rep["unused_inputs"]
+    text = run_nixrec("deps", trace).stdout.decode()
+    assert f"  {dep}  (referred to by out)" in text

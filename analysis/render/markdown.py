@@ -24,4 +24,9 @@ def deps_markdown(rep: dict) -> str:
         out.append("")
     out += ["## Unused inputs", ""]
     out += [f"- `{p}`" for p in rep["unused_inputs"]] or ["None."]
+    if rep.get("referenced_unused"):
+        out += ["", "## Inputs never touched that the outputs refer to (runtime dependencies)",
+                ""]
+        out += [f"- `{g['path']}` (referred to by {', '.join(g['outputs'])})"
+                for g in rep["referenced_unused"]]
     return "\n".join(out) + "\n"

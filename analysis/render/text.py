@@ -65,4 +65,9 @@ def deps_text(rep: dict) -> str:
     if rep["unused_inputs"]:
         out.append("unused inputs:")
         out += [f"  {p}" for p in rep["unused_inputs"]]
+    if rep.get("referenced_unused"):
+        out.append("inputs the build never touched that its outputs refer to "
+                   "(runtime dependencies: not unused):")
+        out += [f"  {g['path']}  (referred to by {', '.join(g['outputs'])})"
+                for g in rep["referenced_unused"]]
     return "\n".join(out) + "\n"
