@@ -35,22 +35,9 @@ def check(d, plan, outputs_dir, referenceable=()) -> dict:
     the input closure (inputPaths: what scanForReferences looks for, with the
     outputs themselves).
     """
-    found = {}
-    for name, out in sorted(d.outputs.items()):
-        path = os.path.join(outputs_dir, os.path.basename(out.path))
-        if not os.path.lexists(path):
-            continue                      # reported by the caller, as Nix does first
-        st = os.lstat(path)
-        if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return _verdict(f"suspicious ownership or permission on '{out.path}' for output "
-                            f"'{name}'; rejecting this build output",
-                            {}, failure("permissions", name, [out.path]))
-        bad = _unsupported(path)
-        if bad:
-            file = out.path + bad[len(path):]
-            return _verdict(f"file '{file}' has an unsupported type", {},
-                            failure("unsupported", name, [file]))
-        found[name] = path
+    found, failed = _each_output(d, outputs_dir)
+    if failed:
+        return failed
     for path in found.values():
         # registerOutputs canonicalises before it scans (a file the build
         # left unreadable is read as 0444, as Nix reads it).
@@ -72,6 +59,29 @@ def check(d, plan, outputs_dir, referenceable=()) -> dict:
                 return _verdict(err, refs, failure("hash", name, [out.path]))
     err, failed = _check_outputs(d, plan.drv_path, found, refs)
     return _verdict(err, refs, failed)
+
+
+def _each_output(d, outputs_dir):
+    """-> ({name: its copy in outputs_dir}, None), or (None, the verdict of
+    the first output that is group- or world-writable or holds a file the
+    store cannot (a FIFO, socket or device)."""
+    found = {}
+    for name, out in sorted(d.outputs.items()):
+        path = os.path.join(outputs_dir, os.path.basename(out.path))
+        if not os.path.lexists(path):
+            continue                      # reported by the caller, as Nix does first
+        st = os.lstat(path)
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return None, _verdict(f"suspicious ownership or permission on '{out.path}' for "
+                                  f"output '{name}'; rejecting this build output",
+                                  {}, failure("permissions", name, [out.path]))
+        bad = _unsupported(path)
+        if bad:
+            file = out.path + bad[len(path):]
+            return None, _verdict(f"file '{file}' has an unsupported type", {},
+                                  failure("unsupported", name, [file]))
+        found[name] = path
+    return found, None
 
 
 def failure(check, output, files=(), paths=(), through=()) -> dict:
