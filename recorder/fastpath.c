@@ -161,6 +161,8 @@ struct ctx {
     uint64_t notable;              /* signals worth an event (bit n: signal n) */
     uint64_t open_read_bits, o_directory, o_accmode;   /* fp_set_open_read */
     struct pnode *shared[PBUCKETS];/* tracees whose fd table another one may share */
+    struct pnode *rings[PBUCKETS]; /* tracees with an io_uring (or their children):
+                                      the kernel may add fds to their table at any time */
     struct pnode *known[PBUCKETS]; /* the live tracees */
     struct pnode *unborn[PBUCKETS];/* stops of children whose fork event is still to come */
     long live;
@@ -211,6 +213,7 @@ void fp_free(struct ctx *c) {
     set_free(c->known);
     set_free(c->unborn);
     set_free(c->shared);
+    set_free(c->rings);
     free(c);
 }
 
@@ -372,6 +375,7 @@ void fp_add(struct ctx *c, int pid) {
 void fp_exited(struct ctx *c, int pid) {
     forget(c, pid);
     set_take(c->shared, pid, NULL);
+    set_take(c->rings, pid, NULL);
     if (set_take(c->known, pid, NULL)) c->live--;
 }
 
@@ -501,11 +505,11 @@ static int something_there(int pid, const char *raw, uint32_t len) {
    open in its fd table (the kernel's rule, fs/file.c alloc_fd), from the
    entries of /proc/PID/fd; -1 when that is not certain: a table another
    process or thread may change meanwhile (shared, see on_fork), no free fd
-   below the process's RLIMIT_NOFILE (the call fails EMFILE), or no answer
-   from /proc. A process using io_uring could also open files from the
-   kernel's side meanwhile: docs/trace-format.md says so. */
+   below the process's RLIMIT_NOFILE (the call fails EMFILE), no answer
+   from /proc, or an io_uring that may open files from the kernel's side
+   (rings, see on_entry). */
 static int lowest_free_fd(struct ctx *c, int pid) {
-    if (set_find(c->shared, pid)) return -1;
+    if (set_find(c->shared, pid) || set_find(c->rings, pid)) return -1;
     char p[64], buf[4096];
     uint64_t used[16] = {0};       /* fds 0..1023: the lowest free one is below */
     snprintf(p, sizeof p, "/proc/%d/fd", pid);
@@ -544,6 +548,14 @@ static int on_entry(struct ctx *c, int pid) {
     if (ptrace(PTRACE_GET_SYSCALL_INFO_, pid, (void *)sizeof in, &in) < 0) return R_STOP;
     if (in.op != 3) return R_STOP;
     uint64_t nr = in.sc.nr;
+    if (nr == SYS_io_uring_setup) {
+        /* An io_uring opens files from the kernel's side, outside any call
+           of this process's we stop on: its next fd cannot be told any more,
+           nor its children's (they inherit the ring), even across an exec
+           (the ring fd may survive it). Python records the call. */
+        set_add(c->rings, pid, 0);
+        return R_STOP;
+    }
     if (nr >= NR_MAX || !c->kind[nr] || (int)nr == c->slow_nr) return R_STOP;
     const uint64_t *args = in.sc.args;
     int kind = c->kind[nr];
@@ -718,6 +730,7 @@ static void on_fork(struct ctx *c, int pid, int event) {
         set_add(c->shared, pid, 0);
         set_add(c->shared, (int)child, 0);
     }
+    if (set_find(c->rings, pid)) set_add(c->rings, (int)child, 0);
     long nspid, tgid;
     status_ids((int)child, &nspid, &tgid);
     fp_add(c, (int)child);

@@ -119,13 +119,19 @@ OPENS_C = r"""
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 static void *idle(void *arg) { return arg; }
 int main(int argc, char **argv) {
-    (void)argv;
-    if (argc > 1) {             /* a thread: the fd table is shared from now on */
+    if (argc > 1 && !strcmp(argv[1], "thread")) {   /* the fd table is shared from now on */
         pthread_t t;
         pthread_create(&t, 0, idle, 0);
         pthread_join(t, 0);
+    }
+    if (argc > 1 && !strcmp(argv[1], "ring")) {     /* the kernel may add fds from now on */
+        char params[120] = {0};                     /* struct io_uring_params */
+        printf("ring %ld\n", syscall(SYS_io_uring_setup, 4, params));
     }
     for (int i = 0; i < 3; i++)
         printf("%d\n", open("/usr/include/stdio.h", O_RDONLY | O_CLOEXEC));
@@ -138,7 +144,8 @@ def test_c_loop_answers_no_open_of_a_process_that_shares_its_fd_table(built, tmp
                                                                         monkeypatch):
     """The lowest free fd is the answer only for a process no other one can
     change the fd table of meanwhile (fastpath.c lowest_free_fd): after a
-    thread (CLONE_FILES), the process's opens keep their exit stop."""
+    thread (CLONE_FILES) or an io_uring (the kernel may open files for it),
+    the process's opens keep their exit stop."""
     prog = tmp_path / "prog"
     prog.mkdir()
     (tmp_path / "opens.c").write_text(OPENS_C)
@@ -154,7 +161,9 @@ def test_c_loop_answers_no_open_of_a_process_that_shares_its_fd_table(built, tmp
     b = _without_time(events(tmp_path / "c.nixrec"))
     assert a == b
     opens = [e["result"] for e in b if e["path"] == "/usr/include/stdio.h"]
-    assert opens == [3, 4, 5, 3, 4, 5]
-    # Of the six, the C loop answered the three of the process without a thread.
+    rings = [e["result"] for e in b if e["syscall"] == "io_uring_setup"]
+    assert rings == [3]                   # the ring is fd 3 (an io_uring works here)
+    assert opens == [3, 4, 5, 3, 4, 5, 4, 5, 6]
+    # Of the nine, the C loop answered the three of the process with neither.
     answered = [summary(tmp_path / n)["answered_at_entry"] for n in ("py.nixrec", "c.nixrec")]
     assert answered[1] - answered[0] == 3
