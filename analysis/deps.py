@@ -175,12 +175,14 @@ def _key_of(ev, cls):
 
 def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
     """Stream the events once; returns {"undeclared": [...], "unused_inputs":
-    [...], "referenced_unused": [...]}.
+    [...], "referenced_unused": [...], "hidden_references": [...]}.
 
     An input no event touched is unused unless an output refers to it (the
     summary's `references`, Nix's reference scan): a path that reached the
     output through the environment (`echo ${dep} > $out/...`) is a runtime
-    dependency, listed apart so that nobody removes it as unused."""
+    dependency, listed apart so that nobody removes it as unused. A store
+    path an output names that is no input (the summary's
+    `hidden_references`) is a reference Nix does not record."""
     plan = (header or {}).get("plan") or {}
     cls = PathClassifier(plan)
     groups = {}
@@ -220,8 +222,11 @@ def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
         for p in paths:
             kept.setdefault(p, []).append(name)
     idle = sorted(cls.inputs - touched)
+    hidden = [dict(h, output=name) for name, found in
+              sorted(((summary or {}).get("hidden_references") or {}).items()) for h in found]
     return {"undeclared": undeclared, "unused_inputs": [p for p in idle if p not in kept],
-            "referenced_unused": [{"path": p, "outputs": kept[p]} for p in idle if p in kept]}
+            "referenced_unused": [{"path": p, "outputs": kept[p]} for p in idle if p in kept],
+            "hidden_references": hidden}
 
 
 def basename(path: str) -> str:

@@ -149,6 +149,11 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
                    "is not built (`make setup` builds it with gcc)", err=True)
     for name, path in sorted(res.outputs.items()):
         click.echo(f"nixrec: output {name}: {os.path.relpath(path)}", err=True)
+    for name, found in sorted(res.hidden_references.items()):
+        # Nix builds it all the same; the output breaks where it is copied alone.
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        click.echo(f"nixrec: warning: output {name} names {found[0]['path']}{more}, not an "
+                   "input: Nix records no reference to it (nixrec deps says where)", err=True)
     if res.build_dir:
         click.echo(f"nixrec: kept build directory {res.build_dir}", err=True)
     click.echo(res.trace)

@@ -29,7 +29,8 @@ def check(d, plan, outputs_dir, referenceable=()) -> dict:
     {"error": Nix's message for the first failure, or None; "references":
     {output name: sorted store paths it refers to}; "failed": what failed, for
     `nixrec why` (failure(): the check, the output, the files to blame, the
-    paths a rule forbids), or None}.
+    paths a rule forbids), or None; "hidden": hidden_references(), when every
+    check passed}.
 
     outputs_dir holds each output by its store basename; `referenceable` is
     the input closure (inputPaths: what scanForReferences looks for, with the
@@ -58,7 +59,7 @@ def check(d, plan, outputs_dir, referenceable=()) -> dict:
             if err:
                 return _verdict(err, refs, failure("hash", name, [out.path]))
     err, failed = _check_outputs(d, plan.drv_path, found, refs)
-    return _verdict(err, refs, failed)
+    return _verdict(err, refs, failed, hidden_references(d, found, candidates))
 
 
 def _each_output(d, outputs_dir):
@@ -93,8 +94,27 @@ def failure(check, output, files=(), paths=(), through=()) -> dict:
             "through": list(through)}
 
 
-def _verdict(error, refs, failed):
-    return {"error": error, "references": _sorted(refs), "failed": failed}
+def _verdict(error, refs, failed, hidden=None):
+    return {"error": error, "references": _sorted(refs), "failed": failed,
+            "hidden": hidden or {}}
+
+
+def hidden_references(d, found, candidates, limit=10) -> dict:
+    """{output name: [{"path", "files"}]}: store paths an output names in full
+    that are neither inputs nor outputs. Nix records a reference only to its
+    candidates (scanForReferences), so such a path is not in the output's
+    closure: wherever the output is copied without it, the path is missing
+    (a hard-coded path, a string whose context was discarded)."""
+    known = {os.path.basename(c)[:32] for c in candidates}
+    out = {}
+    for name, path in sorted(found.items()):
+        hidden = sorted(p for p in store.store_paths_named_in(path)
+                        if os.path.basename(p)[:32] not in known)[:limit]
+        if hidden:
+            out[name] = [{"path": p, "files": _referring(path, d.outputs[name].path, [p],
+                                                         limit=3)}
+                         for p in hidden]
+    return out
 
 
 def _sorted(refs):

@@ -473,7 +473,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         raise watchdog.write_error
     tracer = build.tracer
     outputs, output_error = _collect_outputs(plan, build.lay, workdir, tracer.builder_status)
-    references = {}
+    references, hidden = {}, {}
     # What `nixrec why` blames when the builder succeeded and an output did not.
     output_check = outputs_mod.failure("missing", _missing_output(plan, outputs)) \
         if output_error is not None else None
@@ -488,9 +488,9 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         except OSError as e:
             # Keep the trace whole: the build ran; only the check could not.
             verdict = {"error": f"cannot read the outputs to check them: {e}",
-                       "references": {}, "failed": None}
+                       "references": {}, "failed": None, "hidden": {}}
         output_error, references = verdict["error"], verdict["references"]
-        output_check = verdict["failed"]
+        output_check, hidden = verdict["failed"], verdict["hidden"]
     for path in outputs.values():
         outputs_mod.canonicalise(path)
     error = build.exec_error or output_error
@@ -504,7 +504,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                "stops_c": tracer.stops_c,
                "answered_at_entry": tracer.predictor.answered if tracer.predictor else 0,
                "log_bytes": build.pump.bytes, "outputs": outputs, "references": references,
-               "output_check": output_check,
+               "output_check": output_check, "hidden_references": hidden,
                "error": error,
                "interrupted": build.interrupted, "killed": killed}
     try:
@@ -519,6 +519,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                         events=counts["events"], processes=tracer.nprocesses,
                         refused=counts["refused"], duration=build.duration,
                         trace_bytes=os.path.getsize(out), outputs=outputs, error=error,
+                        hidden_references=hidden,
                         interrupted=build.interrupted, killed=killed,
                         build_dir=build.lay.build if opts.keep_build_dir else None)
 

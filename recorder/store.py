@@ -146,6 +146,26 @@ def references_in(path: str, candidates) -> set:
     return found
 
 
+# A store path written out in full: the store, a hash part, '-' and a name
+# (Nix's name characters), up to the next '/' or other character.
+_NAMED = re.compile(rb"/nix/store/([0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+)")
+_NAMED_MAX = len(STORE_DIR) + 1 + 33 + 211     # Nix limits a store path name to 211
+
+
+def store_paths_named_in(path: str) -> set:
+    """The store paths written out in full (/nix/store/<hash>-<name>) anywhere
+    in `path`'s NAR. Nix looks only for its candidates' hash parts: a store
+    path named here that is no candidate is a reference Nix does not record."""
+    found, tail = set(), b""
+    for chunk in nar(path):
+        data = tail + chunk
+        for m in _NAMED.finditer(data):
+            if m.end() < len(data):        # one touching the end may go on
+                found.add(f"{STORE_DIR}/{m.group(1).decode()}")
+        tail = data[-_NAMED_MAX:]
+    return found        # a NAR ends with ")" and padding: nothing is left in tail
+
+
 def nar_sizes(paths) -> dict:
     """{path: size of its NAR}: from Nix's database for valid paths (`nix-store
     -q --size`), else by serialising it."""

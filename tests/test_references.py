@@ -182,3 +182,36 @@ def test_deps_keeps_an_input_the_output_refers_to_apart_from_the_unused(tmp_path
     assert idle in rep["unused_inputs"] and dep not in rep["unused_inputs"]
     text = run_nixrec("deps", trace).stdout.decode()
     assert f"  {dep}  (referred to by out)" in text
+
+
+@pytest.mark.e2e
+def test_a_store_path_that_is_no_input_is_a_hidden_reference(tmp_path):
+    # passHidden writes idle's path without its string context: Nix builds it
+    # and records no reference (the oracle); nixrec warns and deps says where.
+    drv = instantiate("references.nix", "passHidden")
+    idle = _output_paths(instantiate("references.nix", "idle"))["out"]
+    out = nix_build(drv)
+    theirs = subprocess.run(["nix-store", "-q", "--references", out], env=nix_env(),
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert idle not in theirs
+    trace = tmp_path / "t.nixrec"
+    p = run_nixrec("record", drv, "-o", trace, "-q", timeout=120)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    warn = [l for l in p.stderr.decode().splitlines() if "warning" in l]
+    assert warn == [f"nixrec: warning: output out names {idle}, not an input: Nix records "
+                    "no reference to it (nixrec deps says where)"]
+    assert summary(trace)["references"]["out"] == sorted(theirs)
+    rep = nixrec_json("deps", trace)
+    assert rep["hidden_references"] == [{"output": "out", "path": idle, "files": [out + "/x"]}]
+    # A store path named by an input is not hidden (passRuntimeOnly names dep).
+    p = run_nixrec("record", instantiate("references.nix", "passRuntimeOnly"), "-o",
+                   tmp_path / "r.nixrec", "-q", timeout=120)
+    assert p.returncode == 0 and b"warning" not in p.stderr
+    assert nixrec_json("deps", tmp_path / "r.nixrec")["hidden_references"] == []
+
+
+def test_store_paths_named_across_nar_chunks(tmp_path):
+    f = tmp_path / "big"
+    name = f"{H2}-tool-1.0"
+    f.write_bytes(b"x" * ((1 << 20) - 30) + f"/nix/store/{name}/bin/tool\n".encode())
+    assert store.store_paths_named_in(str(f)) == {f"/nix/store/{name}"}

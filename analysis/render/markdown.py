@@ -24,6 +24,13 @@ def deps_markdown(rep: dict) -> str:
         out.append("")
     out += ["## Unused inputs", ""]
     out += [f"- `{p}`" for p in rep["unused_inputs"]] or ["None."]
+    if rep.get("hidden_references"):
+        out += ["", "## Store paths the outputs name that are not inputs", "",
+                "Nix records no reference to them: missing wherever the output is "
+                "copied alone.", ""]
+        out += [f"- `{h['path']}` in output {h['output']}"
+                + (": " + ", ".join(f"`{f}`" for f in h["files"]) if h.get("files") else "")
+                for h in rep["hidden_references"]]
     if rep.get("referenced_unused"):
         out += ["", "## Inputs never touched that the outputs refer to (runtime dependencies)",
                 ""]

@@ -65,6 +65,12 @@ def deps_text(rep: dict) -> str:
     if rep["unused_inputs"]:
         out.append("unused inputs:")
         out += [f"  {p}" for p in rep["unused_inputs"]]
+    if rep.get("hidden_references"):
+        out.append("store paths the outputs name that are not inputs (Nix records no "
+                   "reference: missing wherever the output is copied alone):")
+        out += [f"  {h['path']}  in output {h['output']}"
+                + (f": {', '.join(h['files'])}" if h.get("files") else "")
+                for h in rep["hidden_references"]]
     if rep.get("referenced_unused"):
         out.append("inputs the build never touched that its outputs refer to "
                    "(runtime dependencies: not unused):")
