@@ -66,7 +66,7 @@ class Acc:
 
 def instrument():
     """Wrap the tracer's seams; -> (stops Acc, seams Acc, wait Acc)."""
-    from nixrec.recorder import linux, tracer as T
+    from nixrec.recorder import calls as C, linux, tracer as T
     from nixrec.recorder.tracefile import writer as W
     from nixrec.recorder import syscalls
 
@@ -103,14 +103,13 @@ def instrument():
             cpus.add(key, cpu() - c)
     linux.ptrace = ptrace
     timed(T, "_status_ids", "/proc/PID/status (nspid, tgid)")
-    timed(T.Tracer, "_fd_path", "/proc/PID/fd readlink")
+    timed(C.Decoder, "fd_path", "/proc/PID/fd readlink")
     timed(T.Tracer, "_cwd", "/proc/PID/cwd readlink")
     from nixrec.recorder import predict
     timed(predict.Predictor, "_resolve", "predict: openat2 as the build user")
     if hasattr(T.Tracer, "_explain_enoent"):
         timed(T.Tracer, "_explain_enoent", "_explain_enoent (lstat per ENOENT)")
-    if hasattr(T.Tracer, "_decode_output"):
-        timed(T.Tracer, "_decode_output", "_decode_output (stat /proc/PID/fd)")
+    timed(C.Decoder, "_output", "Decoder._output (stat /proc/PID/fd)")
     timed(W.TraceWriter, "append", "TraceWriter.append (encode)")
     timed(W.TraceWriter, "flush", "TraceWriter.flush (lz4+write)")
 

@@ -560,7 +560,7 @@ static int on_entry(struct ctx *c, int pid) {
     const uint64_t *args = in.sc.args;
     int kind = c->kind[nr];
     if (kind == K_OUT) {
-        /* tracer._decode_output: a write to fd 1/2 that is not the log is no event. */
+        /* calls.Decoder._output: a write to fd 1/2 that is not the log is no event. */
         if (!c->has_rdev) return R_STOP;
         char p[64];
         struct stat st;

@@ -18,10 +18,10 @@ same events this loop would have made.
 import errno
 import os
 import signal
-import sys
 import time
 
 from nixrec.recorder import decode, fastpath, linux, predict, syscalls
+from nixrec.recorder.calls import Decoder, set_result, signame
 from nixrec.recorder.tracefile.model import Event, Process
 
 WALL = 0x40000000          # __WALL: wait for clone children (threads) too
@@ -36,21 +36,9 @@ NOTABLE_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE,
                    signal.SIGILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
                    signal.SIGPIPE, signal.SIGALRM, signal.SIGXCPU, signal.SIGQUIT,
                    signal.SIGSYS, signal.SIGUSR1, signal.SIGUSR2}
-OUTPUT_LIMIT = 1 << 16          # bytes of one write kept in the trace
-ARG_MAX_WORD = 128 * 1024        # MAX_ARG_STRLEN: no argv or env word is longer
 CLONE_THREAD = 0x00010000
 _FORK_SYSCALL = {linux.PTRACE_EVENT_FORK: "fork", linux.PTRACE_EVENT_VFORK: "vfork",
                  linux.PTRACE_EVENT_CLONE: "clone"}
-
-
-_intern = sys.intern
-
-
-def signame(n: int) -> str:
-    try:
-        return signal.Signals(n).name
-    except ValueError:
-        return f"SIG{n}"
 
 
 class Tracee:
@@ -84,22 +72,19 @@ class Tracer:
         self.nprocesses = 0                 # processes seen (a live one's Process is t.info)
         self.by_nspid = {}                  # the build's pid -> tree path (latest)
         self.start_cwd = cwd
-        self.output_rdev = output_rdev      # st_rdev of the pty slave: the build log
         self.builder_pid = None
         self.builder_status = None          # ("exit", code) or ("signal", name)
         self.py_stops = 0                   # stops handled here (the C loop counts its own)
         self.c_stops = 0                    # stops the C loop handled (once it is closed)
         self.refused = 0
-        self.builder_env = builder_env
         self.current = ""                   # argv0 of the last exec (status line)
         self.before = before                # replay: callable(Event) -> freeze?
         self.frozen = None                  # (Tracee, Event) while frozen
         self.held = {}                      # pid -> wait status kept during a freeze
         self._absent = set()                # fixed-tree paths an ENOENT check found empty
         self.predictor = predictor          # predict.Predictor: lookups answered at entry
-        self._raw = None                    # the raw bytes of the last path read
+        self.decoder = Decoder(self.t0, output_rdev, builder_env)   # stops -> events
         self._held_pids = []                # stopped at a HELD record, to resume
-        self._paths = {}                    # (base dir, raw path) -> decoded path
         # The C loop (fastpath.py) for the common stops, when it is built.
         self.fast = fastpath.FastPath(syscalls.BY_NR, predictor is not None, output_rdev,
                                       SPIN_SECONDS, NOTABLE_SIGNALS) \
@@ -397,14 +382,14 @@ class Tracer:
             # nor a call without an exit stop, nor under replay's hook, which
             # must see the call before it runs.)
             self._resume(t.pid, req=linux.PTRACE_SYSCALL)
-            t.pending = (sc, self._decode_entry(t, sc, args))
+            t.pending = (sc, self.decoder.entry(t, sc, args))
             return
-        ev = self._decode_entry(t, sc, args)
+        ev = self.decoder.entry(t, sc, args)
         if ev is None:
             self._resume(t.pid)
             return
         if lookup:
-            t.question = self.predictor.question(sc, args, self._raw)
+            t.question = self.predictor.question(sc, args, self.decoder.raw)
         t.pending = (sc, ev)
         if self.before is not None and self.before(ev):
             self._freeze(t, ev)
@@ -462,7 +447,7 @@ class Tracer:
             linux.set_return(t.pid, rval)
             t.forced_errno = 0
             self.refused += 1
-        _set_result(ev, rval, is_err)
+        set_result(ev, rval, is_err)
         if (ev.errno == "ENOENT" and ev.path) or sc.name in ("wait4", "fchdir"):
             # These look at the stopped process (its root, memory or cwd).
             self._finish(t, sc, ev)
@@ -487,14 +472,14 @@ class Tracer:
                 self._take_event(t, nr, args, rval, t_ns)
                 continue
             sc = by_nr[nr]
-            ev = self._decode_entry(t, sc, args, raw if sc.i_path is not None else False,
+            ev = self.decoder.entry(t, sc, args, raw if sc.i_path is not None else False,
                                     t_ns / 1e9)
             if before is not None:
                 # Replay sees the call after it ran: the hook may not freeze
                 # here (replay hands the C loop only calls it need not stop at).
                 before(ev, True)
             if flags & fastpath.F_RESULT:
-                _set_result(ev, rval, flags & fastpath.F_ERR)
+                set_result(ev, rval, flags & fastpath.F_ERR)
             if flags & fastpath.F_PREDICTED:
                 self.predictor.answered += 1
             elif sc.name == "wait4":
@@ -538,164 +523,6 @@ class Tracer:
                 t.info.first_seq = -1     # set by the session from the seq
             self.current = os.path.basename(t.info.argv[0]) if t.info.argv else ev.path
             self.emit(ev)
-
-    # --- decoding --------------------------------------------------------------------------------
-    def _read(self, pid):
-        return lambda addr, size: linux.read_mem(pid, addr, size)
-
-    def _path_arg(self, t, args, i, j, raw=False):
-        """The path in argument i, resolved against dirfd argument j (or cwd);
-        `raw`: its bytes, when the C loop read them already."""
-        if raw is False:
-            raw = linux.read_cstr(t.pid, args[i])
-        self._raw = raw
-        if raw is None:
-            return None
-        if raw[:1] == b"/":
-            base = key = "/"
-        else:
-            base = t.cwd
-            if j is not None:
-                dirfd = _s32(args[j])
-                if dirfd != syscalls.AT_FDCWD:
-                    base = self._fd_path(t, dirfd)
-                    if not raw:
-                        return base
-            if not raw:
-                return ""
-            key = base
-        # Builds probe the same paths over and over: each is decoded once.
-        path = self._paths.get((key, raw))
-        if path is None:
-            if len(self._paths) >= 100_000:
-                self._paths.clear()
-            path = self._paths[key, raw] = decode.resolve(base, decode.fsdecode(raw))
-        return path
-
-    def _fd_path(self, t, fd):
-        try:
-            return decode.fsdecode(os.readlink(f"/proc/{t.pid}/fd/{fd}").encode(
-                "utf-8", "surrogateescape"))
-        except OSError:
-            return f"<fd {fd}>"
-
-    def _decode_entry(self, t, sc, args, raw=False, at=None):
-        """-> the Event for a call at its entry (result filled in at exit).
-        From a C record: `raw` is the path's bytes and `at` the entry's
-        time.monotonic(), both read at the stop.
-
-        The hot path of the recorder: argument indices come precomputed from
-        the table, and only what the call has is decoded.
-        """
-        ev = Event("exec" if sc.cls == syscalls.EXEC else "syscall", t.proc, t.nspid,
-                   sc.name, time=int(((time.monotonic() if at is None else at) - self.t0)
-                                     * 1_000_000))
-        if sc.cls == syscalls.OUT:
-            return self._decode_output(t, sc, args, ev)
-        if sc.i_path is not None:
-            ev.path = self._path_arg(t, args, sc.i_path, sc.i_dirfd, raw)
-        if sc.i_path2 is not None:
-            ev.path2 = self._path_arg(t, args, sc.i_path2, sc.i_dirfd2)
-        if sc.i_flags is not None:
-            ev.flags = args[sc.i_flags] & 0xFFFFFFFF
-        if sc.only_path and ev.path:
-            return ev                 # nothing else to read: most calls end here
-        i = sc.i_atflags
-        if i is not None and not ev.path and args[i] & syscalls.AT_EMPTY_PATH:
-            j = sc.i_dirfd
-            ev.path = self._fd_path(t, _s32(args[j])) if j is not None else None
-        i = sc.i_fd
-        if i is not None:
-            ev.args["fd"] = _s32(args[i])
-            if sc.cls == syscalls.FILE and ev.path is None:
-                ev.path = self._fd_path(t, _s32(args[i]))
-        if sc.i_target is not None:
-            ev.args["target"] = decode.fsdecode(linux.read_cstr(t.pid, args[sc.i_target]) or b"")
-        if sc.i_how is not None:
-            raw = linux.read_mem(t.pid, args[sc.i_how], 8)
-            if len(raw) == 8:
-                ev.flags = int.from_bytes(raw, "little") & 0xFFFFFFFF
-        if sc.cls == syscalls.EXEC:
-            self._decode_exec(t, sc, args, ev)
-        elif sc.cls == syscalls.NET:
-            self._decode_net(t, sc, args, ev)
-        elif sc.name == "wait4":
-            ev.args["wstatus_addr"] = args[1]
-        elif sc.i_pid is not None:
-            ev.args["target_pid"] = _s32(args[sc.i_pid])
-            if sc.i_sig is not None:
-                ev.args["signal"] = signame(args[sc.i_sig] & 0xFF) if args[sc.i_sig] else 0
-        return ev
-
-    def _decode_exec(self, t, sc, args, ev):
-        read = self._read(t.pid)
-        ptrs = decode.read_ptr_array(read, args[sc.arg("argv")])
-        # Whole words, up to the kernel's own MAX_ARG_STRLEN (128 KiB): a word cut
-        # at a page end would differ from run to run (make's long recipes).
-        # Interned: builds run the same words thousands of times (compiler
-        # flags, include directories), and the process table keeps every argv.
-        ev.args["argv"] = [_intern(decode.fsdecode(w or b""))
-                           for w in linux.read_cstrs(t.pid, ptrs, ARG_MAX_WORD)]
-        if ev.path:
-            ev.path = _intern(ev.path)
-        if self.builder_env and t.proc == "1" and not t.info.exe:
-            envp = decode.read_ptr_array(read, args[sc.arg("envp")])
-            ev.args["env"] = [decode.fsdecode(w or b"")
-                              for w in linux.read_cstrs(t.pid, envp, 1 << 20)]
-
-    def _decode_net(self, t, sc, args, ev):
-        read = self._read(t.pid)
-        fd = _s32(args[0])
-        if sc.name == "socket":
-            ev.args["family"] = decode.AF_NAMES.get(args[0], f"AF_{args[0]}")
-            ev.args["type"] = decode.SOCK_NAMES.get(args[1] & 0xF, str(args[1] & 0xF))
-            return
-        ev.args["fd"] = fd
-        payload = b""
-        if sc.name in ("connect", "bind"):
-            sa = linux.read_mem(t.pid, args[1], min(args[2], 128))
-        elif sc.name == "sendto":
-            sa = linux.read_mem(t.pid, args[4], min(args[5], 128)) if args[4] else b""
-            payload = linux.read_mem(t.pid, args[1], min(args[2], 512))
-        else:
-            addr = args[1]              # sendmsg: a msghdr; sendmmsg: the first mmsghdr
-            sa, iov = decode.msghdr(read, addr)
-            if iov:
-                payload = linux.read_mem(t.pid, iov[0][0], min(iov[0][1], 512))
-        family, address = decode.sockaddr(sa) if sa else (None, None)
-        if address is None:
-            address = t.connected.get(fd)
-        elif sc.name == "connect":
-            t.connected[fd] = address
-        if family:
-            ev.args["family"] = family
-        if address:
-            ev.args["address"] = address
-        if payload and decode.port_of(address) == 53:
-            name = decode.dns_question(payload)
-            if name:
-                ev.args["dns"] = name
-
-    def _decode_output(self, t, sc, args, ev):
-        fd = _s32(args[0])
-        if self.output_rdev is not None:
-            try:
-                if os.stat(f"/proc/{t.pid}/fd/{fd}").st_rdev != self.output_rdev:
-                    return None        # fd 1/2 redirected to a file: not the log
-            except OSError:
-                return None
-        ev.kind = "output"
-        ev.args["fd"] = fd
-        if sc.name == "write":
-            data = linux.read_mem(t.pid, args[1], min(args[2], OUTPUT_LIMIT))
-        else:
-            parts = []
-            for base, ln in decode.iovecs(self._read(t.pid), args[1], min(args[2], 64)):
-                parts.append(linux.read_mem(t.pid, base, min(ln, OUTPUT_LIMIT)))
-            data = b"".join(parts)[:OUTPUT_LIMIT]
-        ev.args["data"] = data
-        ev.result = len(data)
-        return ev
 
     # --- after the call --------------------------------------------------------------------------
     def _finish(self, t, sc, ev):
@@ -845,16 +672,3 @@ def _status_ids(pid: int):
         pass
     return nspid, tgid
 
-
-def _set_result(ev, rval: int, failed) -> None:
-    """A call's return value as the trace keeps it: -1 and the errno's name
-    for a failure (rval is -errno then), else the value."""
-    if failed:
-        ev.result, ev.errno = -1, syscalls.errno_name(-rval)
-    else:
-        ev.result = rval
-
-
-def _s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
