@@ -86,6 +86,11 @@ def summary_of(c, who):
     if check == "hash":
         return (f"output '{out}' (made by {who}) does not have the hash the fixed-output "
                 f"derivation declares: {c.get('message')}")
+    if check == "deterministic":
+        n = len(c.get("blamed_files") or ())
+        more = f" (and {n - 1} more files differ)" if n > 1 else ""
+        return (f"{who} wrote {c.get('path')}, which differs from the output already in "
+                f"the store{more} -- the build is not deterministic")
     if check == "size":
         return f"output '{out}' (made by {who}) is too large: {c.get('message')}"
     return f"the derivation's output rules are malformed: {c.get('message')}"
@@ -106,6 +111,10 @@ HINTS = {
                    "the builder exits",
     "hash": "if the new content is the one wanted, put the hash Nix reports (got:) "
             "in outputHash; else find why the fetched content changed",
+    "deterministic": "compare the two ({kept} against the store's copy, e.g. with "
+                     "diffoscope): timestamps, random values, build paths, the order "
+                     "of a parallel step; replay to the event to see the sandbox where "
+                     "it is written",
     "size": "the output outgrew outputChecks' maxSize/maxClosureSize: trim it, or "
             "raise the limit",
     "rule": "each entry of a reference rule must be a store path or an output name",
@@ -119,4 +128,6 @@ def hint_of(c):
         held = c.get("through") or c.get("forbidden") or []
         h = basename(held[0])[:32] if held else "<hash>"
         return HINTS["cycle" if check == "cycle" else "references"].format(file=f, hash=h)
+    if check == "deterministic":
+        return HINTS[check].format(kept=c.get("kept") or "the recorded output")
     return HINTS.get(check, HINTS["rule"])

@@ -99,9 +99,13 @@ def _human_bytes(n: int) -> str:
 @click.option("--readlink", is_flag=True,
               help="Also record readlink/readlinkat (realpath asks them of every path "
                    "component: about a third more stops on a C build).")
+@click.option("--check", is_flag=True,
+              help="As nix-build --check: the outputs must be in the store already; the "
+                   "build fails if it makes them differently (`nixrec why` names the files "
+                   "and who wrote them).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not stream the build log.")
 def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir, no_sandbox,
-               timeout, max_silent_time, max_log_size, max_processes, readlink, quiet):
+               timeout, max_silent_time, max_log_size, max_processes, readlink, check, quiet):
     """Build DRV in a Nix-faithful sandbox and record everything it does.
 
     DRV is a .drv path, or a .nix file with -A ATTR (instantiated with
@@ -123,7 +127,8 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
                                  keep_build_dir=keep_build_dir, no_sandbox=no_sandbox, log=log,
                                  status=status, timeout=timeout,
                                  max_silent_time=max_silent_time, max_log_size=max_log_size,
-                                 max_processes=max_processes, readlink=readlink)
+                                 max_processes=max_processes, readlink=readlink,
+                                 check=check)
     try:
         res = session.record(target, opts)
     finally:

@@ -62,6 +62,71 @@ def check(d, plan, outputs_dir, referenceable=()) -> dict:
     return _verdict(err, refs, failed, hidden_references(d, found, candidates))
 
 
+def compare_with_store(d, drv_path, outputs_dir, limit=10):
+    """nix-build --check: each output built again against the one in the
+    store. -> (Nix's error for the first output that differs, or None;
+    failure("deterministic", ...) naming up to `limit` files that differ)."""
+    for name, out in sorted(d.outputs.items()):
+        copy = os.path.join(outputs_dir, os.path.basename(out.path))
+        if not os.path.lexists(copy):
+            continue
+        files = _differing(copy, out.path, limit)
+        if files:
+            return (f"derivation '{drv_path}' may not be deterministic: output "
+                    f"'{out.path}' differs", failure("deterministic", name, files))
+    return None, None
+
+
+def _differing(copy, stored, limit):
+    """Store paths of the entries where two trees differ, as their NARs would:
+    an entry only in one, another type, executable bit, link target or
+    contents (modes and mtimes are canonical in both)."""
+    found = []
+
+    def walk(rel):
+        if len(found) >= limit:
+            return
+        a, b = copy + rel, stored + rel
+        ka, kb = _kind(a), _kind(b)
+        if ka != kb:
+            found.append(stored + rel)
+        elif ka == "dir":
+            names = sorted(set(os.listdir(a)) | set(os.listdir(b)), key=os.fsencode)
+            for n in names:
+                walk(f"{rel}/{n}")
+        elif ka == "link":
+            if os.readlink(a) != os.readlink(b):
+                found.append(stored + rel)
+        elif ka is not None and not _same_file(a, b):
+            found.append(stored + rel)
+
+    walk("")
+    return found
+
+
+def _kind(p):
+    if not os.path.lexists(p):
+        return None
+    st = os.lstat(p)
+    if stat.S_ISLNK(st.st_mode):
+        return "link"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    return "exe" if st.st_mode & 0o100 else "file"
+
+
+def _same_file(a, b):
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
 def _each_output(d, outputs_dir):
     """-> ({name: its copy in outputs_dir}, None), or (None, the verdict of
     the first output that is group- or world-writable or holds a file the

@@ -37,7 +37,7 @@ class RecordOptions:
     def __init__(self, output=None, attr=None, extra_sandbox_paths="", cores=None,
                  keep_build_dir=False, no_sandbox=False, log=None, status=None,
                  timeout=0, max_silent_time=0, max_log_size=0,
-                 max_processes=DEFAULT_MAX_PROCESSES, readlink=False):
+                 max_processes=DEFAULT_MAX_PROCESSES, readlink=False, check=False):
         self.output = output
         self.attr = attr
         self.extra_sandbox_paths = extra_sandbox_paths or ""
@@ -51,6 +51,7 @@ class RecordOptions:
         self.max_log_size = max_log_size or 0       # bytes of log
         self.max_processes = max_processes or 0     # processes alive at once
         self.readlink = readlink        # also record readlink/readlinkat (syscalls.OPTIONAL)
+        self.check = check              # nix-build --check: compare with the store's outputs
 
 
 class RecordResult:
@@ -408,6 +409,10 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     out = os.path.abspath(opts.output or default_output(drv_path))
     workdir = out + ".d"
     d, plan, hashes = plan_for(drv_path, opts, workdir)
+    if opts.check and not store.valid([o.path for o in d.outputs.values()]):
+        # Nix's words, and as in Nix before anything is built.
+        raise BadInput(f"some outputs of '{drv_path}' are not valid, so checking is not "
+                       "possible")
     # The trace first: a directory that does not exist is the user's mistake
     # (TraceWriter says so, exit 2); mkdir, not makedirs, so that it stays one.
     calls = syscalls.recorded(("readlink",) if opts.readlink else ())
@@ -491,6 +496,9 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                        "references": {}, "failed": None, "hidden": {}}
         output_error, references = verdict["error"], verdict["references"]
         output_check, hidden = verdict["failed"], verdict["hidden"]
+        if output_error is None and opts.check:
+            output_error, output_check = outputs_mod.compare_with_store(
+                d, drv_path, os.path.join(workdir, "outputs"))
     for path in outputs.values():
         outputs_mod.canonicalise(path)
     error = build.exec_error or output_error

@@ -59,6 +59,18 @@ def instantiate(nix_file: str, attr: str = None) -> str:
     return paths[0]
 
 
+def valid(paths) -> bool:
+    """Are all these store paths valid (registered in Nix's database; without
+    Nix: present)?"""
+    if not all(os.path.lexists(p) for p in paths):
+        return False
+    if not have_nix():
+        return True
+    p = subprocess.run(["nix-store", "--check-validity", *paths], env=nix_env(),
+                       capture_output=True)
+    return p.returncode == 0
+
+
 def realise(paths) -> None:
     """Make sure every input exists in the store: `paths` is [(path, how)], how
     being `DRV!OUT` for an input derivation's output (built with real Nix,

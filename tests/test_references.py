@@ -215,3 +215,61 @@ def test_store_paths_named_across_nar_chunks(tmp_path):
     name = f"{H2}-tool-1.0"
     f.write_bytes(b"x" * ((1 << 20) - 30) + f"/nix/store/{name}/bin/tool\n".encode())
     assert store.store_paths_named_in(str(f)) == {f"/nix/store/{name}"}
+
+
+@pytest.mark.e2e
+def test_check_names_the_file_that_differs_from_the_store_and_its_writer(tmp_path):
+    # nix-build --check's failure, word for word, and why names the stamp file.
+    drv = instantiate("references.nix", "checkRandom")
+    out = nix_build(drv)
+    p = subprocess.run(NIX_BUILD + [drv, "--no-out-link", "--check"], env=nix_env(),
+                       capture_output=True, text=True)
+    theirs = [l for l in p.stderr.splitlines() if l.startswith("error: ")][0][len("error: "):]
+    assert "may not be deterministic" in theirs
+    trace = tmp_path / "t.nixrec"
+    p = run_nixrec("record", drv, "-o", trace, "-q", "--check", timeout=120)
+    assert p.returncode == 1
+    assert p.stderr.decode().splitlines()[0] == \
+        f"nixrec: build failed with exit code 1 ({theirs})"
+    top = nixrec_json("why", trace)["root_causes"][0]
+    assert (top["kind"], top["check"], top["path"]) == \
+        ("output-check", "deterministic", out + "/share/stamp")
+    ev = events(trace, "--from", str(top["seq"]), "--to", str(top["seq"]))[0]
+    assert ev["path"] == out + "/share/stamp" and ev["proc"] == top["proc"]
+    assert f"{trace}.d/outputs/{os.path.basename(out)}/share/stamp" in top["hint"]
+
+
+@pytest.mark.e2e
+def test_check_passes_a_deterministic_build_and_needs_valid_outputs(tmp_path):
+    drv = instantiate("references.nix", "checkSame")
+    nix_build(drv)
+    p = run_nixrec("record", drv, "-o", tmp_path / "t.nixrec", "-q", "--check", timeout=120)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    # Never built by Nix: Nix's refusal, before anything runs (exit 2, no trace).
+    drv = instantiate("references.nix", "checkNever")
+    p = run_nixrec("record", drv, "-o", tmp_path / "n.nixrec", "-q", "--check", timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.decode().strip() == \
+        f"nixrec: some outputs of '{drv}' are not valid, so checking is not possible"
+    assert not (tmp_path / "n.nixrec").exists()
+
+
+def test_differing_entries_are_the_ones_a_nar_tells_apart(tmp_path):
+    from nixrec.recorder import outputs
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        (d / "sub").mkdir(parents=True)
+        (d / "same").write_text("x")
+        os.symlink("same", d / "link")
+    (a / "sub" / "f").write_text("1")
+    (b / "sub" / "f").write_text("2")
+    (a / "only-a").write_text("")
+    os.chmod(a / "same", 0o755)
+    assert outputs._differing(str(a), str(b), 10) == [f"{b}/only-a", f"{b}/same", f"{b}/sub/f"]
+    os.chmod(a / "same", 0o644)
+    (a / "only-a").unlink()
+    (a / "sub" / "f").write_text("2")
+    assert outputs._differing(str(a), str(b), 10) == []
+    os.unlink(a / "link")
+    os.symlink("other", a / "link")
+    assert outputs._differing(str(a), str(b), 10) == [f"{b}/link"]
