@@ -1,10 +1,11 @@
 """Nix's checks on a finished build's outputs (nix-sandbox.md §2.8), so that a
 build recorded by nixrec fails where Nix would fail it, with Nix's words.
 
-Data in, data out: `check` takes the derivation, the plan, where the outputs
-are and the store paths they may refer to, and returns the first error message
-(or None), what each output refers to and what failed. Like registerOutputs it
-canonicalises an output (modes, mtimes: `canonicalise`) before scanning it.
+`check` takes the derivation, the plan, where the outputs are and the store
+paths they may refer to, and returns the first error message (or None), what
+each output refers to and what failed. On the way it canonicalises the outputs
+(modes, mtimes: `canonicalise`), where registerOutputs does: after the
+permission check, before the scan.
 """
 
 import base64
@@ -22,54 +23,62 @@ _REF_CHECKS = (("allowedReferences", True, False), ("allowedRequisites", True, T
                ("disallowedReferences", False, False), ("disallowedRequisites", False, True))
 
 
-def check(d, plan, outputs_dir, referenceable=()) -> dict:
+def check(d, plan, outputs_dir, referenceable=(), against_store=False) -> dict:
     """Nix's checks, in registerOutputs' order: each output's permissions and
-    file types, the references between outputs (a cycle fails), a fixed
-    output's hash, then checkOutputs' reference and size rules. ->
-    {"error": Nix's message for the first failure, or None; "references":
-    {output name: sorted store paths it refers to}; "failed": what failed, for
-    `nixrec why` (failure(): the check, the output, the files to blame, the
-    paths a rule forbids), or None; "hidden": hidden_references(), when every
-    check passed}.
+    file types, then (every output canonicalised) the references between
+    outputs (a cycle fails), a fixed output's hash, checkOutputs' reference
+    and size rules and, `against_store` (nix-build --check), the comparison
+    with the outputs already in the store. -> {"error": Nix's message for the
+    first failure, or None; "references": {output name: sorted store paths it
+    refers to}; "failed": what failed, for `nixrec why` (failure(): the check,
+    the output, the files to blame, the paths a rule forbids), or None;
+    "hidden": hidden_references()}.
 
     outputs_dir holds each output by its store basename; `referenceable` is
     the input closure (inputPaths: what scanForReferences looks for, with the
     outputs themselves).
     """
     found, failed = _each_output(d, outputs_dir)
+    for out in d.outputs.values():
+        # Canonicalised before the scan, as registerOutputs does (a file the
+        # build left unreadable is read as 0444, as Nix reads it), and in any
+        # case: they are handed to the user as the store would hold them.
+        path = os.path.join(outputs_dir, os.path.basename(out.path))
+        if os.path.lexists(path):
+            canonicalise(path)
     if failed:
         return failed
-    for path in found.values():
-        # registerOutputs canonicalises before it scans (a file the build
-        # left unreadable is read as 0444, as Nix reads it).
-        canonicalise(path)
     candidates = set(referenceable) | {o.path for o in d.outputs.values()}
-    refs = {name: store.references_in(path, candidates) for name, path in found.items()}
+    scans = {name: store.scan(path, candidates) for name, path in found.items()}
+    refs = {name: s[0] for name, s in scans.items()}
+    hidden = hidden_references(d, found, {name: s[1] for name, s in scans.items()},
+                               candidates)
     by_path = {d.outputs[name].path: name for name in found}
     cycle = _cycle(plan.drv_path, refs, by_path)
     if cycle:
         err, (child, parent) = cycle
         files = _referring(found[parent], d.outputs[parent].path, [d.outputs[child].path])
         child_path = d.outputs[child].path
-        return _verdict(err, refs, failure("cycle", parent, files, [child_path], [child_path]))
+        return _verdict(err, refs, failure("cycle", parent, files, [child_path], [child_path]),
+                        hidden)
     for name, path in found.items():
         out = d.outputs[name]
         if out.hash_algo and out.hash:
             err = _check_fixed(plan, name, out, path)
             if err:
-                return _verdict(err, refs, failure("hash", name, [out.path]))
+                return _verdict(err, refs, failure("hash", name, [out.path]), hidden)
     err, failed = _check_outputs(d, plan.drv_path, found, refs)
-    return _verdict(err, refs, failed, hidden_references(d, found, candidates))
+    if err is None and against_store:
+        err, failed = _compare_with_store(d, plan.drv_path, found)
+    return _verdict(err, refs, failed, hidden)
 
 
-def compare_with_store(d, drv_path, outputs_dir, limit=10):
+def _compare_with_store(d, drv_path, found, limit=10):
     """nix-build --check: each output built again against the one in the
     store. -> (Nix's error for the first output that differs, or None;
     failure("deterministic", ...) naming up to `limit` files that differ)."""
-    for name, out in sorted(d.outputs.items()):
-        copy = os.path.join(outputs_dir, os.path.basename(out.path))
-        if not os.path.lexists(copy):
-            continue
+    for name, copy in sorted(found.items()):
+        out = d.outputs[name]
         files = _differing(copy, out.path, limit)
         if files:
             return (f"derivation '{drv_path}' may not be deterministic: output "
@@ -164,17 +173,17 @@ def _verdict(error, refs, failed, hidden=None):
             "hidden": hidden or {}}
 
 
-def hidden_references(d, found, candidates, limit=10) -> dict:
-    """{output name: [{"path", "files"}]}: store paths an output names in full
-    that are neither inputs nor outputs. Nix records a reference only to its
-    candidates (scanForReferences), so such a path is not in the output's
-    closure: wherever the output is copied without it, the path is missing
-    (a hard-coded path, a string whose context was discarded)."""
+def hidden_references(d, found, named, candidates, limit=10) -> dict:
+    """{output name: [{"path", "files"}]}: the store paths each output names
+    in full (`named`, from store.scan) that are neither inputs nor outputs.
+    Nix records a reference only to its candidates (scanForReferences), so
+    such a path is not in the output's closure: wherever the output is copied
+    without it, the path is missing (a hard-coded path, a string whose context
+    was discarded)."""
     known = {os.path.basename(c)[:32] for c in candidates}
     out = {}
     for name, path in sorted(found.items()):
-        hidden = sorted(p for p in store.store_paths_named_in(path)
-                        if os.path.basename(p)[:32] not in known)[:limit]
+        hidden = sorted(p for p in named[name] if os.path.basename(p)[:32] not in known)[:limit]
         if hidden:
             out[name] = [{"path": p, "files": _referring(path, d.outputs[name].path, [p],
                                                          limit=3)}
@@ -338,14 +347,14 @@ def _check_sizes(path, found, paths, refs, rules):
             return f"[json.exception.type_error.302] type must be number, but is {_json_type(v)}"
     copy = {p: found[n] for n, p in paths.items()}          # output path -> TRACE.d copy
     if max_size is not None:
-        size = _nar_size(copy[path])
+        size = store.nar_size(copy[path])
         if size > max_size:
             return f"path '{path}' is too large at {size} bytes; limit is {max_size} bytes"
     if max_closure is not None:
         members = _requisites(path, paths, refs)
         inputs = sorted(p for p in members if p not in copy)
         total = sum(store.nar_sizes(inputs).values()) + sum(
-            _nar_size(copy[p]) for p in members if p in copy)
+            store.nar_size(copy[p]) for p in members if p in copy)
         if total > max_closure:
             return (f"closure of path '{path}' is too large at {total} bytes; "
                     f"limit is {max_closure} bytes")
@@ -354,10 +363,6 @@ def _check_sizes(path, found, paths, refs, rules):
 
 def _json_type(v):
     return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(type(v), "null")
-
-
-def _nar_size(path):
-    return sum(len(b) for b in store.nar(path))
 
 
 def _unsupported(path):

@@ -120,7 +120,10 @@ def check_host() -> None:
 
 
 def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
-    """-> (Derivation, SandboxPlan, closure with hashes).
+    """-> (Derivation, SandboxPlan, closure with hashes, the inputs' closure).
+
+    The inputs' closure is what Nix's reference scan looks for (inputPaths);
+    the sandbox holds that and the closure of the sandbox paths in the store.
 
     `workdir` (TRACE.d) is needed with --no-sandbox: the build then runs in a
     host directory under it, and the plan's environment names that path."""
@@ -136,7 +139,8 @@ def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
     store_sources = [p["source"] for p in extra + sandbox.parse_sandbox_paths(
         conf["sandbox-paths"] + " " + conf["extra-sandbox-paths"])
         if p["source"].startswith(store.STORE_DIR + "/")]
-    closure = store.closure(inputs + store_sources)
+    input_closure = store.closure(inputs)
+    closure = sorted(set(input_closure) | set(store.closure(store_sources)))
     host_build = sandbox.host_build_dir(drv_path) if opts.no_sandbox else None
     plan = sandbox.make_plan(d, drv_path, closure, cores=opts.cores,
                              extra_sandbox_paths=opts.extra_sandbox_paths,
@@ -147,7 +151,7 @@ def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
         raise BadInput(f"sandbox path does not exist: {missing[0]} "
                        "(append '?' to make it optional)")
     hashes = [{"path": p, "hash": store.path_hash(p)} for p in closure]
-    return d, plan, hashes
+    return d, plan, hashes, input_closure
 
 
 def default_output(drv_path: str) -> str:
@@ -408,7 +412,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     drv_path = resolve_drv(target, opts.attr)
     out = os.path.abspath(opts.output or default_output(drv_path))
     workdir = out + ".d"
-    d, plan, hashes = plan_for(drv_path, opts, workdir)
+    d, plan, hashes, input_closure = plan_for(drv_path, opts, workdir)
     if opts.check and not store.valid([o.path for o in d.outputs.values()]):
         # Nix's words, and as in Nix before anything is built.
         raise BadInput(f"some outputs of '{drv_path}' are not valid, so checking is not "
@@ -477,30 +481,23 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         _abandon(build, writer)
         raise watchdog.write_error
     tracer = build.tracer
-    outputs, output_error = _collect_outputs(plan, build.lay, workdir, tracer.builder_status)
+    outputs, output_error, output_check = _collect_outputs(plan, build.lay, workdir,
+                                                           tracer.builder_status)
     references, hidden = {}, {}
-    # What `nixrec why` blames when the builder succeeded and an output did not.
-    output_check = outputs_mod.failure("missing", _missing_output(plan, outputs)) \
-        if output_error is not None else None
     if output_error is None and tracer.builder_status == ("exit", 0):
-        # §2.8: Nix's checks on what the builder left, then the store's modes.
-        # Reference scanning looks for the input closure (Nix's inputPaths:
-        # not the store paths given as sandbox paths) and the outputs.
-        referenceable = store.closure([p for p, _ in input_paths_with_drvs(d)])
+        # §2.8: Nix's checks on what the builder left (they canonicalise it).
         try:
             verdict = outputs_mod.check(d, plan, os.path.join(workdir, "outputs"),
-                                        referenceable)
+                                        input_closure, against_store=opts.check)
         except OSError as e:
             # Keep the trace whole: the build ran; only the check could not.
             verdict = {"error": f"cannot read the outputs to check them: {e}",
                        "references": {}, "failed": None, "hidden": {}}
         output_error, references = verdict["error"], verdict["references"]
         output_check, hidden = verdict["failed"], verdict["hidden"]
-        if output_error is None and opts.check:
-            output_error, output_check = outputs_mod.compare_with_store(
-                d, drv_path, os.path.join(workdir, "outputs"))
-    for path in outputs.values():
-        outputs_mod.canonicalise(path)
+    else:
+        for path in outputs.values():
+            outputs_mod.canonicalise(path)      # the store's modes, as Nix leaves them
     error = build.exec_error or output_error
     killed = watchdog.reason
     if killed is None and build.eof_kill and tracer.builder_status == ("signal", "SIGKILL"):
@@ -552,10 +549,6 @@ def _exit_of(builder_status, error, interrupted):
     return val, None
 
 
-def _missing_output(plan, found):
-    return next((name for name in sorted(plan.outputs) if name not in found), None)
-
-
 def _is_whiteout(path):
     # --no-sandbox hides an existing output with an overlay whiteout (0/0 device).
     st = os.lstat(path)
@@ -575,10 +568,11 @@ def _give_to_caller(path):
 
 def _collect_outputs(plan, lay, workdir, builder_status):
     """§2.8: move outputs out of the chroot to `<trace>.d/outputs/`; a missing
-    output of a successful builder is a failure, as Nix reports it."""
+    output of a successful builder is a failure, as Nix reports it. ->
+    (found, Nix's error or None, what `why` is told of it or None)."""
     dest = os.path.join(workdir, "outputs")
     os.makedirs(dest, exist_ok=True)
-    found, error = {}, None
+    found, error, failed = {}, None, None
     for name, path in sorted(plan.outputs.items()):
         src = os.path.join(lay.outputs_dir, os.path.basename(path))
         if os.path.lexists(src) and not _is_whiteout(src):
@@ -590,4 +584,5 @@ def _collect_outputs(plan, lay, workdir, builder_status):
             # Nix's words; Nix names the path inside its chroot directory.
             error = (f"builder for '{plan.drv_path}' failed to produce output path for "
                      f"output '{name}' at '{path}'")
-    return found, error
+            failed = outputs_mod.failure("missing", name)
+    return found, error, failed

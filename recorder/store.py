@@ -138,44 +138,46 @@ def is_store_path(p: str) -> bool:
             and all(c in _NIX32 for c in name[:32]))
 
 
-def references_in(path: str, candidates) -> set:
-    """The candidates (store paths) that `path` refers to: those whose
-    32-character hash part occurs anywhere in its NAR serialisation, file
-    contents, names and symlink targets alike (scanForReferences, RefScanSink:
-    every 32-character window of base-32 characters is looked up)."""
-    by_hash = {os.path.basename(c)[:32].encode(): c for c in candidates}
-    found, tail = set(), b""
-    for chunk in nar(path):
-        data = tail + chunk
-        for m in _RUN.finditer(data):
-            run = m.group()
-            for i in range(len(run) - 31):
-                hit = by_hash.get(run[i:i + 32])
-                if hit is not None:
-                    found.add(hit)
-        # A hash may straddle two chunks: the last 31 bytes go with the next.
-        tail = data[-31:]
-    return found
-
-
 # A store path written out in full: the store, a hash part, '-' and a name
 # (Nix's name characters), up to the next '/' or other character.
 _NAMED = re.compile(rb"/nix/store/([0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+)")
 _NAMED_MAX = len(STORE_DIR) + 1 + 33 + 211     # Nix limits a store path name to 211
 
 
-def store_paths_named_in(path: str) -> set:
-    """The store paths written out in full (/nix/store/<hash>-<name>) anywhere
-    in `path`'s NAR. Nix looks only for its candidates' hash parts: a store
-    path named here that is no candidate is a reference Nix does not record."""
-    found, tail = set(), b""
+def scan(path: str, candidates) -> tuple:
+    """One pass over `path`'s NAR (file contents, names and symlink targets
+    alike) -> (the candidates it refers to, the store paths it names in full).
+
+    References are Nix's (scanForReferences, RefScanSink): a candidate whose
+    32-character hash part is one of the 32-character windows of base-32
+    characters. Nix looks for nothing else: a store path named here in full
+    that is no candidate is a reference Nix does not record."""
+    by_hash = {os.path.basename(c)[:32].encode(): c for c in candidates}
+    refs, named, tail = set(), set(), b""
     for chunk in nar(path):
+        # What straddles two chunks is found with the tail carried over (the
+        # longest store path; any 31 bytes would do for a hash window).
         data = tail + chunk
+        for m in _RUN.finditer(data):
+            run = m.group()
+            for i in range(len(run) - 31):
+                hit = by_hash.get(run[i:i + 32])
+                if hit is not None:
+                    refs.add(hit)
         for m in _NAMED.finditer(data):
             if m.end() < len(data):        # one touching the end may go on
-                found.add(f"{STORE_DIR}/{m.group(1).decode()}")
+                named.add(f"{STORE_DIR}/{m.group(1).decode()}")
         tail = data[-_NAMED_MAX:]
-    return found        # a NAR ends with ")" and padding: nothing is left in tail
+    return refs, named      # a NAR ends with ")" and padding: nothing is left in tail
+
+
+def references_in(path: str, candidates) -> set:
+    """The candidates (store paths) `path` refers to, as Nix finds them (scan)."""
+    return scan(path, candidates)[0]
+
+
+def nar_size(path: str) -> int:
+    return sum(len(b) for b in nar(path))
 
 
 def nar_sizes(paths) -> dict:
@@ -190,7 +192,7 @@ def nar_sizes(paths) -> dict:
             sizes = {}
     for p in paths:
         if p not in sizes:
-            sizes[p] = sum(len(b) for b in nar(p))
+            sizes[p] = nar_size(p)
     return sizes
 
 
