@@ -236,7 +236,9 @@ def _check_outputs(d, d_path, found, refs):
             rules = {k: _words(d.env[k]) for k, _, _ in _REF_CHECKS if k in d.env}
             ignore_self = True
         else:
-            rules = (sa.get("outputChecks") or {}).get(name)
+            checks = sa.get("outputChecks")
+            # Nix 2.8 finds nothing in an outputChecks that is not an object.
+            rules = checks.get(name) if isinstance(checks, dict) else None
             if not isinstance(rules, dict):
                 continue
             ignore_self = False

@@ -285,3 +285,15 @@ def test_differing_entries_are_the_ones_a_nar_tells_apart(tmp_path):
     os.symlink("other", a / "link")
     assert outputs._differing(str(a), str(b), 10) == [f"{b}/link"]
 
+
+def test_output_checks_that_are_no_object_check_nothing(tmp_path):
+    # Structured attrs with `outputChecks = [ ... ]`: Nix 2.8 finds no rules
+    # there (and builds); nixrec must not stumble on it either.
+    from types import SimpleNamespace
+    from nixrec.recorder import outputs
+    out = f"/nix/store/{H1}-out"
+    for checks in (["out"], "out", 3):
+        d = SimpleNamespace(outputs={"out": SimpleNamespace(path=out)}, env={},
+                            structured_attrs={"outputChecks": checks})
+        assert outputs._check_outputs(d, "/nix/store/x.drv", {"out": str(tmp_path)},
+                                      {"out": set()}) == (None, None)
