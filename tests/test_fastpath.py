@@ -162,8 +162,10 @@ def test_c_loop_answers_no_open_of_a_process_that_shares_its_fd_table(built, tmp
     assert a == b
     opens = [e["result"] for e in b if e["path"] == "/usr/include/stdio.h"]
     rings = [e["result"] for e in b if e["syscall"] == "io_uring_setup"]
-    assert rings == [3]                   # the ring is fd 3 (an io_uring works here)
-    assert opens == [3, 4, 5, 3, 4, 5, 4, 5, 6]
+    # The ring is fd 3 where io_uring works (kernel.io_uring_disabled=0); where
+    # it is refused the process is marked all the same (at the call's entry).
+    assert len(rings) == 1 and rings[0] in (3, -1)
+    assert opens == [3, 4, 5, 3, 4, 5] + ([4, 5, 6] if rings[0] == 3 else [3, 4, 5])
     # Of the nine, the C loop answered the three of the process with neither.
     answered = [summary(tmp_path / n)["answered_at_entry"] for n in ("py.nixrec", "c.nixrec")]
     assert answered[1] - answered[0] == 3
