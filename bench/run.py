@@ -10,6 +10,11 @@ drift of the machine hits all three alike:
   B  strace -f --seccomp-bpf ... nix-build --check   the same, under strace
   C  nixrec record                  nixrec's sandbox under its tracer
 
+nixrec keeps idle CPUs awake while it traces (a CPU latency request of 0 us,
+recorder/linux.hold_cpu_latency); two more runs a round show what that
+setting does on its own, apart from the targets: D, A with the same request
+held by this script, and E, C with NIXREC_LOW_LATENCY=0.
+
 `--check` makes Nix 2.8 rebuild an output that is already valid (and compare
 the result with it); without it a second nix-build only prints the path. Nix
 refuses --check for an output that is not valid yet, so when the output is
@@ -125,9 +130,22 @@ def run_strace(env, log_path):
     return r
 
 
-def run_nixrec(env, trace):
+def run_nix_awake(env):
+    """A, while this process holds the CPU latency request nixrec makes."""
+    from nixrec.recorder import linux
+    fd = linux.hold_cpu_latency(0)
+    try:
+        return run_nix(env) if fd is not None else None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def run_nixrec(env, trace, low_latency=True):
     argv = [NIXREC, "record", FIXTURE, "-A", ATTR, "--extra-sandbox-paths", SANDBOX_PATHS,
             "-o", trace, "-q"]
+    if not low_latency:
+        env = dict(env, NIXREC_LOW_LATENCY="0")
     r = measure.timed(argv, env=env, cwd=ROOT, poll_rss=True)
     if r.rc != 0:
         raise CannotRun(f"nixrec record failed (exit {r.rc}):\n{r.tail()}")
@@ -165,6 +183,7 @@ class Round:
     def __init__(self, i):
         self.i = i
         self.nix = self.strace = self.nixrec = None     # measure.Run
+        self.nix_awake = self.nixrec_idle = None        # D and E (None: not allowed)
         self.replay = None                              # measure.Run, None if it failed
         self.st = None                                  # measure.StraceCounts
         self.tc = None                                  # measure.TraceCounts
@@ -183,11 +202,18 @@ def do_round(i, n, env, workdir) -> Round:
     rd.nixrec = run_nixrec(env, rd.trace)
     rd.trace_bytes = measure.file_size(rd.trace)
     rd.tc = measure.count_trace(rd.trace)
+    rd.nix_awake = run_nix_awake(env)
+    if rd.tc.summary.get("low_latency"):
+        idle = os.path.join(workdir, f"hello-{i}-idle.nixrec")
+        rd.nixrec_idle = run_nixrec(env, idle, low_latency=False)
+        os.unlink(idle)
     rd.replay = run_replay(env, rd.trace, last_call(rd.trace))
     log(f"bench: round {i}/{n}: nix-build {rd.nix.wall:.1f} s, strace {rd.strace.wall:.1f} s, "
         f"nixrec {rd.nixrec.wall:.1f} s ({rd.tc.events} events, "
         f"peak RSS {(rd.nixrec.peak_rss_kib or 0) / 1024:.0f} MB), replay "
-        + (f"{rd.replay.wall:.1f} s" if rd.replay else "failed"))
+        + (f"{rd.replay.wall:.1f} s" if rd.replay else "failed")
+        + (f"; D {rd.nix_awake.wall:.1f} s" if rd.nix_awake else "")
+        + (f", E {rd.nixrec_idle.wall:.1f} s" if rd.nixrec_idle else ""))
     return rd
 
 
@@ -296,6 +322,21 @@ def report(rounds, froms, why_s, big_res, runs, big_events=BIG_EVENTS):
       " us per stop; peak RSS is its VmHWM")
     p(f"  trace / strace text of the build: {fmt(size_ratio, '.4f')} "
       f"(1/{fmt(1 / size_ratio if size_ratio else None, '.0f')})")
+    held = [r for r in rounds if r.tc.summary.get("low_latency")]
+    p(f"  CPUs kept awake while nixrec traces (CPU latency request 0 us): "
+      f"{len(held)}/{len(rounds)} recordings held it")
+    awake = [r for r in rounds if r.nix_awake]
+    if awake:
+        p(f"    D nix-build --check with the same request held: "
+          f"{fmt(measure.median([r.nix_awake.wall for r in awake]), '.1f')} s; nixrec / it "
+          f"{fmt(paired(awake, lambda r: r.nixrec.wall, lambda r: r.nix_awake.wall))}")
+    idle = [r for r in rounds if r.nixrec_idle]
+    if idle:
+        p(f"    E nixrec record without it (NIXREC_LOW_LATENCY=0): "
+          f"{fmt(measure.median([r.nixrec_idle.wall for r in idle]), '.1f')} s = "
+          f"{fmt(paired(idle, lambda r: r.nixrec_idle.wall, lambda r: r.nix.wall))} x nix-build,"
+          f" {fmt(paired(idle, lambda r: r.nixrec_idle.wall, lambda r: r.strace.wall), '.3f')}"
+          " x strace")
     if not_det:
         p("  note: nix-build --check reported a differing output in some run "
           f"(exit {NIX_NOT_DETERMINISTIC}); the build ran in full, its time counts")

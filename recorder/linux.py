@@ -392,3 +392,30 @@ def openat2(dirfd: int, path: bytes, flags: int, resolve: int) -> int:
 def setns(fd: int, nstype: int = 0) -> None:
     """Join the namespace `fd` (an open /proc/PID/ns/* file) refers to."""
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+# --- waking CPUs fast (PM QoS, the kernel's Documentation/power/pm_qos_interface.rst) -----
+# A traced call is a round trip: the build stops, the tracer wakes, reads the
+# call and resumes the build, whose CPU must wake too. A CPU in an idle state
+# takes longer to leave it than the tracer takes to handle the stop (on a VM,
+# waking a halted vCPU is an exit to the host): measured on GNU hello,
+# PTRACE_CONT alone cost 8.9 us a stop on average. A CPU latency request of
+# 0 us keeps idle CPUs in their polling state, where a wake-up is a flag.
+CPU_LATENCY = "/dev/cpu_dma_latency"
+
+
+def hold_cpu_latency(us: int = 0):
+    """Ask that no CPU take more than `us` microseconds to leave its idle
+    state, for as long as the returned fd is open (the kernel drops the
+    request when it is closed, also when this process dies). -> the fd, or
+    None where that is not allowed (only root may) or not there."""
+    try:
+        fd = os.open(CPU_LATENCY, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        os.write(fd, struct.pack("=i", us))
+    except OSError:
+        os.close(fd)
+        return None
+    return fd

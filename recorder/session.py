@@ -12,8 +12,8 @@ import threading
 import time
 import tty
 
-from nixrec.recorder import (__version__, drv as drvmod, launch, predict, sandbox, seccomp,
-                             store, syscalls)
+from nixrec.recorder import (__version__, drv as drvmod, launch, linux, predict, sandbox,
+                             seccomp, store, syscalls)
 from nixrec.recorder import outputs as outputs_mod
 from nixrec.recorder.errors import EXIT_HOST, BadInput, HostUnsupported, NixrecError
 from nixrec.recorder.tracer import Tracer
@@ -329,6 +329,8 @@ class Build:
         self._master = None
         self._prev_int = None
         self.t0 = None
+        self.low_latency = False     # CPUs were kept awake while it ran (_hold)
+        self._latency_fd = None
 
     def start(self) -> None:
         """Lay out the sandbox, start the builder, seize it, let it exec.
@@ -381,13 +383,36 @@ class Build:
         self.tracer.kill_build()
 
     def run(self) -> str:
-        return self.tracer.run()
+        """Trace until the build is done, or frozen (replay's stop: a shell
+        may look at it for as long as the user likes; no CPU is kept awake
+        meanwhile)."""
+        self._hold()
+        try:
+            return self.tracer.run()
+        finally:
+            self._release()
 
     def thaw(self) -> None:
+        self._hold()
         self.tracer.thaw()
+
+    # Idle CPUs kept polling while the tracer runs (linux.hold_cpu_latency):
+    # the build and the tracer wake each other at every traced call, and
+    # these wake-ups are most of what tracing costs (docs/performance.md,
+    # sixth pass). NIXREC_LOW_LATENCY=0 lets CPUs idle as usual.
+    def _hold(self) -> None:
+        if self._latency_fd is None and os.environ.get("NIXREC_LOW_LATENCY", "1") != "0":
+            self._latency_fd = linux.hold_cpu_latency(0)
+            self.low_latency = self.low_latency or self._latency_fd is not None
+
+    def _release(self) -> None:
+        if self._latency_fd is not None:
+            os.close(self._latency_fd)
+            self._latency_fd = None
 
     def stop(self) -> None:
         """Kill what is left of the build, reap every process, close the pty."""
+        self._release()
         if self._prev_int is not None:
             for sig, handler in self._prev_int.items():
                 signal.signal(sig, handler)
@@ -506,7 +531,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     summary = {"exit_status": status, "exit_signal": sig, "events": counts["events"],
                "processes": tracer.nprocesses, "refused": counts["refused"],
                "duration": round(build.duration, 3), "stops": tracer.stops,
-               "stops_c": tracer.stops_c,
+               "stops_c": tracer.stops_c, "low_latency": build.low_latency,
                "answered_at_entry": tracer.predictor.answered if tracer.predictor else 0,
                "log_bytes": build.pump.bytes, "outputs": outputs, "references": references,
                "output_check": output_check, "hidden_references": hidden,
