@@ -11,9 +11,11 @@ drift of the machine hits all three alike:
   C  nixrec record                  nixrec's sandbox under its tracer
 
 nixrec keeps idle CPUs awake while it traces (a CPU latency request of 0 us,
-recorder/linux.hold_cpu_latency); two more runs a round show what that
-setting does on its own, apart from the targets: D, A with the same request
-held by this script, and E, C with NIXREC_LOW_LATENCY=0.
+recorder/linux.hold_cpu_latency); three more runs a round show what that
+setting does on its own, apart from the targets (which compare with A and B
+as a user runs them): D, A with the same request held by this script; E, C
+with NIXREC_LOW_LATENCY=0; F, B with the request held (strace gains more
+from it than nixrec does: docs/performance.md, sixth pass).
 
 `--check` makes Nix 2.8 rebuild an output that is already valid (and compare
 the result with it); without it a second nix-build only prints the path. Nix
@@ -130,15 +132,17 @@ def run_strace(env, log_path):
     return r
 
 
-def run_nix_awake(env):
-    """A, while this process holds the CPU latency request nixrec makes."""
+def awake(run, *args):
+    """run(*args) while this process holds the CPU latency request nixrec
+    makes; None when it cannot (not root)."""
     from nixrec.recorder import linux
     fd = linux.hold_cpu_latency(0)
+    if fd is None:
+        return None
     try:
-        return run_nix(env) if fd is not None else None
+        return run(*args)
     finally:
-        if fd is not None:
-            os.close(fd)
+        os.close(fd)
 
 
 def run_nixrec(env, trace, low_latency=True):
@@ -183,7 +187,7 @@ class Round:
     def __init__(self, i):
         self.i = i
         self.nix = self.strace = self.nixrec = None     # measure.Run
-        self.nix_awake = self.nixrec_idle = None        # D and E (None: not allowed)
+        self.nix_awake = self.nixrec_idle = self.strace_awake = None   # D, E, F
         self.replay = None                              # measure.Run, None if it failed
         self.st = None                                  # measure.StraceCounts
         self.tc = None                                  # measure.TraceCounts
@@ -202,18 +206,22 @@ def do_round(i, n, env, workdir) -> Round:
     rd.nixrec = run_nixrec(env, rd.trace)
     rd.trace_bytes = measure.file_size(rd.trace)
     rd.tc = measure.count_trace(rd.trace)
-    rd.nix_awake = run_nix_awake(env)
+    rd.nix_awake = awake(run_nix, env)
     if rd.tc.summary.get("low_latency"):
         idle = os.path.join(workdir, f"hello-{i}-idle.nixrec")
         rd.nixrec_idle = run_nixrec(env, idle, low_latency=False)
         os.unlink(idle)
+    rd.strace_awake = awake(run_strace, env, st_log)
+    if os.path.exists(st_log):
+        os.unlink(st_log)
     rd.replay = run_replay(env, rd.trace, last_call(rd.trace))
     log(f"bench: round {i}/{n}: nix-build {rd.nix.wall:.1f} s, strace {rd.strace.wall:.1f} s, "
         f"nixrec {rd.nixrec.wall:.1f} s ({rd.tc.events} events, "
         f"peak RSS {(rd.nixrec.peak_rss_kib or 0) / 1024:.0f} MB), replay "
         + (f"{rd.replay.wall:.1f} s" if rd.replay else "failed")
         + (f"; D {rd.nix_awake.wall:.1f} s" if rd.nix_awake else "")
-        + (f", E {rd.nixrec_idle.wall:.1f} s" if rd.nixrec_idle else ""))
+        + (f", E {rd.nixrec_idle.wall:.1f} s" if rd.nixrec_idle else "")
+        + (f", F {rd.strace_awake.wall:.1f} s" if rd.strace_awake else ""))
     return rd
 
 
@@ -337,6 +345,12 @@ def report(rounds, froms, why_s, big_res, runs, big_events=BIG_EVENTS):
           f"{fmt(paired(idle, lambda r: r.nixrec_idle.wall, lambda r: r.nix.wall))} x nix-build,"
           f" {fmt(paired(idle, lambda r: r.nixrec_idle.wall, lambda r: r.strace.wall), '.3f')}"
           " x strace")
+    st_awake = [r for r in rounds if r.strace_awake]
+    if st_awake:
+        vs_awake = paired(st_awake, lambda r: r.nixrec.wall, lambda r: r.strace_awake.wall)
+        p(f"    F strace -f + nix-build with the same request held: "
+          f"{fmt(measure.median([r.strace_awake.wall for r in st_awake]), '.1f')} s; nixrec / "
+          f"it {fmt(vs_awake, '.3f')} (the targets compare with strace as a user runs it, B)")
     if not_det:
         p("  note: nix-build --check reported a differing output in some run "
           f"(exit {NIX_NOT_DETERMINISTIC}); the build ran in full, its time counts")
