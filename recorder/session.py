@@ -312,13 +312,14 @@ class Build:
         b.stop()                  # kill what is left, reap, close the pty
     """
 
-    def __init__(self, plan, workdir, emit, log=None, before=None, calls=None):
+    def __init__(self, plan, workdir, emit, log=None, before=None, calls=None, ran=None):
         self.plan = plan
         self.calls = syscalls.table_of(calls)   # the calls the filter stops on
         self.workdir = workdir
         self.emit = emit
         self.log = log
         self.before = before
+        self.ran = ran
         self.interrupted = False
         self.eof_kill = False        # killed because every copy of the pty was closed
         self.lay = None
@@ -347,7 +348,7 @@ class Build:
         predictor = predict.Predictor(trees, sandbox.build_ids(self.plan)) if trees else None
         self.tracer = Tracer(self.emit, cwd=self.plan.cwd,
                              output_rdev=os.fstat(slave).st_rdev, before=self.before,
-                             predictor=predictor)
+                             predictor=predictor, ran=self.ran)
         self.t0 = time.monotonic()
         try:
             self.spawned = launch.spawn(self.plan, self.lay, slave, seccomp.build_filter(self.calls))

@@ -288,6 +288,11 @@ class RecordedIndex:
         """The key of the k-th counted event of proc (1-based; must exist)."""
         return self._by_id[self._keys[proc][k - 1]]
 
+    def key_or_none(self, proc, k):
+        """The key of the k-th counted event of proc, or None past its last."""
+        keys = self._keys.get(proc)
+        return self._by_id[keys[k - 1]] if keys is not None and 0 < k <= len(keys) else None
+
     def argv(self, proc, k):
         return self._argv.get((proc, k))
 

@@ -129,6 +129,26 @@ class Follower:
                     del self.unsettled[live]
         return loc, self._said(live, d)
 
+    def ran(self, ev):
+        """A call that ran already (the tracer's C loop shows it now), when it
+        is exactly the recorded call at its place, in a process followed
+        strictly: counted, and -> its Loc. Else None, and the caller goes
+        through entry() and emitted(), which also tell a difference that is
+        none (pids, random names, timing errnos) from a divergence. Most of
+        a replay's calls are this case (GNU hello: ~170k)."""
+        live = ev.proc
+        if live in self.lenient or live in self.unsettled or not counted(ev):
+            return None
+        rec = self.rec_of.get(live, live)
+        k = self.counter.k.get(live, 0) + 1
+        key = self.index.key_or_none(rec, k)
+        if key is None or key[0] != ev.kind or key[1] != ev.syscall or key[2] != ev.path \
+                or key[3] != ev.path2 or key[4] != outcome(ev):
+            return None
+        self.counter.k[live] = k
+        self.counter.j[live] = 0
+        return Loc(rec, k)
+
     def _compare_emitted(self, ev, loc, live_seq):
         live = ev.proc
         if live in self.lenient:

@@ -150,7 +150,7 @@ class ReplaySession:
         rsession.check_host()
         self.workdir = tempfile.mkdtemp(prefix="nixrec-replay-")
         self.build = rsession.Build(self.plan, self.workdir, self._emit, log=self.log,
-                                    before=self._before,
+                                    before=self._before, ran=self._ran,
                                     calls=self.calls)
         self.build.start()
         fast = self.build.tracer.fast
@@ -244,6 +244,23 @@ class ReplaySession:
             return self._freeze_or_next(ev, loc, "target", ran)
         self._watch()
         return False
+
+    def _ran(self, ev) -> None:
+        """A call the C loop let run, shown before the next stop (lockstep):
+        _before(ev, ran=True) and _emit(ev) in one pass when it is the
+        recorded call at its place (Follower.ran), else those two."""
+        loc = self.follow.ran(ev) if self.comparing and not self._freeze_next else None
+        if loc is None:
+            self._before(ev, True)
+            self._emit(ev)
+            return
+        self.live_seq += 1
+        if self._stops_done:
+            return
+        if self.follow.hit(self.target, ev, loc):
+            self._stop_at_next_call()     # it ran: the next call is the stop
+        else:
+            self._watch()
 
     def _freeze_or_next(self, ev, loc, reason, ran) -> bool:
         if not ran:

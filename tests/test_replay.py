@@ -74,6 +74,31 @@ def test_divergence_is_a_value():
     assert "does not exist in the recording" in extra.why
 
 
+def test_a_call_that_ran_is_counted_at_once_only_when_it_is_exactly_the_recorded_one():
+    """Follower.ran, the replay's one-pass check of the C loop's calls: the
+    recorded call at its place is counted; anything else (another path, a
+    pid in the path, another outcome, a call past the recording) is left to
+    entry() and emitted(), with the count untouched."""
+    idx = RecordedIndex()
+    for n, (path, res) in enumerate((("/build/a", 0), ("/proc/12/stat", 0), ("/build/c", 0)), 1):
+        idx.add(Event("syscall", "1", pid=12, syscall="openat", path=path, result=res, seq=n))
+    f = Follower(idx)
+
+    def live(path, errno=None):
+        return Event("syscall", "1", pid=40, syscall="openat", path=path,
+                     result=-1 if errno else 3, errno=errno)
+    assert f.ran(live("/build/a")) == Loc("1", 1)
+    assert f.ran(live("/proc/40/stat")) is None             # the same only up to the pid
+    assert f.counter.k["1"] == 1
+    loc, d = f.entry(live("/proc/40/stat"), f.peek(live("/proc/40/stat")), 2)
+    assert d is None and f.emitted(live("/proc/40/stat"), 2) == (Loc("1", 2), None)
+    assert f.ran(live("/build/c", "EACCES")) is None         # another outcome
+    assert f.ran(live("/build/x")) is None                   # another path
+    assert f.ran(live("/build/c")) == Loc("1", 3)
+    assert f.ran(live("/build/c")) is None                   # past the recording
+    assert f.counter.k["1"] == 3
+
+
 def _ev(proc, kind, syscall=None, path=None, argv=None, child=None, status=None, seq=0):
     args = {}
     if argv is not None:
