@@ -84,6 +84,10 @@ def _human_bytes(n: int) -> str:
 @click.option("--no-sandbox", is_flag=True,
               help="Run as Nix's `sandbox = false` would: the host filesystem visible "
                    "(read-only), the host network; the trace shows every impurity used.")
+@click.option("--relaxed", is_flag=True,
+              help="As Nix's `sandbox = relaxed`: a fixed-output derivation or one with "
+                   "__noChroot is built as with --no-sandbox, any other in the sandbox "
+                   "(without it, __noChroot is refused as with `sandbox = true`).")
 @click.option("--timeout", type=click.IntRange(min=0), default=0, metavar="SECONDS",
               help="Kill the build after this long, as Nix's `timeout` (default 0: never).")
 @click.option("--max-silent-time", type=click.IntRange(min=0), default=0, metavar="SECONDS",
@@ -105,7 +109,8 @@ def _human_bytes(n: int) -> str:
                    "and who wrote them).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not stream the build log.")
 def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir, no_sandbox,
-               timeout, max_silent_time, max_log_size, max_processes, readlink, check, quiet):
+               relaxed, timeout, max_silent_time, max_log_size, max_processes, readlink, check,
+               quiet):
     """Build DRV in a Nix-faithful sandbox and record everything it does.
 
     DRV is a .drv path, or a .nix file with -A ATTR (instantiated with
@@ -128,7 +133,7 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
                                  status=status, timeout=timeout,
                                  max_silent_time=max_silent_time, max_log_size=max_log_size,
                                  max_processes=max_processes, readlink=readlink,
-                                 check=check)
+                                 check=check, relaxed=relaxed)
     try:
         res = session.record(target, opts)
     finally:

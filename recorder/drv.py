@@ -123,6 +123,21 @@ class Derivation:
         except ValueError as e:
             raise BadInput(f"env __json (structured attrs) is not valid JSON: {e}")
 
+    def bool_attr(self, name: str, drv_path: str, default: bool = False) -> bool:
+        """Nix 2.8's ParsedDerivation::getBoolAttr: under structured attrs a
+        JSON boolean (anything else is Nix's error), else true only for the
+        env value "1" (what a Nix `true` becomes; "yes" is false)."""
+        sa = self.structured_attrs
+        if isinstance(sa, dict):
+            if name not in sa:
+                return default
+            if not isinstance(sa[name], bool):
+                raise BadInput(f"attribute '{name}' of derivation "
+                               f"'{os.path.basename(drv_path)}' must be a Boolean")
+            return sa[name]
+        value = self.env.get(name)
+        return default if value is None else value == "1"
+
     @property
     def pass_as_file(self) -> List[str]:
         # Nix ignores passAsFile under structured attrs (initEnv only honours it

@@ -37,7 +37,8 @@ class RecordOptions:
     def __init__(self, output=None, attr=None, extra_sandbox_paths="", cores=None,
                  keep_build_dir=False, no_sandbox=False, log=None, status=None,
                  timeout=0, max_silent_time=0, max_log_size=0,
-                 max_processes=DEFAULT_MAX_PROCESSES, readlink=False, check=False):
+                 max_processes=DEFAULT_MAX_PROCESSES, readlink=False, check=False,
+                 relaxed=False):
         self.output = output
         self.attr = attr
         self.extra_sandbox_paths = extra_sandbox_paths or ""
@@ -52,6 +53,7 @@ class RecordOptions:
         self.max_processes = max_processes or 0     # processes alive at once
         self.readlink = readlink        # also record readlink/readlinkat (syscalls.OPTIONAL)
         self.check = check              # nix-build --check: compare with the store's outputs
+        self.relaxed = relaxed          # Nix's `sandbox = relaxed` (sandboxed())
 
 
 class RecordResult:
@@ -119,6 +121,25 @@ def check_host() -> None:
         pass
 
 
+def sandboxed(d, drv_path: str, opts: RecordOptions) -> bool:
+    """Is the build in the sandbox? Nix 2.8's choice (startBuilder): with
+    `sandbox = true`, nixrec's default, a derivation with `__noChroot` is
+    refused; with `relaxed` (--relaxed) a fixed-output derivation or one with
+    `__noChroot` is built without it (verified with 2.8: both see the host's
+    /); --no-sandbox never uses it. __noChroot is read in every mode, as Nix
+    reads it (a structured attr that is no boolean fails in every mode)."""
+    no_chroot = d.bool_attr("__noChroot", drv_path)
+    if opts.no_sandbox:
+        return False
+    if opts.relaxed:
+        return not (d.is_fixed_output or no_chroot)
+    if no_chroot:
+        raise BadInput(f"derivation '{drv_path}' has '__noChroot' set, but that's not "
+                       "allowed when 'sandbox' is 'true' (nixrec record --relaxed builds "
+                       "it as `sandbox = relaxed` would)")
+    return True
+
+
 def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
     """-> (Derivation, SandboxPlan, closure with hashes, the inputs' closure).
 
@@ -131,6 +152,7 @@ def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
     if d.system not in (f"{platform.machine()}-linux",):
         raise BadInput(f"{drv_path} is for {d.system}; this machine builds "
                        f"{platform.machine()}-linux")
+    no_sandbox = not sandboxed(d, drv_path, opts)
     with_drvs = input_paths_with_drvs(d)
     inputs = [p for p, _ in with_drvs]
     store.realise(with_drvs)
@@ -141,10 +163,10 @@ def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
         if p["source"].startswith(store.STORE_DIR + "/")]
     input_closure = store.closure(inputs)
     closure = sorted(set(input_closure) | set(store.closure(store_sources)))
-    host_build = sandbox.host_build_dir(drv_path) if opts.no_sandbox else None
+    host_build = sandbox.host_build_dir(drv_path) if no_sandbox else None
     plan = sandbox.make_plan(d, drv_path, closure, cores=opts.cores,
                              extra_sandbox_paths=opts.extra_sandbox_paths,
-                             no_sandbox=opts.no_sandbox, nix_conf=conf,
+                             no_sandbox=no_sandbox, nix_conf=conf,
                              host_build_dir=host_build)
     missing = sandbox.check_sandbox_paths(plan)
     if missing:
