@@ -88,6 +88,9 @@ def _human_bytes(n: int) -> str:
               help="As Nix's `sandbox = relaxed`: a fixed-output derivation or one with "
                    "__noChroot is built as with --no-sandbox, any other in the sandbox "
                    "(without it, __noChroot is refused as with `sandbox = true`).")
+@click.option("--impersonate-linux-26", "impersonate", is_flag=True, default=None,
+              help="As Nix's impersonate-linux-26: uname says 2.6.x (default: nix.conf's "
+                   "setting, else off).")
 @click.option("--timeout", type=click.IntRange(min=0), default=0, metavar="SECONDS",
               help="Kill the build after this long, as Nix's `timeout` (default 0: never).")
 @click.option("--max-silent-time", type=click.IntRange(min=0), default=0, metavar="SECONDS",
@@ -109,8 +112,8 @@ def _human_bytes(n: int) -> str:
                    "and who wrote them).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not stream the build log.")
 def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir, no_sandbox,
-               relaxed, timeout, max_silent_time, max_log_size, max_processes, readlink, check,
-               quiet):
+               relaxed, impersonate, timeout, max_silent_time, max_log_size, max_processes,
+               readlink, check, quiet):
     """Build DRV in a Nix-faithful sandbox and record everything it does.
 
     DRV is a .drv path, or a .nix file with -A ATTR (instantiated with
@@ -133,7 +136,8 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
                                  status=status, timeout=timeout,
                                  max_silent_time=max_silent_time, max_log_size=max_log_size,
                                  max_processes=max_processes, readlink=readlink,
-                                 check=check, relaxed=relaxed)
+                                 check=check, relaxed=relaxed,
+                                 impersonate_linux_26=impersonate or None)
     try:
         res = session.record(target, opts)
     finally:

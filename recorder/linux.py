@@ -93,6 +93,7 @@ def setdomainname(name: str) -> None:
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 ADDR_NO_RANDOMIZE = 0x0040000
+UNAME26 = 0x0020000            # uname(2) says 2.6.x (Nix's impersonate-linux-26)
 
 
 def prctl(option: int, arg2: int = 0) -> None:

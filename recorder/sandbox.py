@@ -61,7 +61,8 @@ class SandboxPlan:
               "host_uid", "host_gid",
               "hostname", "domainname", "network", "fixed_output", "inputs",
               "sandbox_paths", "build_files", "etc_files", "etc_binds", "outputs",
-              "no_sandbox", "cores", "dev_shm_size", "store_dir", "build_dir", "home")
+              "no_sandbox", "cores", "dev_shm_size", "store_dir", "build_dir", "home",
+              "uname26")
 
     def __init__(self, **kw):
         for f in self.FIELDS:
@@ -91,7 +92,8 @@ def parse_sandbox_paths(text: str) -> list:
 
 def read_nix_conf(path="/etc/nix/nix.conf") -> dict:
     """The sandbox-related settings of nix.conf (later lines win, extra- appends)."""
-    conf = {"sandbox-paths": "", "extra-sandbox-paths": "", "cores": None}
+    conf = {"sandbox-paths": "", "extra-sandbox-paths": "", "cores": None,
+            "impersonate-linux-26": "false"}
     try:
         lines = open(path, encoding="utf-8", errors="replace").read().splitlines()
     except OSError:
@@ -107,6 +109,8 @@ def read_nix_conf(path="/etc/nix/nix.conf") -> dict:
             conf["extra-sandbox-paths"] = (conf["extra-sandbox-paths"] + " " + val).strip()
         elif key in ("cores", "build-cores"):
             conf["cores"] = val
+        elif key in ("impersonate-linux-26", "build-impersonate-linux-26"):
+            conf["impersonate-linux-26"] = val
     return conf
 
 
@@ -189,7 +193,8 @@ def attrs_sh(attrs: dict) -> str:
 
 
 def make_plan(drv, drv_path, inputs, cores=None, extra_sandbox_paths="",
-              no_sandbox=False, nix_conf=None, host_build_dir=None) -> SandboxPlan:
+              no_sandbox=False, nix_conf=None, host_build_dir=None,
+              impersonate_linux_26=None) -> SandboxPlan:
     """Everything the sandbox will be, from the derivation and the input closure.
 
     no_sandbox: as Nix's `sandbox = false` would run it: the host filesystem
@@ -198,6 +203,8 @@ def make_plan(drv, drv_path, inputs, cores=None, extra_sandbox_paths="",
     uid 1000 and PID 1 of its own PID namespace, so the trace stays whole.
     """
     conf = nix_conf if nix_conf is not None else read_nix_conf()
+    if impersonate_linux_26 is None:
+        impersonate_linux_26 = conf.get("impersonate-linux-26") == "true"
     if cores is None:
         cores = int(conf["cores"]) if conf.get("cores") not in (None, "") else os.cpu_count()
     fixed = drv.is_fixed_output
@@ -232,7 +239,9 @@ def make_plan(drv, drv_path, inputs, cores=None, extra_sandbox_paths="",
         etc_files=etc_files, etc_binds=etc_binds,
         outputs={name: o.path for name, o in drv.outputs.items()},
         no_sandbox=no_sandbox, cores=cores, dev_shm_size="50%",
-        store_dir=STORE_DIR, build_dir=build_dir, home=HOME)
+        store_dir=STORE_DIR, build_dir=build_dir, home=HOME,
+        # runChild: UNAME26 for x86_64-linux and i686-linux builds only.
+        uname26=bool(impersonate_linux_26) and drv.system in ("x86_64-linux", "i686-linux"))
 
 
 def host_ids():
@@ -510,7 +519,7 @@ def _become_builder(plan, root):
     os.chdir(plan.cwd)
     os.umask(0o022)
     resource.setrlimit(resource.RLIMIT_CORE, (0, resource.RLIM_INFINITY))
-    linux.personality(linux.ADDR_NO_RANDOMIZE)
+    linux.personality(linux.ADDR_NO_RANDOMIZE | (linux.UNAME26 if plan.uname26 else 0))
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
 
 

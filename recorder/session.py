@@ -38,7 +38,7 @@ class RecordOptions:
                  keep_build_dir=False, no_sandbox=False, log=None, status=None,
                  timeout=0, max_silent_time=0, max_log_size=0,
                  max_processes=DEFAULT_MAX_PROCESSES, readlink=False, check=False,
-                 relaxed=False):
+                 relaxed=False, impersonate_linux_26=None):
         self.output = output
         self.attr = attr
         self.extra_sandbox_paths = extra_sandbox_paths or ""
@@ -54,6 +54,7 @@ class RecordOptions:
         self.readlink = readlink        # also record readlink/readlinkat (syscalls.OPTIONAL)
         self.check = check              # nix-build --check: compare with the store's outputs
         self.relaxed = relaxed          # Nix's `sandbox = relaxed` (sandboxed())
+        self.impersonate_linux_26 = impersonate_linux_26   # None: nix.conf's
 
 
 class RecordResult:
@@ -167,7 +168,8 @@ def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
     plan = sandbox.make_plan(d, drv_path, closure, cores=opts.cores,
                              extra_sandbox_paths=opts.extra_sandbox_paths,
                              no_sandbox=no_sandbox, nix_conf=conf,
-                             host_build_dir=host_build)
+                             host_build_dir=host_build,
+                             impersonate_linux_26=opts.impersonate_linux_26)
     missing = sandbox.check_sandbox_paths(plan)
     if missing:
         raise BadInput(f"sandbox path does not exist: {missing[0]} "

@@ -8,14 +8,19 @@
 - `nixrec record --relaxed`, as `sandbox = relaxed`: a __noChroot derivation
   sees the host's / as under Nix, a fixed-output derivation is built without
   the sandbox too (its hash can only be met on the host), any other stays in
-  the sandbox.
+  the sandbox;
+- `impersonate-linux-26` (nix.conf, or `record --impersonate-linux-26`): the
+  build's `uname -r` is Nix's 2.6.x, else the host's release.
 """
 
+import os
+import re
 import subprocess
 
 import pytest
 
 from nixfix import instantiate, nix_env, run_nixrec, summary
+from nixrec.recorder import sandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +98,35 @@ def test_relaxed_builds_a_fixed_output_without_the_sandbox(tmp_path):
     # In the sandbox, /usr/bin is not there: the hash cannot be met.
     p, trace = record(tmp_path, drv)
     assert p.returncode == 1 and b"hash mismatch" in p.stderr
+
+
+def _release(log: str):
+    """The release `uname -r` printed in a build log (Nix's or nixrec's)."""
+    found = re.findall(r"^(?:> )?\s*(\d+\.\d+\.\d+\S*)\s*$", log, re.M)
+    assert found, log
+    return found[-1]
+
+
+def test_impersonate_linux_26_says_what_nix_says(tmp_path):
+    drv = instantiate("record.nix", "uname")     # prints uname -r, then fails
+    host = os.uname().release
+    for flags, nix_opts in (((), []), (("--impersonate-linux-26",),
+                                       ["--option", "impersonate-linux-26", "true"])):
+        nix = subprocess.run(NIX + ["--option", "sandbox", "true", *nix_opts, drv,
+                                    "--no-out-link"], env=nix_env(), capture_output=True,
+                             text=True)
+        assert nix.returncode == 100      # a build failure
+        p, _ = record(tmp_path, drv, *flags)
+        assert p.returncode == 1
+        p = run_nixrec("record", drv, "-o", tmp_path / "log.nixrec", *flags, timeout=120)
+        ours = _release(p.stderr.decode())
+        assert ours == _release(nix.stderr)
+        assert (ours == host) == (not flags) and (ours.startswith("2.6.")) == bool(flags)
+
+
+def test_nix_conf_says_whether_to_impersonate(tmp_path):
+    conf = tmp_path / "nix.conf"
+    conf.write_text("sandbox = true\nimpersonate-linux-26 = true # as Nix reads it\n")
+    assert sandbox.read_nix_conf(str(conf))["impersonate-linux-26"] == "true"
+    conf.write_text("cores = 2\n")
+    assert sandbox.read_nix_conf(str(conf))["impersonate-linux-26"] == "false"
