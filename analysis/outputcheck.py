@@ -10,9 +10,7 @@ builder exited 0, so no failed call explains anything: the cause is the check,
 and the event to look at is the one that wrote the first blamed file.
 """
 
-from nixrec.analysis.deps import basename
-
-STORE = "/nix/store"
+from nixrec.analysis.deps import STORE_DIR, basename
 
 # What each check is about, for the summary line; {paths} are the forbidden ones.
 _WHAT = {
@@ -49,8 +47,8 @@ def output_cause(facts, summary, builder_exit, trace_path="TRACE"):
     if seq is None:
         seq = (q.exit_seq or q.last_seq) if q else facts.last_seq
     kept = None
-    if blamed and blamed.startswith(STORE + "/"):
-        kept = f"{trace_path}.d/outputs/{blamed[len(STORE) + 1:]}"
+    if blamed and blamed.startswith(STORE_DIR + "/"):
+        kept = f"{trace_path}.d/outputs/{blamed[len(STORE_DIR) + 1:]}"
     return {"kind": "output-check", "seq": seq, "proc": proc, "kept": kept,
             "argv": list(q.argv) if q else [], "syscall": None, "errno": None,
             "path": blamed, "check": check.get("check"), "output": check.get("output"),

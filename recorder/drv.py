@@ -138,14 +138,20 @@ class Derivation:
         value = self.env.get(name)
         return default if value is None else value == "1"
 
+    def strings_attr(self, name: str) -> Optional[List[str]]:
+        """An env attribute as a list of words (getStringsAttr without
+        structured attrs), or None when it is not set. Nix splits on
+        " \t\n\r" only (tokenizeString), not on all Unicode spaces."""
+        value = self.env.get(name)
+        return None if value is None else [w for w in re.split(r"[ \t\n\r]+", value) if w]
+
     @property
     def pass_as_file(self) -> List[str]:
         # Nix ignores passAsFile under structured attrs (initEnv only honours it
         # when there is no __json), so report nothing there either.
         if "__json" in self.env:
             return []
-        # Nix splits on " \t\n\r" only (tokenizeString), not on all Unicode spaces.
-        return [w for w in re.split(r"[ \t\n\r]+", self.env.get("passAsFile", "")) if w]
+        return self.strings_attr("passAsFile") or []
 
     @property
     def output_paths(self) -> Dict[str, str]:

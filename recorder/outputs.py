@@ -11,7 +11,6 @@ permission check, before the scan.
 import base64
 import hashlib
 import os
-import re
 import stat
 
 from nixrec.recorder import store
@@ -38,16 +37,18 @@ def check(d, plan, outputs_dir, referenceable=(), against_store=False) -> dict:
     the input closure (inputPaths: what scanForReferences looks for, with the
     outputs themselves).
     """
-    found, failed = _each_output(d, outputs_dir)
-    for out in d.outputs.values():
-        # Canonicalised before the scan, as registerOutputs does (a file the
-        # build left unreadable is read as 0444, as Nix reads it), and in any
-        # case: they are handed to the user as the store would hold them.
-        path = os.path.join(outputs_dir, os.path.basename(out.path))
-        if os.path.lexists(path):
-            canonicalise(path)
-    if failed:
-        return failed
+    try:
+        found, failed = _each_output(d, outputs_dir)
+        if failed:
+            return failed
+        return _check_found(d, plan, found, referenceable, against_store)
+    except OSError as e:
+        # The build ran; only its outputs could not be read: the trace stays whole.
+        return _verdict(f"cannot read the outputs to check them: {e}", {}, None)
+
+
+def _check_found(d, plan, found, referenceable, against_store):
+    """check(), from the references on: `found` passed _each_output."""
     candidates = set(referenceable) | {o.path for o in d.outputs.values()}
     scans = {name: store.scan(path, candidates) for name, path in found.items()}
     refs = {name: s[0] for name, s in scans.items()}
@@ -137,26 +138,29 @@ def _same_file(a, b):
 
 
 def _each_output(d, outputs_dir):
-    """-> ({name: its copy in outputs_dir}, None), or (None, the verdict of
-    the first output that is group- or world-writable or holds a file the
-    store cannot (a FIFO, socket or device)."""
-    found = {}
+    """registerOutputs' first steps, output by output: the permission check,
+    then canonicalisePathMetaData (which also refuses a FIFO, socket or
+    device). Every output is canonicalised, also after a failure: they are
+    handed to the user as the store would hold them. -> ({name: its copy in
+    outputs_dir}, None), or (_, the verdict of the first failure)."""
+    found, failed = {}, None
     for name, out in sorted(d.outputs.items()):
         path = os.path.join(outputs_dir, os.path.basename(out.path))
         if not os.path.lexists(path):
             continue                      # reported by the caller, as Nix does first
         st = os.lstat(path)
-        if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return None, _verdict(f"suspicious ownership or permission on '{out.path}' for "
-                                  f"output '{name}'; rejecting this build output",
-                                  {}, failure("permissions", name, [out.path]))
-        bad = _unsupported(path)
-        if bad:
+        if failed is None and not stat.S_ISLNK(st.st_mode) \
+                and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            failed = _verdict(f"suspicious ownership or permission on '{out.path}' for "
+                              f"output '{name}'; rejecting this build output",
+                              {}, failure("permissions", name, [out.path]))
+        bad = canonicalise(path)
+        if failed is None and bad:
             file = out.path + bad[len(path):]
-            return None, _verdict(f"file '{file}' has an unsupported type", {},
-                                  failure("unsupported", name, [file]))
+            failed = _verdict(f"file '{file}' has an unsupported type", {},
+                              failure("unsupported", name, [file]))
         found[name] = path
-    return found, None
+    return found, failed
 
 
 def failure(check, output, files=(), paths=(), through=()) -> dict:
@@ -233,7 +237,7 @@ def _check_outputs(d, d_path, found, refs):
     sa = d.structured_attrs
     for name in sorted(found):
         if sa is None:
-            rules = {k: _words(d.env[k]) for k, _, _ in _REF_CHECKS if k in d.env}
+            rules = {k: d.strings_attr(k) for k, _, _ in _REF_CHECKS if k in d.env}
             ignore_self = True
         else:
             checks = sa.get("outputChecks")
@@ -317,11 +321,6 @@ def _entries(path):
             yield os.path.join(root, n)
 
 
-def _words(value):
-    # getStringsAttr: the attribute split on whitespace (tokenizeString).
-    return [w for w in re.split(r"[ \t\n\r]+", value) if w]
-
-
 def _requisites(path, paths, refs):
     """The closure of an output: other outputs through their scanned
     references, inputs through the store's (nix-store -qR)."""
@@ -367,15 +366,6 @@ def _json_type(v):
     return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(type(v), "null")
 
 
-def _unsupported(path):
-    for root, dirs, files in _walk(path):
-        for p in [root] + [os.path.join(root, n) for n in files + dirs]:
-            mode = os.lstat(p).st_mode
-            if not any(ok(mode) for ok in _ALLOWED):
-                return p
-    return None
-
-
 def _walk(path):
     if os.path.isdir(path) and not os.path.islink(path):
         return os.walk(path)
@@ -415,11 +405,16 @@ def _sri(algo, hex_hash):
     return f"{algo}-{base64.b64encode(bytes.fromhex(hex_hash)).decode()}"
 
 
-def canonicalise(path) -> None:
-    """canonicalisePathMetaData: 0444 or 0555 (user-executable), mtime 1."""
-    for root, dirs, files in _walk(path):
-        for p in [root] + [os.path.join(root, n) for n in files + dirs]:
-            st = os.lstat(p)
-            if not stat.S_ISLNK(st.st_mode):
-                os.chmod(p, 0o555 if st.st_mode & stat.S_IXUSR else 0o444)
-            os.utime(p, (1, 1), follow_symlinks=False)
+def canonicalise(path):
+    """canonicalisePathMetaData: each entry once, modes 0444 or 0555
+    (user-executable), mtime 1. -> the first entry the store cannot hold
+    (not a regular file, directory or symlink), or None."""
+    bad = None
+    for p in _entries(path):
+        st = os.lstat(p)
+        if bad is None and not any(ok(st.st_mode) for ok in _ALLOWED):
+            bad = p
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(p, 0o555 if st.st_mode & stat.S_IXUSR else 0o444)
+        os.utime(p, (1, 1), follow_symlinks=False)
+    return bad

@@ -536,13 +536,8 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     references, hidden = {}, {}
     if output_error is None and tracer.builder_status == ("exit", 0):
         # §2.8: Nix's checks on what the builder left (they canonicalise it).
-        try:
-            verdict = outputs_mod.check(d, plan, os.path.join(workdir, "outputs"),
-                                        input_closure, against_store=opts.check)
-        except OSError as e:
-            # Keep the trace whole: the build ran; only the check could not.
-            verdict = {"error": f"cannot read the outputs to check them: {e}",
-                       "references": {}, "failed": None, "hidden": {}}
+        verdict = outputs_mod.check(d, plan, os.path.join(workdir, "outputs"),
+                                    input_closure, against_store=opts.check)
         output_error, references = verdict["error"], verdict["references"]
         output_check, hidden = verdict["failed"], verdict["hidden"]
     else:

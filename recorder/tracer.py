@@ -79,8 +79,11 @@ class Tracer:
         self.refused = 0
         self.current = ""                   # argv0 of the last exec (status line)
         self.before = before                # replay: callable(Event) -> freeze?
-        # Replay: callable(Event) for a call the C loop let run, instead of
-        # before(ev, True) then emit(ev) (it cannot freeze there either).
+        # A call the C loop let run, shown now: callable(Event). Recording:
+        # the sink; replay gives its own (it cannot freeze there), else it
+        # is before(ev, ran=True), then the sink.
+        if ran is None:
+            ran = emit if before is None else lambda ev: (before(ev, True), emit(ev))
         self.ran = ran
         self.frozen = None                  # (Tracee, Event) while frozen
         self.held = {}                      # pid -> wait status kept during a freeze
@@ -466,9 +469,7 @@ class Tracer:
 
         The recorder's hottest Python (~180k records on GNU hello): names
         are looked up once per batch."""
-        tracees, by_nr, emit, before = self.tracees, syscalls.BY_NR, self.emit, self.before
-        if self.ran is not None:
-            emit, before = self.ran, None
+        tracees, by_nr, shown = self.tracees, syscalls.BY_NR, self.ran
         for pid, nr, flags, raw, t_ns, args, rval, status in records:
             t = tracees.get(pid)
             if t is None:
@@ -479,10 +480,6 @@ class Tracer:
             sc = by_nr[nr]
             ev = self.decoder.entry(t, sc, args, raw if sc.i_path is not None else False,
                                     t_ns / 1e9)
-            if before is not None:
-                # Replay sees the call after it ran: the hook may not freeze
-                # here (replay hands the C loop only calls it need not stop at).
-                before(ev, True)
             if flags & fastpath.F_RESULT:
                 set_result(ev, rval, flags & fastpath.F_ERR)
             if flags & fastpath.F_PREDICTED:
@@ -496,7 +493,7 @@ class Tracer:
                 # here while the process is still stopped; _sync resumes it.
                 self._finish(t, sc, ev)
                 self._held_pids.append(pid)
-            emit(ev)
+            shown(ev)
 
     def _take_event(self, t, nr, args, rval, t_ns):
         """A C record of a process event -> what this loop does for one."""

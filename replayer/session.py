@@ -233,6 +233,11 @@ class ReplaySession:
                 self._diverged(d)
                 if not self._stops_done:
                     return self._freeze_or_next(ev, loc, "divergence", ran)
+        return self._stop_here(ev, loc, ran)
+
+    def _stop_here(self, ev, loc, ran) -> bool:
+        """The call compared: is it where the replay stops (after a
+        divergence, or the target)? -> freeze now."""
         if self._stops_done:
             return False
         if self._freeze_next:
@@ -240,7 +245,7 @@ class ReplaySession:
                 return False
             self._freeze_next = False
             return self._freeze(ev, loc, "divergence")
-        if follow.hit(self.target, ev, loc):
+        if self.follow.hit(self.target, ev, loc):
             return self._freeze_or_next(ev, loc, "target", ran)
         self._watch()
         return False
@@ -254,13 +259,8 @@ class ReplaySession:
             self._before(ev, True)
             self._emit(ev)
             return
+        self._stop_here(ev, loc, True)
         self.live_seq += 1
-        if self._stops_done:
-            return
-        if self.follow.hit(self.target, ev, loc):
-            self._stop_at_next_call()     # it ran: the next call is the stop
-        else:
-            self._watch()
 
     def _freeze_or_next(self, ev, loc, reason, ran) -> bool:
         if not ran:

@@ -297,3 +297,24 @@ def test_output_checks_that_are_no_object_check_nothing(tmp_path):
                             structured_attrs={"outputChecks": checks})
         assert outputs._check_outputs(d, "/nix/store/x.drv", {"out": str(tmp_path)},
                                       {"out": set()}) == (None, None)
+
+
+def test_outputs_that_cannot_be_read_are_the_builds_error_not_a_lost_trace(tmp_path,
+                                                                           monkeypatch):
+    # The build ran; reading its output for the reference scan failed (an
+    # I/O error, a file gone): check() says so as the build's error.
+    from types import SimpleNamespace
+    from nixrec.recorder import outputs
+    out = f"/nix/store/{H1}-out"
+    (tmp_path / f"{H1}-out").write_text("x")
+
+    def unreadable(path, candidates):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(store, "scan", unreadable)
+    d = SimpleNamespace(outputs={"out": SimpleNamespace(path=out, hash_algo="", hash="")},
+                        env={}, structured_attrs=None)
+    plan = SimpleNamespace(drv_path="/nix/store/x.drv")
+    got = outputs.check(d, plan, str(tmp_path))
+    assert got["error"].startswith("cannot read the outputs to check them: ")
+    assert got["references"] == {} and got["failed"] is None
+    assert oct(os.lstat(tmp_path / f"{H1}-out").st_mode & 0o777) == "0o444"   # canonicalised
