@@ -8,7 +8,8 @@
 - Disk full (a small tmpfs for the trace): one clear line, exit 3, the trace
   readable up to there, no traceback.
 
-The build is fixtures/hostile `busy` (about 5 s, 20k events); one kill uses
+The build is fixtures/hostile `busy` (about 14 s, 240k events: longer than
+the latest kill, however fast the machine); one kill uses
 GNU hello (fixtures/hello.nix), a real C build.
 """
 
