@@ -25,6 +25,8 @@ _WHAT = {
                             "disallowedRequisites forbid",
     "cycle": "refers to output {paths}, which refers back: outputs may not refer to "
              "each other in a cycle",
+    "fixed-references": "refers to {paths}: the output of a fixed-output derivation "
+                        "may not refer to any store path",
 }
 
 
@@ -107,6 +109,10 @@ HINTS = {
                    "before the builder exits",
     "unsupported": "remove FIFOs, sockets and device files from the output before "
                    "the builder exits",
+    "fixed-references": "a fixed output (a fetcher's) may name no store path: look for "
+                        "the hash in the file (strings {file} | grep {hash}), often a #! "
+                        "line patchShebangs rewrote or a tool's recorded path; skip that "
+                        "step (dontFixup) or strip the path before the builder exits",
     "hash": "if the new content is the one wanted, put the hash Nix reports (got:) "
             "in outputHash; else find why the fetched content changed",
     "deterministic": "compare the two ({kept} against the store's copy, e.g. with "
@@ -125,7 +131,8 @@ def hint_of(c):
         f = c.get("kept") or c.get("path") or "the output"
         held = c.get("through") or c.get("forbidden") or []
         h = basename(held[0])[:32] if held else "<hash>"
-        return HINTS["cycle" if check == "cycle" else "references"].format(file=f, hash=h)
+        hint = check if check in ("cycle", "fixed-references") else "references"
+        return HINTS[hint].format(file=f, hash=h)
     if check == "deterministic":
         return HINTS[check].format(kept=c.get("kept") or "the recorded output")
     return HINTS.get(check, HINTS["rule"])

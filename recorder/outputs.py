@@ -65,9 +65,9 @@ def _check_found(d, plan, found, referenceable, against_store):
     for name, path in found.items():
         out = d.outputs[name]
         if out.hash_algo and out.hash:
-            err = _check_fixed(plan, name, out, path)
+            err, failed = _check_fixed(plan, name, out, path, refs[name])
             if err:
-                return _verdict(err, refs, failure("hash", name, [out.path]), hidden)
+                return _verdict(err, refs, failed, hidden)
     err, failed = _check_outputs(d, plan.drv_path, found, refs)
     if err is None and against_store:
         err, failed = _compare_with_store(d, plan.drv_path, found)
@@ -372,16 +372,41 @@ def _walk(path):
     return [(path, [], [])]
 
 
-def _check_fixed(plan, name, out, path):
-    """Fixed-output: the declared hash (flat or NAR), as registerOutputs checks it."""
-    algo = out.hash_algo
-    recursive = algo.startswith("r:")
-    algo = algo[2:] if recursive else algo
-    if not recursive:
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o111:
-            return (f"output path '{out.path}' should be a non-executable regular file "
-                    "since recursive hashing is not enabled (outputHashMode=flat)")
+def _check_fixed(plan, name, out, path, refs):
+    """A fixed output, as registerOutputs checks it: a flat one must be a
+    non-executable regular file (Nix throws at once), then the declared hash
+    (flat or NAR), then no references (both delayed: the later error is the
+    one Nix reports). -> (Nix's error, failure()) or (None, None)."""
+    err = _flat_file_error(out, path)
+    if err:
+        return err, failure("hash", name, [out.path])
+    err, failed = _hash_error(plan, out, path), failure("hash", name, [out.path])
+    if refs:
+        # Nix 2.8 has no verdict here: a flat output aborts it on an assertion,
+        # a NAR one is registered under another path than the one promised
+        # (NixOS/nix#7148, #5509). Later Nix fails the build with these words,
+        # which is what a user has to hear: the file that names a store path.
+        held = sorted(refs)
+        err = f"illegal path references in fixed-output derivation '{plan.drv_path}'"
+        failed = failure("fixed-references", name, _referring(path, out.path, held), held,
+                         held)
+    return (err, failed) if err else (None, None)
+
+
+def _flat_file_error(out, path):
+    if out.hash_algo.startswith("r:"):
+        return None
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o111:
+        return (f"output path '{out.path}' should be a non-executable regular file "
+                "since recursive hashing is not enabled (outputHashMode=flat)")
+    return None
+
+
+def _hash_error(plan, out, path):
+    """Nix's "hash mismatch" when the output's hash is not the declared one."""
+    recursive = out.hash_algo.startswith("r:")
+    algo = out.hash_algo[2:] if recursive else out.hash_algo
     try:
         h = hashlib.new(algo)
     except ValueError:

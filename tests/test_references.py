@@ -12,6 +12,7 @@ summary.
 
 import os
 import re
+import resource
 import subprocess
 
 import pytest
@@ -116,6 +117,55 @@ def test_why_blames_the_check_and_the_event_that_wrote_the_file(attr, check, fil
         assert top["through"] == want
         if check != "cycle":          # the hint says what to grep the file for
             assert os.path.basename(want[0])[:32] in top["hint"]
+
+
+# --- a fixed output that names a store path ------------------------------------------
+
+FIXED_TARGET = "/nix/store/jz3lr6ciii1mdsnlvj3dy5vy3a4ri7s6-fixed-ref-target"   # toFile's
+
+
+def _no_core():
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+@pytest.mark.e2e
+def test_nix_2_8_has_no_verdict_on_a_fixed_output_with_references(tmp_path):
+    # Why nixrec takes later Nix's words here: the oracle aborts on the flat
+    # one and, for the NAR one, prints an output path it never made.
+    flat = instantiate("references.nix", "fixedRefsFlat")
+    p = subprocess.run(NIX_BUILD + [flat, "--no-out-link"], env=nix_env(), cwd=tmp_path,
+                       capture_output=True, text=True, preexec_fn=_no_core)
+    assert p.returncode != 0 and "references.empty()" in p.stderr, p.stderr
+    nar = instantiate("references.nix", "fixedRefsNar")
+    p = subprocess.run(NIX_BUILD + [nar, "--no-out-link"], env=nix_env(), cwd=tmp_path,
+                       capture_output=True, text=True)
+    out = _output_paths(nar)["out"]
+    assert p.returncode == 0 and p.stdout.split() == [out], p.stderr
+    assert not os.path.exists(out)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("attr,blamed", [("fixedRefsFlat", ""), ("fixedRefsNar", "/f"),
+                                         ("fixedRefsWrongHash", "/f")])
+def test_a_fixed_output_naming_a_store_path_fails_and_why_names_the_file(attr, blamed,
+                                                                         tmp_path):
+    drv = instantiate("references.nix", attr)
+    trace = tmp_path / "t.nixrec"
+    p = run_nixrec("record", drv, "-o", trace, "-q", timeout=120)
+    err = f"illegal path references in fixed-output derivation '{drv}'"
+    assert p.returncode == 1, p.stderr.decode(errors="replace")
+    assert p.stderr.decode().splitlines()[0] == f"nixrec: build failed with exit code 1 ({err})"
+    s = summary(trace)
+    assert s["error"] == err and s["references"] == {"out": [FIXED_TARGET]}
+    top = nixrec_json("why", trace)["root_causes"][0]
+    out = _output_paths(drv)["out"]
+    assert (top["kind"], top["check"], top["path"]) == ("output-check", "fixed-references",
+                                                         out + blamed)
+    assert top["forbidden"] == [FIXED_TARGET]
+    assert "may not refer to any store path" in top["summary"]
+    assert os.path.basename(FIXED_TARGET)[:32] in top["hint"]
+    ev = events(trace, "--from", str(top["seq"]), "--to", str(top["seq"]))[0]
+    assert out + blamed in (ev.get("path"), ev.get("path2")), ev
 
 
 def _bb():
