@@ -64,6 +64,10 @@ def _failed_child(facts, proc):
     failed = [c for c in q.children if c in facts.procs and facts.procs[c].failed]
     if not failed:
         return None
+    # SIGPIPE is how a pipeline's writer ends when its reader quits first
+    # (`... | head`): the one to follow only when no other child failed
+    # (`set -o pipefail`).
+    failed = [c for c in failed if facts.procs[c].exit_signal != "SIGPIPE"] or failed
     waited = {}
     for seq, child, status in facts.waits.get(proc, ()):
         if child in failed:

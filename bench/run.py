@@ -177,6 +177,11 @@ def run_replay(env, trace, seq):
     if r.rc != 0:
         log(f"bench: replay --until {seq} exited {r.rc} (not timed):\n{r.tail()}")
         return None
+    # With --exec the exit status is the command's, at the target or at a
+    # divergence: only a stop at the target is a replay to the last call.
+    if f"stopped before event {seq} ".encode() not in r.stderr or b"diverged" in r.stderr:
+        log(f"bench: replay --until {seq} did not reach its stop (not timed):\n{r.tail()}")
+        return None
     return r
 
 

@@ -56,6 +56,29 @@ def test_failure_chain_goes_from_builder_to_origin():
     assert rep["failure_chain"][1]["exit_code"] == 2
 
 
+def test_a_pipeline_writer_killed_by_sigpipe_is_not_the_failure_followed():
+    # configure: `grep ... | head -1` (grep dies of SIGPIPE), then a compiler
+    # check that fails, then the script's own exit 1.
+    t = Synth()
+    t.spawn("1", "1.1", BB + "/bin/sh", ["sh", "./configure"])
+    t.spawn("1.1", "1.1.1", BB + "/bin/cc", ["cc", "conftest.c"])
+    t.open("1.1.1", "/usr/include/zlib.h", errno="ENOENT")
+    t.finish("1.1.1", 1)
+    t.spawn("1.1", "1.1.2", BB + "/bin/grep", ["grep", "x", "big.log"])
+    t.spawn("1.1", "1.1.3", BB + "/bin/head", ["head", "-1"])
+    t.finish("1.1.3", 0)
+    t.finish("1.1.2", None, signal="SIGPIPE")
+    t.finish("1.1", 1)
+    t.exit("1", 1)
+    assert [e["proc"] for e in t.why()["failure_chain"]] == ["1", "1.1", "1.1.1"]
+    # With only the writer failed (pipefail), it is the one.
+    t = Synth()
+    t.spawn("1", "1.1", BB + "/bin/grep", ["grep", "x", "big.log"])
+    t.finish("1.1", None, signal="SIGPIPE")
+    t.exit("1", 1)
+    assert [e["proc"] for e in t.why()["failure_chain"]] == ["1", "1.1"]
+
+
 def test_undeclared_host_path_beats_probes_and_noise():
     rep = zlib_build().why()
     c = top(rep)
