@@ -96,13 +96,7 @@ def spawn(plan: SandboxPlan, lay: Layout, pty_slave: int, seccomp_prog: bytes) -
             raise SetupError(_setup_message(line, "creating the namespaces"))
         _write_maps(helper, plan)
         os.write(maps_w, b"M")
-        line = _read_line(to_parent_r)
-        if not line.startswith(b"B"):
-            raise SetupError(_setup_message(line, "starting the builder"))
-        builder = int(line[1:])
-        line = _read_line(to_parent_r)
-        if line != b"R\n":
-            raise SetupError(_setup_message(line, "setting up the sandbox"))
+        builder = started(lambda: _read_line(to_parent_r))
     except SetupError:
         os.close(go_w)
         os.waitpid(helper, 0)
@@ -111,6 +105,27 @@ def spawn(plan: SandboxPlan, lay: Layout, pty_slave: int, seccomp_prog: bytes) -
         os.close(to_parent_r)
         os.close(maps_w)
     return Spawned(helper, builder, go_w, err_r)
+
+
+def started(read_line) -> int:
+    """The builder's host pid, once the helper has said it (`B<pid>`) and the
+    builder that it is set up (`R`). Both write to one pipe, from two
+    processes: on a loaded machine the builder's line can come first (the
+    helper not yet rescheduled after its fork). An `E` line is the builder's
+    setup error; end of file, a process that died. Raises SetupError."""
+    builder, ready = None, False
+    while builder is None or not ready:
+        line = read_line()
+        if line.startswith(b"B") and builder is None:
+            builder = int(line[1:])
+        elif line == b"R\n" and not ready:
+            ready = True
+        else:
+            # Only the builder writes E lines, from its setup.
+            step = "starting the builder" if builder is None and line[:1] != b"E" \
+                else "setting up the sandbox"
+            raise SetupError(_setup_message(line, step))
+    return builder
 
 
 def _setup_message(line: bytes, step: str) -> str:
