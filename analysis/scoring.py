@@ -1,0 +1,143 @@
+"""How much a candidate cause explains a failed build (`nixrec why`): each
+cause's score and the ranked, merged list rootcause.py reports.
+
+A cause's kind gives its prior (PRIOR); then where it happened (the origin of
+the failure chain, the chain, elsewhere), whether the build log names it, and
+whether it was only a probe, noise or a `test -e` move it up or down.
+"""
+
+import functools
+import re
+
+from nixrec.analysis.deps import access_of, basename
+from nixrec.analysis.facts import is_ancestor
+from nixrec.analysis.noise import is_noise
+
+# How much a kind of cause explains a build failure on its own (before context).
+PRIOR = {
+    "limit": 8, "signal": 6, "seccomp": 5, "process": 4, "network": 5, "dns": 5, "home": 5,
+    "missing-interpreter": 5, "race": 5, "missing-executable": 4,
+    "undeclared-store-path": 4, "write-outside": 4, "write-denied": 4,
+    "undeclared-host-path": 3, "missing-header": 4, "fallback": 0,
+}
+# A top cause scoring below this explains too little: the fallback goes first.
+GOOD = 4
+
+
+def _score(c, facts, chain, log_text):
+    origin = chain[-1] if chain else None
+    s = PRIOR.get(c["kind"], 0)
+    proc = c["proc"]
+    if proc == origin:
+        s += 4
+    elif proc in chain:
+        s += 2
+    elif origin and is_ancestor(origin, proc):
+        s += 2
+    elif chain and any(is_ancestor(p, proc) for p in chain[1:]):
+        s += 1
+    key = c.get("header") or c.get("path") or c.get("address") or c.get("host") or ""
+    name = c.get("command") or basename(c.get("accessed") or key)
+    named = mentioned(key, name, log_text)
+    if named:
+        s += 3
+    # What the process asked for (a symlink, DIR/header.h), not what it resolved to.
+    path = c.get("accessed") or c.get("path") or ""
+    if c["kind"] not in ("race", "signal") and path:
+        if facts.base_succeeded_later(path, c["seq"]):
+            s -= 4           # a probe: the same name was found afterwards
+        if is_noise(path, facts, c["seq"]):
+            s -= 6
+        if c.get("syscall") and access_of_name(c["syscall"]) == "stat" \
+                and not named:
+            s -= 5           # `test -e`, configure checks: asked, not needed
+    if c.get("link") and c.get("accessed") == c["link"]:
+        s += 1           # it named the symlink itself: the clearest event to show
+    if c["kind"] == "race" and proc not in chain and c.get("errno") is None:
+        s -= 6           # a read that raced but did not make anything fail
+    q = facts.procs.get(proc)
+    if q and origin == proc and c["seq"] >= q.exec_seq:
+        s += 1           # in the program that finally failed, not its shell parent
+    return s
+
+
+# Directory names too generic to count as the log naming a path ("#include"
+# does not name /usr/include, "lib" is everywhere).
+GENERIC_NAMES = frozenset(("include", "lib", "lib64", "bin", "sbin", "share", "etc",
+                           "usr", "local", "src", "build", "tmp", "var", "opt"))
+
+
+_ADDRESS = re.compile(r"^[\d.]+:\d+$")
+
+
+# Memoized: a big build has hundreds of thousands of candidates but only
+# thousands of distinct paths, and the log (the chain's stderr) is one string.
+@functools.lru_cache(maxsize=1 << 16)
+def mentioned(key, name, log_text):
+    """The build log names this path, command, host or address (host part).
+
+    A name of 3+ characters counts as a word anywhere; a 2-letter one (cc, ld,
+    as) only as the subject of a message ("make: cc: No such file")."""
+    if not key:
+        return False
+    if key in log_text:
+        return True
+    host = key.rsplit(":", 1)[0] if _ADDRESS.match(key) else None
+    for word in (name, host):
+        if not word or word in GENERIC_NAMES or word not in log_text:
+            continue
+        if len(word) >= 3 and _word_re(word).search(log_text):
+            return True
+        if len(word) == 2 and _subject_re(word).search(log_text):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _word_re(word):
+    return re.compile(r"(?<![\w.-])" + re.escape(word) + r"(?![\w-])")
+
+
+@functools.lru_cache(maxsize=4096)
+def _subject_re(word):
+    return re.compile(r"(?:^|\s)" + re.escape(word) + r":", re.M)
+
+
+class _NameOnly:
+    """access_of wants an event; this is the name-only question."""
+    __slots__ = ("syscall",)
+    kind, flags = "syscall", 0
+
+    def __init__(self, syscall):
+        self.syscall = syscall
+
+
+@functools.lru_cache(maxsize=None)      # one entry per syscall name
+def access_of_name(syscall):
+    return access_of(_NameOnly(syscall))
+
+
+def rank(causes, facts, chain):
+    log_text = facts.stderr_text(chain)
+    best = {}
+    for c in causes:
+        c["score"] = _score(c, facts, chain, log_text)
+        # One cause per event; the rule with the higher score wins it.
+        k = c["seq"]
+        if k not in best or c["score"] > best[k]["score"]:
+            best[k] = c
+    merged, by_path = {}, {}
+    for c in sorted(best.values(), key=lambda c: (-c["score"], -c["seq"])):
+        ident = (c["kind"], c.get("path"), c.get("address"), c.get("host"),
+                 c.get("command"))
+        # One suspect per path and process: cp's stat of the file it then fails
+        # to write is part of that write, not a second suspect.
+        same = merged.get(ident) or (c.get("path") and c["kind"] != "signal"
+                                     and by_path.get((c["proc"], c["path"])))
+        if same:
+            same.setdefault("also_seq", []).append(c["seq"])
+            continue
+        merged[ident] = c
+        if c.get("path"):
+            by_path.setdefault((c["proc"], c["path"]), c)
+    return list(merged.values())
