@@ -121,6 +121,11 @@ def pipe_race(ev, now, then) -> bool:
             and all(o == PIPE_DEATH or o.startswith("exit ") for o in (now, then)))
 
 
+def within(proc, procs) -> bool:
+    """Is `proc` one of `procs` or a descendant of one (tree paths)?"""
+    return any(proc == p or proc.startswith(p + ".") for p in procs)
+
+
 def _key(ev):
     return (ev.kind, ev.syscall, ev.path, ev.path2, outcome(ev), ev.pid or 0)
 
@@ -227,11 +232,15 @@ class RecordedIndex:
         self.nchildren = {}        # proc -> children it made
         self.parallel_from = {}    # proc -> k from which it ran jobs in parallel
         self._busy = {}            # while indexing: see _fork_while_running
+        self._overlap = {}
+        self.sigpipe_at = {}       # proc -> its count when SIGPIPE reached it (not "1")
         self._structural = {}      # proc -> ks of its exec/fork/exit (lazily)
         self._loose = {}           # proc -> set of loose keys (lazily)
 
     def add(self, ev) -> Loc:
         loc = self.counter.add(ev)
+        if ev.kind == "signal" and ev.args.get("signal") == "SIGPIPE" and ev.proc != "1":
+            self.sigpipe_at.setdefault(ev.proc, loc.k)
         if loc.j == 0:
             key = _key(ev)
             kid = self._table.get(key)
@@ -263,17 +272,20 @@ class RecordedIndex:
     # A job runner (make -j, `wait -n`) starts a child when one of several
     # running ones has finished: which one finished first decides what it
     # does next. A pipeline (`a | b`) also runs children at once, but starts
-    # none because one ended; it stays strict. _busy: proc -> [children
-    # running, k of its first fork while one ran, one ended while another ran].
+    # none because one ended; it stays strict. A job runner is lenient from
+    # its first fork while another child ran, in any episode: before that it
+    # ran children one at a time, the same on every run, but from there on
+    # another run may refill a slot where this one did not (make's first two
+    # .dirstamp jobs, then the compiles). _busy: proc -> [children running,
+    # one ended while another ran]; _overlap: proc -> k of that first fork.
     def _fork_while_running(self, proc, k):
         busy = self._busy.get(proc)
         if busy is None:
-            busy = self._busy[proc] = [0, None, False]
+            busy = self._busy[proc] = [0, False]
         if busy[0]:
-            if busy[1] is None:
-                busy[1] = k
-            if busy[2] and proc not in self.parallel_from:
-                self.parallel_from[proc] = busy[1]
+            first = self._overlap.setdefault(proc, k)
+            if busy[1] and proc not in self.parallel_from:
+                self.parallel_from[proc] = first
         busy[0] += 1
 
     def _exited(self, parent):
@@ -281,10 +293,7 @@ class RecordedIndex:
         if not busy or not busy[0]:
             return
         busy[0] -= 1
-        if busy[0]:
-            busy[2] = True
-        else:
-            busy[1], busy[2] = None, False
+        busy[1] = busy[0] > 0
 
     def count(self, proc) -> int:
         return len(self._seqs.get(proc, ()))
@@ -340,13 +349,16 @@ class RecordedIndex:
         by_id = self._by_id
         return (by_id[kid] for kid in set(self._keys.get(proc, ())))
 
-    def missing(self, live_counts, lenient=None):
+    def missing(self, live_counts, lenient=None, excused=()):
         """The first recorded counted event the replay never reached, as
         (seq, Loc), or None when every process got as far as recorded.
-        `lenient`: proc -> how many structural events it made (procmap.py)."""
+        `lenient`: proc -> how many structural events it made (procmap.py);
+        `excused`: procs whose rest, descendants too, need not have happened."""
         first = None
         lenient = lenient or {}
         for proc, seqs in self._seqs.items():
+            if excused and within(proc, excused):
+                continue
             if proc in lenient:
                 ks, done = self.structural(proc), lenient[proc]
                 if done >= len(ks):
@@ -466,9 +478,9 @@ class Matcher:
         return Divergence("a call the process never made when recorded", loc, None,
                           live_seq, None, describe(ev))
 
-    def unreached(self, live_counts, lenient=None):
+    def unreached(self, live_counts, lenient=None, excused=()):
         """At the end of a replay: the first recorded event that never happened."""
-        miss = self.index.missing(live_counts, lenient)
+        miss = self.index.missing(live_counts, lenient, excused)
         if miss is None:
             return None
         seq, loc = miss

@@ -38,7 +38,8 @@ whichever live process is matched to the recorded one.
 """
 
 from nixrec.replayer.matcher import (STRUCTURAL, TIMING_ERRNOS, Counter, Loc, Matcher,
-                                     counted, outcome, pipe_race, same_argv, same_path)
+                                     counted, outcome, pipe_race, same_argv, same_path,
+                                     within)
 
 # A child that made this many calls like its sibling's without an exec is
 # taken to be that sibling (a subshell loop): the history is not kept forever.
@@ -59,6 +60,7 @@ class Follower:
         self.nstruct = {}               # live proc -> execs, forks, exit emitted
         self._entered = {}              # live proc -> (call, recorded proc) passed at entry
         self.rematched = 0              # children moved to another sibling
+        self.broken = set()             # live procs SIGPIPE took off the recorded path
 
     # --- where an event is --------------------------------------------------------
     def peek(self, ev):
@@ -82,6 +84,8 @@ class Follower:
     def entry(self, ev, loc, live_seq):
         """A counted call at its entry: -> (its Loc, a Divergence or None)."""
         live = ev.proc
+        if self.broken and within(live, self.broken):
+            return loc, None
         if live in self.lenient:
             return loc, self._said(live, self._lenient_entry(ev, loc, live_seq))
         d = self.matcher.at_entry(ev, loc, live_seq)
@@ -99,6 +103,7 @@ class Follower:
         if d is not None and self._may_loosen(loc):
             self.lenient.add(live)
             d = self._lenient_entry(ev, loc, live_seq)
+        d = self._unless_pipe_broken(live, loc, d)
         if d is None:
             self._entered[live] = (ev, loc.proc)   # emitted() need not check again
         return loc, self._said(live, d)
@@ -114,6 +119,8 @@ class Follower:
         else:
             c.j[live] = loc.j
         d = None
+        if ev.kind == "signal" and ev.args.get("signal") == "SIGPIPE" and live != "1":
+            self.broken.add(live)
         if compare and loc.j == 0:
             d = self._compare_emitted(ev, loc, live_seq)
         if loc.j == 0:
@@ -137,7 +144,8 @@ class Follower:
         none (pids, random names, timing errnos) from a divergence. Most of
         a replay's calls are this case (GNU hello: ~170k)."""
         live = ev.proc
-        if live in self.lenient or live in self.unsettled or not counted(ev):
+        if live in self.lenient or live in self.unsettled or not counted(ev) \
+                or (self.broken and within(live, self.broken)):
             return None
         rec = self.rec_of.get(live, live)
         k = self.counter.k.get(live, 0) + 1
@@ -151,6 +159,8 @@ class Follower:
 
     def _compare_emitted(self, ev, loc, live_seq):
         live = ev.proc
+        if self.broken and within(live, self.broken):
+            return None
         if live in self.lenient:
             return self._lenient_emitted(ev, loc, live_seq)
         entered = self._entered.pop(live, None)
@@ -165,7 +175,24 @@ class Follower:
         if d is not None and self._may_loosen(loc):
             self.lenient.add(live)
             d = self._lenient_emitted(ev, loc, live_seq)
-        return d
+        return self._unless_pipe_broken(live, loc, d)
+
+    # --- a pipeline's writer whose reader quit first ------------------------------------
+    # `producer | sed 99q`: whether the producer is still writing when the
+    # reader quits (SIGPIPE: it dies, or runs a trap, as configure's does)
+    # depends on which ran faster. From the SIGPIPE on, in whichever run got
+    # it, the process and its descendants (a trap's `rm`) are not compared,
+    # and the recorded rest need not happen; its parent's calls are compared
+    # as ever. Not the builder: its end is the build's status.
+    def _unless_pipe_broken(self, live, loc, d):
+        """A divergence after the recorded process got SIGPIPE: excused."""
+        if d is None or live == "1":
+            return d
+        k0 = self.index.sigpipe_at.get(loc.proc)
+        if k0 is None or loc.k <= k0:
+            return d
+        self.broken.add(live)
+        return None
 
     def unreached(self):
         """At the end: the first recorded event no live process got to."""
@@ -176,7 +203,11 @@ class Follower:
                 lenient[rec] = self.nstruct.get(live, 0)
             else:
                 counts[rec] = k
-        return self.matcher.unreached(counts, lenient)
+        # A recorded writer SIGPIPE reached: what it did after, once the live
+        # one got that far (it may have finished its writing instead).
+        excused = {self.rec_of.get(b, b) for b in self.broken} | \
+            {p for p, k0 in self.index.sigpipe_at.items() if counts.get(p, 0) >= k0}
+        return self.matcher.unreached(counts, lenient, excused)
 
     @staticmethod
     def _said(live, d):

@@ -179,6 +179,50 @@ def _follow(recorded, live, target_seq=None):
     return f, diverged, hits
 
 
+def _pipeline(writer_broke, proc="1.1"):
+    """A shell running `writer | sed 99q`, then its own call. The writer either
+    finishes, or gets SIGPIPE and runs a trap (kill, an `rm` child, exit 1),
+    as configure's subshells do."""
+    evs = [_ev("1", "exec", "execve", "/bin/sh", ["sh"]),
+           _ev("1", "fork", "fork", child="1.1"), _ev("1", "fork", "fork", child="1.2"),
+           _ev("1.1", "syscall", "openat", "/dev/null"),
+           _ev("1.2", "exec", "execve", "/bin/sed", ["sed", "99q"])]
+    if writer_broke:
+        evs += [Event("signal", proc, args={"signal": "SIGPIPE"}),
+                _ev(proc, "syscall", "kill"), _ev(proc, "fork", "fork", child=proc + ".1"),
+                _ev(proc + ".1", "exec", "execve", "/bin/rm", ["rm", "-f", "conftest"]),
+                _ev(proc + ".1", "exit", status=0), _ev(proc, "exit", status=1)]
+    else:
+        evs += [_ev("1.1", "exit", status=0)]
+    evs += [_ev("1.2", "exit", status=0), _ev("1", "syscall", "stat", "/build/next"),
+            _ev("1", "exit", status=0)]
+    for n, ev in enumerate(evs, 1):
+        ev.seq = n
+    return evs
+
+
+@pytest.mark.parametrize("recorded_broke", [False, True])
+def test_a_pipeline_writer_sigpipe_took_elsewhere_is_excused_with_its_trap(recorded_broke):
+    f, diverged, _ = _follow(_pipeline(recorded_broke), _pipeline(not recorded_broke))
+    assert diverged == [] and f.unreached() is None
+
+
+def test_after_a_pipe_race_the_parent_and_the_builder_are_still_compared():
+    live = _pipeline(True)
+    live[-2].path = "/build/other"                  # the shell's own call differs
+    _, diverged, _ = _follow(_pipeline(False), live)
+    assert {(d.why, d.loc.proc) for d in diverged} == {("a different path", "1")}
+    # The builder itself: SIGPIPE is the build's end, never excused.
+    sh = [_ev("1", "exec", "execve", "/bin/sh", ["sh"]), _ev("1", "syscall", "stat", "/x"),
+          _ev("1", "exit", status=0)]
+    live = sh[:1] + [Event("signal", "1", args={"signal": "SIGPIPE"}),
+                     _ev("1", "syscall", "kill"), _ev("1", "exit", status=1)]
+    for n, ev in enumerate(sh + live, 1):
+        ev.seq = n
+    _, diverged, _ = _follow(sh, live)
+    assert diverged and diverged[0].loc.proc == "1"
+
+
 def test_jobs_forked_in_another_order_are_matched_by_what_they_run():
     recorded = _jobs(["x", "y", "w"], ["/build/a", "/build/b"])
     live = _jobs(["y", "x", "w"], ["/build/b", "/build/a"])    # y started first this time
@@ -232,6 +276,23 @@ def test_only_a_parent_that_refills_a_freed_slot_is_a_job_runner():
     for ev in _jobs(["x", "y", "w"], []):
         idx.add(ev)
     assert idx.parallel_from == {"1": 3}        # from its second fork (make -j2)
+
+
+def test_a_job_runner_is_lenient_from_its_first_overlap_not_its_first_refill():
+    """make -j2 in hello's lib/: two .dirstamp jobs overlap but both end before
+    the next fork (no refill when recorded), then the compiles refill slots.
+    Another run may refill already after the first pair: the leniency starts
+    at the first fork while another child ran."""
+    fork = lambda c: _ev("1", "fork", "fork", child=c)           # noqa: E731
+    end = lambda c: _ev(c, "exit", status=0)                      # noqa: E731
+    evs = [fork("1.1"), fork("1.2"), end("1.1"), end("1.2"),       # k 1, 2: overlap
+           fork("1.3"), fork("1.4"), end("1.3"), fork("1.5"),      # k 5: a refill
+           end("1.4"), end("1.5")]
+    idx = RecordedIndex()
+    for n, ev in enumerate(evs, 1):
+        ev.seq = n
+        idx.add(ev)
+    assert idx.parallel_from == {"1": 2}
 
 
 def test_a_sequential_parent_stays_strict():
