@@ -38,8 +38,7 @@ whichever live process is matched to the recorded one.
 """
 
 from nixrec.replayer.matcher import (STRUCTURAL, TIMING_ERRNOS, Counter, Loc, Matcher,
-                                     counted, outcome, pipe_race, same_argv, same_path,
-                                     within)
+                                     counted, outcome, pipe_race, same_argv, same_path)
 
 # A child that made this many calls like its sibling's without an exec is
 # taken to be that sibling (a subshell loop): the history is not kept forever.
@@ -60,7 +59,8 @@ class Follower:
         self.nstruct = {}               # live proc -> execs, forks, exit emitted
         self._entered = {}              # live proc -> (call, recorded proc) passed at entry
         self.rematched = 0              # children moved to another sibling
-        self.broken = set()             # live procs SIGPIPE took off the recorded path
+        self.broken = set()             # live procs SIGPIPE took off the recorded
+                                        # path, and their children born since
 
     # --- where an event is --------------------------------------------------------
     def peek(self, ev):
@@ -84,7 +84,7 @@ class Follower:
     def entry(self, ev, loc, live_seq):
         """A counted call at its entry: -> (its Loc, a Divergence or None)."""
         live = ev.proc
-        if self.broken and within(live, self.broken):
+        if live in self.broken:
             return loc, None
         if live in self.lenient:
             return loc, self._said(live, self._lenient_entry(ev, loc, live_seq))
@@ -145,7 +145,7 @@ class Follower:
         a replay's calls are this case (GNU hello: ~170k)."""
         live = ev.proc
         if live in self.lenient or live in self.unsettled or not counted(ev) \
-                or (self.broken and within(live, self.broken)):
+                or live in self.broken:
             return None
         rec = self.rec_of.get(live, live)
         k = self.counter.k.get(live, 0) + 1
@@ -159,7 +159,7 @@ class Follower:
 
     def _compare_emitted(self, ev, loc, live_seq):
         live = ev.proc
-        if self.broken and within(live, self.broken):
+        if live in self.broken:
             return None
         if live in self.lenient:
             return self._lenient_emitted(ev, loc, live_seq)
@@ -181,9 +181,10 @@ class Follower:
     # `producer | sed 99q`: whether the producer is still writing when the
     # reader quits (SIGPIPE: it dies, or runs a trap, as configure's does)
     # depends on which ran faster. From the SIGPIPE on, in whichever run got
-    # it, the process and its descendants (a trap's `rm`) are not compared,
-    # and the recorded rest need not happen; its parent's calls are compared
-    # as ever. Not the builder: its end is the build's status.
+    # it, the process and the children it forks from then on (a trap's `rm`)
+    # are not compared, and the recorded rest need not happen; its parent's
+    # calls are compared as ever. Not the builder: its end is the build's
+    # status.
     def _unless_pipe_broken(self, live, loc, d):
         """A divergence after the recorded process got SIGPIPE: excused."""
         if d is None or live == "1":
@@ -251,6 +252,8 @@ class Follower:
             return
         self.kids.setdefault(parent, []).append(child)
         self.fork_kind[child] = ev.syscall
+        if parent in self.broken:
+            self.broken.add(child)          # a trap's `rm`: not compared either
         rparent = self.rec_of.get(parent, parent)
         f = int(child.rpartition(".")[2])
         rec = f"{rparent}.{f}"
