@@ -193,7 +193,9 @@ def _builder_main(plan, lay, pty_slave, prog, to_parent, go_r, err_w):
         os._exit(127)
     os.close(go_r)
     env = {k: v for k, v in plan.env}
-    _default_signals()
+    # Nix 2.8's builder inherits its caller's dispositions (verified: SigIgn
+    # 0 from a shell, SIGHUP ignored under nohup): only Python's own go.
+    linux.default_signals()
     try:
         linux.seccomp_install(prog)
         os.execve(plan.builder, plan.argv, env)
@@ -201,17 +203,6 @@ def _builder_main(plan, lay, pty_slave, prog, to_parent, go_r, err_w):
         # Nix: "executing '<builder>': No such file or directory".
         os.write(err_w, f"executing '{plan.builder}': {e.strerror}".encode(errors="replace"))
         os._exit(1)
-
-
-def _default_signals():
-    """SIGPIPE and SIGXFSZ back to their default: Python ignores both at start,
-    and an ignored signal survives exec. Nix 2.8's builder inherits its
-    caller's dispositions (verified: SigIgn 0 from a shell, SIGHUP ignored
-    under nohup), so the others nixrec inherited are left as they are. With
-    SIGPIPE ignored, `producer | head` sees EPIPE and goes on where under Nix
-    it dies: another build."""
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
 
 
 def _open_fds():

@@ -7,6 +7,7 @@ Every wrapper raises OSError with the errno on failure, like the os module.
 import ctypes
 import ctypes.util
 import os
+import signal
 import struct
 
 from nixrec.recorder import syscalls
@@ -420,3 +421,16 @@ def hold_cpu_latency(us: int = 0):
         os.close(fd)
         return None
     return fd
+
+
+# --- signal dispositions a child must not inherit from Python -----------------------
+# Python ignores SIGPIPE and SIGXFSZ at start, and an ignored signal survives
+# exec: a builder or a command started from nixrec would run with them
+# ignored (`producer | head` then sees EPIPE and goes on, where it dies).
+PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def default_signals(sigs=PYTHON_IGNORED) -> None:
+    """Put `sigs` back to their default disposition (in a child, before exec)."""
+    for sig in sigs:
+        signal.signal(sig, signal.SIG_DFL)

@@ -22,9 +22,10 @@ NAMESPACES = ("user", "mnt", "pid", "net", "uts", "ipc")
 NO_SHELL = ("no shell among the build's inputs to run it with: add one to the "
             "derivation (e.g. a static busybox, whose bin/sh has every applet), or "
             "record with --extra-sandbox-paths /bin/sh=/path/to/a/static/sh")
-# Signals Python ignores or handles itself; a command must start with the defaults.
-_RESET = (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXFSZ,
-          signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+# Signals Python ignores or handles itself, and the terminal ones nixrec
+# ignores while the shell runs: a command must start with the defaults.
+_RESET = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN,
+          signal.SIGTTOU) + linux.PYTHON_IGNORED
 
 
 def find_shell(plan):
@@ -156,8 +157,7 @@ def _enter_and_run(ns, root, cwd, uid, gid, argv, env, err_w):
         os.write(err_w, f"{step}: {e.strerror or e}".encode())
         os._exit(125)
     if child == 0:
-        for sig in _RESET:
-            signal.signal(sig, signal.SIG_DFL)
+        linux.default_signals(_RESET)
         try:
             os.execve(argv[0], argv, env)
         except OSError as e:

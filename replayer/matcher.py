@@ -27,7 +27,6 @@ VOLATILE_SYSCALLS = frozenset(("wait4",))
 STRUCTURAL = frozenset(("exec", "fork", "exit"))
 # Errors that say "try again", which depend on timing and not on the build.
 TIMING_ERRNOS = frozenset(("EINTR", "EAGAIN", "ERESTARTSYS"))
-PIPE_DEATH = "signal SIGPIPE"            # outcome() of a process SIGPIPE killed
 _PROC_PID = re.compile(r"^/proc/\d+(?=/|$)")
 # The build log is a pty nixrec opens on the host: its number is whatever was
 # free then (make's ttyname() stats /dev/pts/N inside the sandbox).
@@ -108,17 +107,6 @@ def outcome(ev):
         sig = ev.args.get("signal")
         return f"signal {sig}" if sig else f"exit {ev.args.get('status', ev.result)}"
     return ev.errno or "ok"
-
-
-def pipe_race(ev, now, then) -> bool:
-    """A writer in a pipeline whose reader quits early (`... | sed 99q`,
-    `| head`) dies of SIGPIPE on one run and ends normally on another,
-    whichever of the two ran faster: not a divergence by itself. The shell
-    takes a pipeline's status from its last command, and a parent that does
-    act on it shows that in its own calls, which are compared as ever. The
-    builder's own end is the build's status: never excused."""
-    return (ev.kind == "exit" and ev.proc != "1" and PIPE_DEATH in (now, then)
-            and all(o == PIPE_DEATH or o.startswith("exit ") for o in (now, then)))
 
 
 def within(proc, procs) -> bool:
@@ -454,8 +442,7 @@ class Matcher:
             return Divergence("a different event", loc, seq, live_seq, describe_key(key),
                               describe(ev))
         now = outcome(ev)
-        if now != key[4] and not (TIMING_ERRNOS & {now, key[4]}) \
-                and not pipe_race(ev, now, key[4]):
+        if now != key[4] and not (TIMING_ERRNOS & {now, key[4]}):
             why = ("a different exit" if ev.kind == "exit" else
                    "a call that failed now succeeds" if now == "ok" else
                    "a call that succeeded now fails" if key[4] == "ok" else

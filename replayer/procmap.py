@@ -38,7 +38,7 @@ whichever live process is matched to the recorded one.
 """
 
 from nixrec.replayer.matcher import (STRUCTURAL, TIMING_ERRNOS, Counter, Loc, Matcher,
-                                     counted, outcome, pipe_race, same_argv, same_path)
+                                     counted, outcome, same_argv, same_path)
 
 # A child that made this many calls like its sibling's without an exec is
 # taken to be that sibling (a subshell loop): the history is not kept forever.
@@ -320,7 +320,7 @@ class Follower:
             return False
         if with_outcome and counted(ev):
             now = outcome(ev)
-            return now == res or bool(TIMING_ERRNOS & {now, res}) or pipe_race(ev, now, res)
+            return now == res or bool(TIMING_ERRNOS & {now, res})
         return True
 
     def _remap(self, live, new):
