@@ -17,4 +17,4 @@ bench: setup
 	@$(VENV)/bin/python bench/run.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache recorder/_fastpath.so
+	rm -rf $(VENV) out .pytest_cache recorder/trace/_fastpath.so

@@ -4,7 +4,7 @@ Also the one owner of "where is this path in the sandbox" (classify_path) and
 "what kind of access is this event" (access_of), which rootcause.py reuses.
 """
 
-from nixrec.recorder.syscalls import (O_CREAT, O_RDWR, O_TRUNC, O_WRONLY, OPEN_CALLS,
+from nixrec.recorder.trace.syscalls import (O_CREAT, O_RDWR, O_TRUNC, O_WRONLY, OPEN_CALLS,
                                       STAT_CALLS, WRITE_CALLS, XATTR_SET)
 
 STORE_DIR = "/nix/store"
@@ -20,7 +20,7 @@ SANDBOX_PREFIXES = ("/proc/", "/dev/", "/tmp/")
 # Open flags that make an open a write (syscalls.py owns their values).
 _OPEN_WRITE = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
 
-# Access kind per syscall name: the table's classes (recorder/syscalls.py owns
+# Access kind per syscall name: the table's classes (recorder/trace/syscalls.py owns
 # them) plus the calls analysis also names but the table does not class.
 _STAT = STAT_CALLS | {"chdir", "getxattr", "lgetxattr"}
 _WRITE = WRITE_CALLS | {"fchmod", "fsetxattr", "fchown"} | set(XATTR_SET)
@@ -134,7 +134,7 @@ class PathClassifier:
 # deps categories, in report order.
 CATEGORIES = ("host", "store", "home", "network", "dns", "process")
 
-# Calls that reach another process (recorder/syscalls.py records target_pid and
+# Calls that reach another process (recorder/trace/syscalls.py records target_pid and
 # signal). Refused with ESRCH (not in the build's PID namespace) or EPERM, the
 # target is a process outside the build; a kill that worked hit one of its own.
 PROCESS_CALLS = frozenset(("kill", "tkill", "tgkill", "ptrace"))

@@ -2,7 +2,7 @@
 `output-check`).
 
 The recorder runs Nix's checks on the outputs after the build
-(recorder/outputs.py) and keeps what failed in the trace summary's
+(recorder/nix/outputs.py) and keeps what failed in the trace summary's
 `output_check`: the check, the output, the files to blame (for a reference
 rule: the files whose contents, name or link target hold the forbidden store
 path, or the reference that leads to it) and the paths a rule forbids. The

@@ -135,7 +135,7 @@ def run_strace(env, log_path):
 def awake(run, *args):
     """run(*args) while this process holds the CPU latency request nixrec
     makes; None when it cannot (not root)."""
-    from nixrec.recorder import linux
+    from nixrec.recorder.sandbox import linux
     fd = linux.hold_cpu_latency(0)
     if fd is None:
         return None
@@ -328,7 +328,7 @@ def report(rounds, froms, why_s, big_res, runs, big_events=BIG_EVENTS):
       f"(summary 'duration'), the rest instantiation, closure hashing and setup; "
       f"{fmt(stops, ',.0f')} tracer stops = {fmt(stops / events if events else None)} per "
       f"event, {fmt(stops / rec_in if rec_in else None, ',.0f')} per second, "
-      f"{fmt(stops_c, ',.0f')} of them handled by the C loop (recorder/fastpath.c)")
+      f"{fmt(stops_c, ',.0f')} of them handled by the C loop (recorder/trace/fastpath.c)")
     p(f"  nixrec's own process (tracer + writer, not the build): CPU user "
       f"{fmt(cpu_u, '.1f')} s + sys {fmt(cpu_s, '.1f')} s = "
       f"{fmt(1e6 * (cpu_u + cpu_s) / stops if cpu_u is not None and stops else None, '.0f')}"

@@ -26,7 +26,7 @@ What-ifs, for the expected gain of an optimisation before writing it (with
   --spin US                        poll this long for the next stop (0: block at once)
   --no-predict                     no lookup answered at entry (predict.py off)
   --python                         the tracer's Python loop instead of its C loop
-                                   (recorder/fastpath.c; instrumented runs always are)
+                                   (recorder/trace/fastpath.c; instrumented runs always are)
   --floor                          the same entry stops with the least Python per stop
   --floor-c                        the same entry stops handled in C (bench/floor.c, gcc)
   --floor-c-read                   ... also reading each path and exit result in C
@@ -66,9 +66,10 @@ class Acc:
 
 def instrument():
     """Wrap the tracer's seams; -> (stops Acc, seams Acc, wait Acc)."""
-    from nixrec.recorder import calls as C, linux, tracer as T
+    from nixrec.recorder.trace import calls as C, tracer as T
+    from nixrec.recorder.sandbox import linux
     from nixrec.recorder.tracefile import writer as W
-    from nixrec.recorder import syscalls
+    from nixrec.recorder.trace import syscalls
 
     stops, seams, waits, cpus = Acc(), Acc(), Acc(), Acc()
 
@@ -105,7 +106,7 @@ def instrument():
     timed(T, "_status_ids", "/proc/PID/status (nspid, tgid)")
     timed(C.Decoder, "fd_path", "/proc/PID/fd readlink")
     timed(T.Tracer, "_cwd", "/proc/PID/cwd readlink")
-    from nixrec.recorder import predict
+    from nixrec.recorder.trace import predict
     timed(predict.Predictor, "_resolve", "predict: openat2 as the build user")
     if hasattr(T.Tracer, "_explain_enoent"):
         timed(T.Tracer, "_explain_enoent", "_explain_enoent (lstat per ENOENT)")
@@ -193,7 +194,7 @@ def _raw_info(linux):
 def drop_calls(names):
     """Remove rows from the live syscall table (the filter's default argument is
     that same dict), as if the calls were never recorded. A what-if, not a mode."""
-    from nixrec.recorder import syscalls
+    from nixrec.recorder.trace import syscalls
     for name in names:
         sc = syscalls.BY_NAME.pop(name.strip(), None)
         if sc is not None:
@@ -201,7 +202,7 @@ def drop_calls(names):
 
 
 def entry_only(names):
-    from nixrec.recorder import syscalls
+    from nixrec.recorder.trace import syscalls
     for name in names:
         sc = syscalls.BY_NAME.get(name.strip())
         if sc is not None:
@@ -237,21 +238,21 @@ def nice_tracer(n):
 def idle_wait(us):
     """Set how long the C loop waits with records and no stop before it
     returns them to Python (fastpath.IDLE_SECONDS)."""
-    from nixrec.recorder import fastpath
+    from nixrec.recorder.trace import fastpath
     fastpath.FastPath.__init__.__defaults__ = (us / 1e6,)
 
 
 def spin_wait(us):
     """Set how long the tracer polls for the next stop before blocking
     (tracer.SPIN_SECONDS; 0: block at once, the tracer before issue 6)."""
-    from nixrec.recorder import tracer as T
+    from nixrec.recorder.trace import tracer as T
     T.SPIN_SECONDS = us / 1e6
 
 
 def no_predict():
-    """No lookup answered at entry (recorder/predict.py): every call keeps its exit stop."""
-    from nixrec.recorder import sandbox
-    sandbox.fixed_trees = lambda plan: []
+    """No lookup answered at entry (recorder/trace/predict.py): every call keeps its exit stop."""
+    from nixrec.recorder.sandbox import steps as sandbox_steps
+    sandbox_steps.fixed_trees = lambda plan: []
 
 
 def floor():
@@ -260,7 +261,8 @@ def floor():
     recorder would take the exit stop, which then just resumes). No decoding,
     no prediction, no events but the process ones. What is left of the
     overhead is the kernel's stops plus a minimal Python loop."""
-    from nixrec.recorder import linux, syscalls, tracer as T
+    from nixrec.recorder.sandbox import linux
+    from nixrec.recorder.trace import syscalls, tracer as T
 
     def on_seccomp(self, t):
         _, nr, _ = linux.get_syscall_info(t.pid)
@@ -288,7 +290,8 @@ def floor_c(read=False):
     import ctypes
     import subprocess
     import tempfile
-    from nixrec.recorder import session, syscalls, tracer as T
+    from nixrec.recorder import session
+    from nixrec.recorder.trace import syscalls, tracer as T
     so = os.path.join(tempfile.mkdtemp(prefix="nixrec-floor-"), "floor.so")
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", so,
                     os.path.join(ROOT, "bench", "floor.c")], check=True)
@@ -416,7 +419,7 @@ def main(argv=None):
     what_if = []
     if a.python or a.floor or a.no_exit or not (a.plain or a.cprofile):
         # The Python loop: the seams these wrap and replace are its own (the
-        # C loop, recorder/fastpath.c, would handle those stops itself).
+        # C loop, recorder/trace/fastpath.c, would handle those stops itself).
         os.environ["NIXREC_FASTPATH"] = "0"
         what_if.append("Python loop")
     if a.drop:

@@ -1,6 +1,6 @@
 """RecordSession: derivation -> plan -> sandbox -> tracer -> trace file.
 
-Steps and returns a RecordResult value; printing is cli's job (cmd_record.py).
+Steps and returns a RecordResult value; printing is cli's job (cli/record.py).
 """
 
 import os
@@ -12,11 +12,14 @@ import threading
 import time
 import tty
 
-from nixrec.recorder import (__version__, drv as drvmod, launch, linux, predict, sandbox,
-                             seccomp, store, syscalls)
-from nixrec.recorder import outputs as outputs_mod
+from nixrec.recorder import __version__
+from nixrec.recorder.sandbox import plan as sandbox_plan, steps as sandbox_steps
+from nixrec.recorder.nix import drv as drvmod, store
+from nixrec.recorder.sandbox import launch, linux
+from nixrec.recorder.trace import predict, seccomp, syscalls
+from nixrec.recorder.nix import outputs as outputs_mod
 from nixrec.recorder.errors import EXIT_HOST, BadInput, HostUnsupported, NixrecError
-from nixrec.recorder.tracer import Tracer
+from nixrec.recorder.trace.tracer import Tracer
 from nixrec.recorder.tracefile.writer import TraceWriter
 
 REFUSED_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOTSUP", "ENETUNREACH", "ECONNREFUSED",
@@ -157,20 +160,20 @@ def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
     with_drvs = input_paths_with_drvs(d)
     inputs = [p for p, _ in with_drvs]
     store.realise(with_drvs)
-    extra = sandbox.parse_sandbox_paths(opts.extra_sandbox_paths)
-    conf = sandbox.read_nix_conf()
-    store_sources = [p["source"] for p in extra + sandbox.parse_sandbox_paths(
+    extra = sandbox_plan.parse_sandbox_paths(opts.extra_sandbox_paths)
+    conf = sandbox_plan.read_nix_conf()
+    store_sources = [p["source"] for p in extra + sandbox_plan.parse_sandbox_paths(
         conf["sandbox-paths"] + " " + conf["extra-sandbox-paths"])
         if p["source"].startswith(store.STORE_DIR + "/")]
     input_closure = store.closure(inputs)
     closure = sorted(set(input_closure) | set(store.closure(store_sources)))
-    host_build = sandbox.host_build_dir(drv_path) if no_sandbox else None
-    plan = sandbox.make_plan(d, drv_path, closure, cores=opts.cores,
+    host_build = sandbox_steps.host_build_dir(drv_path) if no_sandbox else None
+    plan = sandbox_plan.make_plan(d, drv_path, closure, cores=opts.cores,
                              extra_sandbox_paths=opts.extra_sandbox_paths,
                              no_sandbox=no_sandbox, nix_conf=conf,
                              host_build_dir=host_build,
                              impersonate_linux_26=opts.impersonate_linux_26)
-    missing = sandbox.check_sandbox_paths(plan)
+    missing = sandbox_steps.check_sandbox_paths(plan)
     if missing:
         raise BadInput(f"sandbox path does not exist: {missing[0]} "
                        "(append '?' to make it optional)")
@@ -363,13 +366,13 @@ class Build:
         Raises NixrecError (exit 3) for a sandbox or ptrace failure: a setup
         failure, reported as such and never as a build failure.
         """
-        self.lay = sandbox.prepare_host(self.plan, os.path.join(self.workdir, "sandbox"))
+        self.lay = sandbox_steps.prepare_host(self.plan, os.path.join(self.workdir, "sandbox"))
         master, slave = os.openpty()
         tty.setraw(slave)            # §2.2 step 7: raw, so no LF -> CRLF
-        trees = sandbox.fixed_trees(self.plan)
+        trees = sandbox_steps.fixed_trees(self.plan)
         # No fixed tree (--no-sandbox): nothing to answer at entry, no lookup
         # should pay for asking.
-        predictor = predict.Predictor(trees, sandbox.build_ids(self.plan)) if trees else None
+        predictor = predict.Predictor(trees, sandbox_steps.build_ids(self.plan)) if trees else None
         self.tracer = Tracer(self.emit, cwd=self.plan.cwd,
                              output_rdev=os.fstat(slave).st_rdev, before=self.before,
                              predictor=predictor, ran=self.ran)

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 
-from nixrec.recorder import linux
+from nixrec.recorder.sandbox import linux
 from nixrec.recorder.errors import HostUnsupported
 
 # The user namespace first: joining it grants the capabilities that joining

@@ -15,9 +15,12 @@ import os
 import shutil
 import tempfile
 
-from nixrec.recorder import session as rsession, store, syscalls
+from nixrec.recorder import session as rsession
+from nixrec.recorder.nix import store
+from nixrec.recorder.trace import syscalls
 from nixrec.recorder.errors import BadInput
-from nixrec.recorder.sandbox import SandboxPlan, check_sandbox_paths
+from nixrec.recorder.sandbox.plan import SandboxPlan
+from nixrec.recorder.sandbox.steps import check_sandbox_paths
 from nixrec.recorder.tracefile import open_trace
 from nixrec.replayer import targets
 from nixrec.replayer.matcher import RecordedIndex, counted, describe
@@ -217,7 +220,7 @@ class ReplaySession:
     def _before(self, ev, ran=False) -> bool:
         """At each call's entry, before the kernel runs it: freeze here?
 
-        ran: the tracer's C loop (recorder/fastpath.c) let this call run
+        ran: the tracer's C loop (recorder/trace/fastpath.c) let this call run
         already and shows it now, before it handles the next stop (lockstep);
         it cannot be frozen at. The C loop hands over every call of the
         target's kind and every call of a process compared loosely (_watch),

@@ -54,11 +54,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
-# The tracer's hot path in C (recorder/fastpath.c, loaded with ctypes): rebuilt
+# The tracer's hot path in C (recorder/trace/fastpath.c, loaded with ctypes): rebuilt
 # when the source is newer. Without it nixrec runs its Python loop (slower).
-so=recorder/_fastpath.so
-if [ ! -f "$so" ] || [ recorder/fastpath.c -nt "$so" ]; then
-    gcc -O2 -Wall -shared -fPIC -o "$so.tmp" recorder/fastpath.c \
+so=recorder/trace/_fastpath.so
+if [ ! -f "$so" ] || [ recorder/trace/fastpath.c -nt "$so" ]; then
+    gcc -O2 -Wall -shared -fPIC -o "$so.tmp" recorder/trace/fastpath.c \
         && mv "$so.tmp" "$so" \
         || echo "setup: could not build $so (gcc): the recorder runs without it, slower" >&2
 fi

@@ -13,7 +13,7 @@ import struct
 import pytest
 
 from nixfix import FIXTURES, instantiate, run_nixrec
-from nixrec.recorder import drv as drvmod
+from nixrec.recorder.nix import drv as drvmod
 
 TRACE_VERBS = ("events", "why", "deps", "graph")
 

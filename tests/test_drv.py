@@ -1,4 +1,4 @@
-"""recorder/drv.py and `nixrec drv`: round trips, the real Nix 2.8 as oracle,
+"""recorder/nix/drv.py and `nixrec drv`: round trips, the real Nix 2.8 as oracle,
 and one clean line (exit 2) for every kind of bad input.
 
 The Nix tests instantiate fixtures/drv-examples.nix; without Nix they skip
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from nixrec.recorder import drv as D, drvjson as J, store as S
+from nixrec.recorder.nix import drv as D, drvjson as J, store as S
 from nixrec.recorder.errors import BadInput
 from nixfix import add_to_store, instantiate, run_nixrec, show_derivation
 
@@ -437,8 +437,9 @@ def test_load_accepts_both_json_forms_and_refuses_several_for_one(tmp_path):
 
 
 def test_fixed_trees_are_the_read_only_binds_nothing_writable_is_in_or_on():
-    """recorder/predict.py answers lookups only there (issue 6)."""
-    from nixrec.recorder.sandbox import SandboxPlan, fixed_trees
+    """recorder/trace/predict.py answers lookups only there (issue 6)."""
+    from nixrec.recorder.sandbox.plan import SandboxPlan
+    from nixrec.recorder.sandbox.steps import fixed_trees
     inp = "/nix/store/" + "a" * 32 + "-in"
     out = "/nix/store/" + "b" * 32 + "-out"
     paths = [{"target": t, "source": t, "optional": False}

@@ -1,4 +1,4 @@
-"""The tracer's C loop (recorder/fastpath.c) against its Python loop.
+"""The tracer's C loop (recorder/trace/fastpath.c) against its Python loop.
 
 The C loop handles most stops (a call with one path, its exit, wait4,
 redirected writes to fd 1/2, forks, exits, signals, exec events) and Python
@@ -54,7 +54,7 @@ def _without_time(evs):
 
 @pytest.fixture(scope="module")
 def built():
-    from nixrec.recorder import fastpath
+    from nixrec.recorder.trace import fastpath
     if not fastpath.built():
         missing(f"{fastpath.LIBRARY} is not built (bash scripts/setup.sh builds it with gcc)")
 
@@ -94,7 +94,7 @@ def test_c_loop_hands_a_dangling_link_to_python_and_it_is_explained(built, tmp_p
 
 
 def test_a_library_that_is_not_built_is_not_loaded(tmp_path, monkeypatch):
-    from nixrec.recorder import fastpath
+    from nixrec.recorder.trace import fastpath
     monkeypatch.delenv("NIXREC_FASTPATH", raising=False)
     monkeypatch.setattr(fastpath, "LIBRARY", str(tmp_path / "absent.so"))
     monkeypatch.setattr(fastpath, "_lib", None)
@@ -102,7 +102,7 @@ def test_a_library_that_is_not_built_is_not_loaded(tmp_path, monkeypatch):
 
 
 def test_a_library_of_another_version_is_not_used(tmp_path, monkeypatch):
-    from nixrec.recorder import fastpath
+    from nixrec.recorder.trace import fastpath
     src = tmp_path / "old.c"
     src.write_text("int fp_abi(void) { return 0; }\n")
     so = tmp_path / "old.so"

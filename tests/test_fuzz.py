@@ -10,7 +10,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from nixrec.recorder import drv as drvmod
+from nixrec.recorder.nix import drv as drvmod
 from nixrec.recorder.errors import NixrecError
 from nixrec.recorder.tracefile import open_trace
 from nixrec.recorder.tracefile.model import Event

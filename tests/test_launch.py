@@ -1,9 +1,9 @@
-"""The start of a sandbox (recorder/launch.py): what nixrec makes of the lines
+"""The start of a sandbox (recorder/sandbox/launch.py): what nixrec makes of the lines
 the helper and the builder write to it, in whatever order they come."""
 
 import pytest
 
-from nixrec.recorder.launch import SetupError, started
+from nixrec.recorder.sandbox.launch import SetupError, started
 
 
 def reader(*lines):

@@ -4,7 +4,7 @@ import ctypes
 import mmap
 import os
 
-from nixrec.recorder import linux
+from nixrec.recorder.sandbox import linux
 
 
 def test_read_cstrs_answers_as_read_cstr_does_one_by_one():
@@ -50,7 +50,7 @@ def test_an_enoent_answered_at_entry_is_explained_after_its_process_exited(tmp_p
     process (once, in CI, the dangling link went unexplained and the path
     was remembered as empty)."""
     import subprocess
-    from nixrec.recorder import predict, tracer
+    from nixrec.recorder.trace import predict, tracer
     from nixrec.recorder.tracefile.model import Event, Process
     (tmp_path / "usr" / "bin").mkdir(parents=True)
     os.symlink("/etc/alternatives/cc", tmp_path / "usr" / "bin" / "cc")

@@ -24,7 +24,7 @@ import time
 import pytest
 
 from nixfix import NIXREC, events, instantiate, missing, nix_env, summary
-from nixrec.recorder import linux
+from nixrec.recorder.sandbox import linux
 
 pytestmark = pytest.mark.e2e
 

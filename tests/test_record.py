@@ -384,7 +384,7 @@ def _strace_lookups(drv, tmp_path, trees):
 
 
 def test_lookups_answered_at_entry_are_the_kernels_answers(tmp_path):
-    """recorder/predict.py answers ENOENT and stat lookups in fixed trees
+    """recorder/trace/predict.py answers ENOENT and stat lookups in fixed trees
     without their exit stop, and successful plain opens with the fd the C loop
     finds free: every answer must be the one real Nix's build got."""
     drv = instantiate("record.nix", "lookups")

@@ -18,7 +18,7 @@ import subprocess
 import pytest
 
 from nixfix import events, instantiate, nix_env, nixrec_json, run_nixrec, summary
-from nixrec.recorder import store
+from nixrec.recorder.nix import store
 from test_record import NIX_BUILD, nix_build
 
 FAILING = ["failAllowedEmpty", "failDisallowed", "failSelf", "failRequisite",
@@ -174,7 +174,7 @@ def _bb():
 
 
 def _output_paths(drv):
-    from nixrec.recorder import drv as drvmod
+    from nixrec.recorder.nix import drv as drvmod
     return {name: o.path for name, o in drvmod.load(drv).outputs.items()}
 
 
@@ -316,7 +316,7 @@ def _built(drv):
 
 
 def test_differing_entries_are_the_ones_a_nar_tells_apart(tmp_path):
-    from nixrec.recorder import outputs
+    from nixrec.recorder.nix import outputs
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):
         (d / "sub").mkdir(parents=True)
@@ -340,7 +340,7 @@ def test_output_checks_that_are_no_object_check_nothing(tmp_path):
     # Structured attrs with `outputChecks = [ ... ]`: Nix 2.8 finds no rules
     # there (and builds); nixrec must not stumble on it either.
     from types import SimpleNamespace
-    from nixrec.recorder import outputs
+    from nixrec.recorder.nix import outputs
     out = f"/nix/store/{H1}-out"
     for checks in (["out"], "out", 3):
         d = SimpleNamespace(outputs={"out": SimpleNamespace(path=out)}, env={},
@@ -354,7 +354,7 @@ def test_outputs_that_cannot_be_read_are_the_builds_error_not_a_lost_trace(tmp_p
     # The build ran; reading its output for the reference scan failed (an
     # I/O error, a file gone): check() says so as the build's error.
     from types import SimpleNamespace
-    from nixrec.recorder import outputs
+    from nixrec.recorder.nix import outputs
     out = f"/nix/store/{H1}-out"
     (tmp_path / f"{H1}-out").write_text("x")
 

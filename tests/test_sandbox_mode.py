@@ -20,7 +20,7 @@ import subprocess
 import pytest
 
 from nixfix import instantiate, nix_env, run_nixrec, summary
-from nixrec.recorder import sandbox
+from nixrec.recorder.sandbox import plan as sandbox_plan
 
 pytestmark = pytest.mark.e2e
 
@@ -127,6 +127,6 @@ def test_impersonate_linux_26_says_what_nix_says(tmp_path):
 def test_nix_conf_says_whether_to_impersonate(tmp_path):
     conf = tmp_path / "nix.conf"
     conf.write_text("sandbox = true\nimpersonate-linux-26 = true # as Nix reads it\n")
-    assert sandbox.read_nix_conf(str(conf))["impersonate-linux-26"] == "true"
+    assert sandbox_plan.read_nix_conf(str(conf))["impersonate-linux-26"] == "true"
     conf.write_text("cores = 2\n")
-    assert sandbox.read_nix_conf(str(conf))["impersonate-linux-26"] == "false"
+    assert sandbox_plan.read_nix_conf(str(conf))["impersonate-linux-26"] == "false"

@@ -10,7 +10,7 @@ import os
 import signal
 import struct
 
-from nixrec.recorder import syscalls
+from nixrec.recorder.trace import syscalls
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -332,7 +332,7 @@ def read_cstrs(pid: int, addrs, limit: int = 4096) -> list:
 
 
 # --- looking a path up as a sandboxed process would (openat2(2)) --------------------
-# Added for issue 6 (recorder/predict.py): the tracer resolves a path from the
+# Added for issue 6 (recorder/trace/predict.py): the tracer resolves a path from the
 # build's root to know a lookup's answer before the call runs.
 SYS_openat2 = 437
 RESOLVE_NO_MAGICLINKS = 0x02

@@ -8,11 +8,11 @@ import json
 import os
 from typing import List, Tuple
 
-from nixrec.recorder.drv import (
+from nixrec.recorder.nix.drv import (
     DYN_VERSION, STORE_DIR, Derivation, DynNode, Node, Output, _sort_key, to_bytes, to_str,
 )
 from nixrec.recorder.errors import BadInput
-from nixrec.recorder.store import fixed_output_path
+from nixrec.recorder.nix.store import fixed_output_path
 
 
 # ---------------------------------------------------------------- JSON read

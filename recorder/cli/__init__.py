@@ -1,8 +1,8 @@
 """The `nixrec` command: the root click group and the one place exit codes are chosen.
 
-Each verb lives in a small module of its own (cmd_*.py here, cli.py in replayer/
-and analysis/); this module mounts them and turns every failure into one line
-on stderr with the documented exit code (README, "Exit codes").
+Each verb lives in a small module of its own (record.py, events.py, drv.py
+here, cli.py in replayer/ and analysis/); this module mounts them and turns
+every failure into one line on stderr with the documented exit code (README, "Exit codes").
 """
 
 import importlib
@@ -22,9 +22,9 @@ from nixrec.recorder.errors import (
 # must start printing at once, and the recorder (ctypes, the sandbox) or the
 # analysis (networkx) would cost it a tenth of a second to import.
 VERBS = {
-    "record": "nixrec.recorder.cmd_record",
-    "events": "nixrec.recorder.cmd_events",
-    "drv": "nixrec.recorder.cmd_drv",
+    "record": "nixrec.recorder.cli.record",
+    "events": "nixrec.recorder.cli.events",
+    "drv": "nixrec.recorder.cli.drv",
     "why": "nixrec.analysis.cli",
     "deps": "nixrec.analysis.cli",
     "graph": "nixrec.analysis.cli",

@@ -1,7 +1,7 @@
-/* nixrec's tracer hot path, in C (issue 6; recorder/fastpath.py loads it).
+/* nixrec's tracer hot path, in C (issue 6; recorder/trace/fastpath.py loads it).
 
 tracer.py can handle every kind of stop in Python. When this library is built
-(scripts/setup.sh, gcc -> recorder/_fastpath.so, no Python.h), this loop waits
+(scripts/setup.sh, gcc -> recorder/trace/_fastpath.so, no Python.h), this loop waits
 for the stops instead and handles the ones that make nearly all of a build's
 stops (GNU hello: 255k of 264k), handing every other stop, untouched, back to
 Python:

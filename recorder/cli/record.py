@@ -7,7 +7,8 @@ import threading
 
 import click
 
-from nixrec.recorder import fastpath, session
+from nixrec.recorder.trace import fastpath
+from nixrec.recorder import session
 from nixrec.recorder.errors import EXIT_BUILD_FAILED
 
 

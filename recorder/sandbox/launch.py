@@ -2,15 +2,16 @@
 as PID 1, stopped before its exec until the tracer has seized it
 (../shared/reference/nix-sandbox.md §2.2 steps 8-10).
 
-The sandbox's contents and setup steps are sandbox.py's; this module owns the
+The sandbox's contents and setup steps are plan.py's and steps.py's; this module owns the
 processes and the pipes between them.
 """
 
 import os
 import signal
 
-from nixrec.recorder import linux
-from nixrec.recorder.sandbox import Layout, SandboxPlan, build_ids, enter
+from nixrec.recorder.sandbox import linux
+from nixrec.recorder.sandbox.plan import SandboxPlan
+from nixrec.recorder.sandbox.steps import Layout, build_ids, enter
 
 
 class Spawned:

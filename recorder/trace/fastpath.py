@@ -1,6 +1,6 @@
 """The tracer's hot path in C (issue 6): loading it, teaching it, its records.
 
-recorder/fastpath.c handles nearly all of a build's stops without Python (a
+recorder/trace/fastpath.c handles nearly all of a build's stops without Python (a
 call naming one path and its exit, wait4, a redirected write to fd 1/2, forks,
 execs, signals, exits) and writes a record for each; tracer.py turns the
 records into events in stop order and handles every other stop itself, as
@@ -19,7 +19,7 @@ import errno
 import os
 import struct
 
-from nixrec.recorder import predict, syscalls
+from nixrec.recorder.trace import predict, syscalls
 
 LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fastpath.so")
 ABI = 2                        # fastpath.c's fp_abi(): a library of another version is not used

@@ -14,7 +14,8 @@ import signal
 import sys
 import time
 
-from nixrec.recorder import decode, linux, syscalls
+from nixrec.recorder.trace import decode, syscalls
+from nixrec.recorder.sandbox import linux
 from nixrec.recorder.tracefile.model import Event
 
 OUTPUT_LIMIT = 1 << 16          # bytes of one write kept in the trace

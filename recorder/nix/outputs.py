@@ -13,7 +13,7 @@ import hashlib
 import os
 import stat
 
-from nixrec.recorder import store
+from nixrec.recorder.nix import store
 
 # registerOutputs' file types: anything else is "an unsupported type".
 _ALLOWED = (stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK)

@@ -14,7 +14,7 @@ AUDIT_ARCH_X86_64 = 0xC000003E
 # Classes: what kind of thing the call touches (analysis groups by these).
 FILE, EXEC, PROC, NET, OUT = "file", "exec", "proc", "net", "out"
 
-# Argument roles used by the decoder (recorder/decode.py):
+# Argument roles used by the decoder (recorder/trace/decode.py):
 #   dirfd/path      a path relative to dirfd (AT_FDCWD = the process's cwd)
 #   dirfd2/path2    the second path of rename/link
 #   target          a symlink target: a string, not resolved
@@ -179,7 +179,7 @@ EMPTY_PATH_SKIP = {"newfstatat": 3, "statx": 2}
 AT_EMPTY_PATH = 0x1000
 AT_FDCWD = -100
 
-# Calls that only look a path up and change nothing (recorder/predict.py can
+# Calls that only look a path up and change nothing (recorder/trace/predict.py can
 # know their answer at entry, issue 6): name -> (where the "do not follow a
 # final symlink" bit is: "oflags" O_NOFOLLOW / "atflags" AT_SYMLINK_NOFOLLOW in
 # that argument, "always" for lstat, None: always followed; argument index).

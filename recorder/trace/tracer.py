@@ -9,7 +9,7 @@ run to its exit stop when the result matters, and hands the finished event to
 Processes are named by tree path (style.md): the builder is "1", its children
 "1.1", "1.2", ... in the order the tracer sees their creation.
 
-When recorder/_fastpath.so is built, the waiting and most stops are done in C
+When recorder/trace/_fastpath.so is built, the waiting and most stops are done in C
 (fastpath.c, issue 6): run() then hands this class only the stops the C loop
 leaves to Python, and the C loop's records (_take_records), which become the
 same events this loop would have made.
@@ -20,8 +20,9 @@ import os
 import signal
 import time
 
-from nixrec.recorder import decode, fastpath, linux, predict, syscalls
-from nixrec.recorder.calls import Decoder, set_result, signame
+from nixrec.recorder.trace import decode, fastpath, predict, syscalls
+from nixrec.recorder.sandbox import linux
+from nixrec.recorder.trace.calls import Decoder, set_result, signame
 from nixrec.recorder.tracefile.model import Event, Process
 
 WALL = 0x40000000          # __WALL: wait for clone children (threads) too

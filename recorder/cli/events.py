@@ -46,7 +46,7 @@ def quote(value, limit=None) -> str:
 
 
 # -- flags -------------------------------------------------------------------
-# A minimal decoder until recorder/syscalls.py (the one owner of syscall facts)
+# A minimal decoder until recorder/trace/syscalls.py (the one owner of syscall facts)
 # offers one; move it there then.
 
 _OPEN_FLAGS = [(getattr(os, n), n) for n in (

@@ -430,7 +430,7 @@ def load_all(path: str) -> List[Tuple[str, Derivation]]:
     """(drv path, Derivation) for each derivation in a .drv or JSON file."""
     data = _read_capped(path)
     if _is_json(data):
-        from nixrec.recorder.drvjson import parse_json
+        from nixrec.recorder.nix.drvjson import parse_json
         return parse_json(data, path)
     try:
         d = parse(data)

@@ -8,7 +8,7 @@ so the two can be diffed directly.
 
 import click
 
-from nixrec.recorder import drv as drvmod, drvjson
+from nixrec.recorder.nix import drv as drvmod, drvjson
 from nixrec.recorder.errors import BadInput
 
 # Env values such as inline build scripts run to kilobytes; the summary is for

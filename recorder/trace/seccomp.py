@@ -1,7 +1,7 @@
 """The seccomp-bpf program that makes the kernel stop the build only on the
 calls nixrec records (syscalls.py), so every other call runs at full speed.
 
-Built from the table as plain bytes; recorder/linux.py installs it. Nix's own
+Built from the table as plain bytes; recorder/sandbox/linux.py installs it. Nix's own
 rules (setuid chmod -> EPERM, setxattr -> ENOTSUP) are applied by the tracer at
 the stop instead of by a second filter: a filter's ERRNO action outranks TRACE,
 so the refused call would never reach the trace.
@@ -9,7 +9,7 @@ so the refused call would never reach the trace.
 
 import struct
 
-from nixrec.recorder import syscalls
+from nixrec.recorder.trace import syscalls
 
 # Classic BPF opcodes (linux/filter.h).
 LD_W_ABS = 0x20

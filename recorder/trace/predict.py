@@ -6,7 +6,7 @@ gcc for its own programs. On GNU hello, 96k of the 160k calls with an exit
 stop were stat/open/access calls that failed with ENOENT in /usr or /nix/store.
 
 When the path lies in a tree the build cannot change (an input store path or a
-sandbox path: all are bind-mounted read-only, sandbox.py), the answer is fixed
+sandbox path: all are bind-mounted read-only, sandbox/steps.py), the answer is fixed
 before the call runs. The tracer then looks the path up itself, from the
 build's own root with openat2(RESOLVE_IN_ROOT) so that symlinks and ".." resolve
 exactly as the kernel resolves them for the build, and with the build user's
@@ -41,7 +41,8 @@ import errno
 import os
 import stat
 
-from nixrec.recorder import linux, syscalls
+from nixrec.recorder.sandbox import linux
+from nixrec.recorder.trace import syscalls
 
 # The tracer's own lookup: a path fd, nothing opened for reading.
 _FOLLOW = os.O_PATH | os.O_CLOEXEC

@@ -1,0 +1,245 @@
+"""The sandbox plan: plain data, everything the sandbox will contain and how
+the builder starts, as Nix 2.8 makes it (../shared/reference/nix-sandbox.md §2).
+
+It is stored in the trace header, so replay rebuilds the same sandbox from the
+trace alone. The steps that carry it out are `steps.py`.
+"""
+
+import hashlib
+import json
+import os
+import re
+import socket
+
+from nixrec.recorder.nix import store
+
+BUILD_DIR = "/build"
+HOME = "/homeless-shelter"
+# As root, the sandbox's uid 1000 / gid 100 map to this host id, which owns
+# nothing on the host, as Nix's build users do (nixbld1...). Mapped to root
+# instead, a builder without capabilities still owns every root-owned host file
+# it can see (/proc/sys/kernel/core_pattern, the bound /dev nodes): the hole
+# Nix has as root with build-users-group = "". The number is the last id of
+# Nix's own auto-allocate-uids range (872415232 + 65535), never a login user.
+ROOT_BUILD_ID = 872480767
+STORE_DIR = "/nix/store"
+SANDBOX_UID, SANDBOX_GID = 1000, 100
+
+# §2.4: the /etc files of a sandboxed build, byte for byte as 2.8 writes them.
+ETC_PASSWD = ("root:x:0:0:Nix build user:/build:/noshell\n"
+              "nixbld:x:1000:100:Nix build user:/build:/noshell\n"
+              "nobody:x:65534:65534:Nobody:/:/noshell\n")
+ETC_GROUP = "root:x:0:\nnixbld:!:100:\nnogroup:x:65534:\n"
+ETC_HOSTS = "127.0.0.1 localhost\n::1 localhost\n"
+ETC_NSSWITCH_FOD = "hosts: files dns\nservices: files\n"
+
+# §2.4 /dev: bind mounts of these host devices, plus symlinks.
+DEV_NODES = ("full", "null", "random", "tty", "urandom", "zero")
+DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+             "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2",
+             "ptmx": "/dev/pts/ptmx"}
+
+class SandboxPlan:
+    """What the sandbox holds and how the builder starts. Plain data (to_dict)."""
+
+    FIELDS = ("drv_path", "name", "builder", "argv", "env", "cwd", "uid", "gid",
+              "host_uid", "host_gid",
+              "hostname", "domainname", "network", "fixed_output", "inputs",
+              "sandbox_paths", "build_files", "etc_files", "etc_binds", "outputs",
+              "no_sandbox", "cores", "dev_shm_size", "store_dir", "build_dir", "home",
+              "uname26")
+
+    def __init__(self, **kw):
+        for f in self.FIELDS:
+            setattr(self, f, kw.get(f))
+
+    def to_dict(self) -> dict:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SandboxPlan":
+        return cls(**{f: d.get(f) for f in cls.FIELDS})
+
+
+# --- the plan -----------------------------------------------------------------------
+
+def parse_sandbox_paths(text: str) -> list:
+    """`sandbox-paths` syntax: `target=source` or `path`; a trailing `?` makes it optional."""
+    out = []
+    for item in (text or "").split():
+        optional = item.endswith("?")
+        if optional:
+            item = item[:-1]
+        target, _, source = item.partition("=")
+        out.append({"target": target, "source": source or target, "optional": optional})
+    return out
+
+
+def read_nix_conf(path="/etc/nix/nix.conf") -> dict:
+    """The sandbox-related settings of nix.conf (later lines win, extra- appends)."""
+    conf = {"sandbox-paths": "", "extra-sandbox-paths": "", "cores": None,
+            "impersonate-linux-26": "false"}
+    try:
+        lines = open(path, encoding="utf-8", errors="replace").read().splitlines()
+    except OSError:
+        return conf
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if "=" not in line:
+            continue
+        key, _, val = (s.strip() for s in line.partition("="))
+        if key in ("sandbox-paths", "build-sandbox-paths", "build-chroot-dirs"):
+            conf["sandbox-paths"] = val
+        elif key == "extra-sandbox-paths":
+            conf["extra-sandbox-paths"] = (conf["extra-sandbox-paths"] + " " + val).strip()
+        elif key in ("cores", "build-cores"):
+            conf["cores"] = val
+        elif key in ("impersonate-linux-26", "build-impersonate-linux-26"):
+            conf["impersonate-linux-26"] = val
+    return conf
+
+
+def build_env(drv, drv_path, cores, build_dir, fixed_output):
+    """§2.6: the builder's environment, in initEnv's order (later wins), plus the
+    files it implies in the build directory (passAsFile, structured attrs).
+    `build_dir` is /build in the sandbox, the host path without one.
+    -> (env, files)."""
+    env, files = {}, {}
+    env["PATH"] = "/path-not-set"
+    env["HOME"] = HOME
+    env["NIX_STORE"] = STORE_DIR
+    env["NIX_BUILD_CORES"] = str(cores)
+    attrs = drv.structured_attrs
+    if attrs is None:
+        pass_as_file = set(drv.pass_as_file)
+        for k, v in drv.env.items():
+            if k in pass_as_file:
+                fn = ".attr-" + store.nix32(hashlib.sha256(k.encode()).digest())
+                files[fn] = v
+                env[k + "Path"] = f"{build_dir}/{fn}"
+            else:
+                env[k] = v
+    else:
+        full = dict(attrs)
+        full["outputs"] = {name: o.path for name, o in drv.outputs.items()}
+        files[".attrs.json"] = json.dumps(full, separators=(",", ":"))
+        files[".attrs.sh"] = attrs_sh(full)
+        # 2.8-2.14 bug kept on purpose: these name the *host* directory
+        # (nix-sandbox.md §2.6 step 5), which does not exist in the sandbox.
+        nix_top = f"/tmp/nix-build-{os.path.basename(drv_path)[33:]}-0"
+        env["NIX_ATTRS_SH_FILE"] = nix_top + "/.attrs.sh"
+        env["NIX_ATTRS_JSON_FILE"] = nix_top + "/.attrs.json"
+    for k in ("NIX_BUILD_TOP", "TMPDIR", "TEMPDIR", "TMP", "TEMP", "PWD"):
+        env[k] = build_dir
+    if fixed_output:
+        env["NIX_OUTPUT_CHECKED"] = "1"
+        for name in (drv.env.get("impureEnvVars") or "").split():
+            env[name] = os.environ.get(name, "")
+    env["NIX_LOG_FD"] = "2"
+    env["TERM"] = "xterm-256color"
+    return env, files
+
+
+_SH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _sh_simple(v):
+    """writeStructuredAttrsShell's handleSimpleType: None for nested values."""
+    if isinstance(v, bool):
+        return "1" if v else ""
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return "'" + v.replace("'", "'\\''") + "'"
+    if v is None:
+        return "''"
+    return None
+
+
+def attrs_sh(attrs: dict) -> str:
+    """.attrs.sh: `declare` lines for the top-level keys that are shell names."""
+    out = []
+    for key, val in attrs.items():
+        if not _SH_NAME.match(key):
+            continue
+        s = _sh_simple(val)
+        if s is not None:
+            out.append(f"declare {key}={s}\n")
+        elif isinstance(val, list):
+            items = [_sh_simple(x) for x in val]
+            if all(i is not None for i in items):
+                out.append(f"declare -a {key}=(" + "".join(i + " " for i in items) + ")\n")
+        elif isinstance(val, dict):
+            items = {k: _sh_simple(x) for k, x in val.items()}
+            if all(i is not None for i in items.values()):
+                body = "".join(f"[{_sh_simple(k)}]={v} " for k, v in items.items())
+                out.append(f"declare -A {key}=({body})\n")
+    return "".join(out)
+
+
+def make_plan(drv, drv_path, inputs, cores=None, extra_sandbox_paths="",
+              no_sandbox=False, nix_conf=None, host_build_dir=None,
+              impersonate_linux_26=None) -> SandboxPlan:
+    """Everything the sandbox will be, from the derivation and the input closure.
+
+    no_sandbox: as Nix's `sandbox = false` would run it: the host filesystem
+    visible (read-only here), the build in `host_build_dir` (a host path, as
+    Nix uses its temporary directory), the host network and hostname; still
+    uid 1000 and PID 1 of its own PID namespace, so the trace stays whole.
+    """
+    conf = nix_conf if nix_conf is not None else read_nix_conf()
+    if impersonate_linux_26 is None:
+        impersonate_linux_26 = conf.get("impersonate-linux-26") == "true"
+    if cores is None:
+        cores = int(conf["cores"]) if conf.get("cores") not in (None, "") else os.cpu_count()
+    fixed = drv.is_fixed_output
+    if no_sandbox and not host_build_dir:
+        raise ValueError("no_sandbox needs the host build directory")
+    build_dir = host_build_dir if no_sandbox else BUILD_DIR
+    env, files = build_env(drv, drv_path, cores, build_dir, fixed)
+    spaths = parse_sandbox_paths(conf.get("sandbox-paths", "")) + parse_sandbox_paths(
+        conf.get("extra-sandbox-paths", "")) + parse_sandbox_paths(extra_sandbox_paths)
+    etc_files = {"passwd": ETC_PASSWD, "group": ETC_GROUP}
+    etc_binds = []
+    if fixed:
+        # §2.4: fixed-output builds share the host network and see its resolver files.
+        etc_files["nsswitch.conf"] = ETC_NSSWITCH_FOD
+        for f in ("resolv.conf", "services", "hosts"):
+            if os.path.exists("/etc/" + f):
+                etc_binds.append(f)
+    else:
+        etc_files["hosts"] = ETC_HOSTS
+    hostname, domainname, network = "localhost", "(none)", not fixed
+    if no_sandbox:
+        hostname, domainname, network = socket.gethostname(), _host_domainname(), False
+        spaths, etc_files, etc_binds = [], {}, []
+    host_uid, host_gid = host_ids()
+    return SandboxPlan(
+        drv_path=drv_path, name=drv.env.get("name", os.path.basename(drv_path)),
+        builder=drv.builder, argv=[os.path.basename(drv.builder)] + list(drv.args),
+        env=sorted(env.items()), cwd=build_dir, uid=SANDBOX_UID, gid=SANDBOX_GID,
+        host_uid=host_uid, host_gid=host_gid,
+        hostname=hostname, domainname=domainname, network=network, fixed_output=fixed,
+        inputs=sorted(inputs), sandbox_paths=spaths, build_files=files,
+        etc_files=etc_files, etc_binds=etc_binds,
+        outputs={name: o.path for name, o in drv.outputs.items()},
+        no_sandbox=no_sandbox, cores=cores, dev_shm_size="50%",
+        store_dir=STORE_DIR, build_dir=build_dir, home=HOME,
+        # runChild: UNAME26 for x86_64-linux and i686-linux builds only.
+        uname26=bool(impersonate_linux_26) and drv.system in ("x86_64-linux", "i686-linux"))
+
+
+def host_ids():
+    """The host uid/gid the sandbox's nixbld maps to: an id owning nothing when
+    nixrec runs as root (like Nix's build users), else the caller's own."""
+    if os.geteuid() == 0:
+        return ROOT_BUILD_ID, ROOT_BUILD_ID
+    return os.getuid(), os.getgid()
+
+
+def _host_domainname():
+    try:
+        with open("/proc/sys/kernel/domainname") as f:
+            return f.read().strip()
+    except OSError:
+        return "(none)"
