@@ -14,6 +14,8 @@ import sys
 import types
 
 from nixrec.analysis.deps import access_of, basename, creates, deletes
+from nixrec.analysis.filestate import FileState
+from nixrec.analysis.graph import GraphBuilder, parent_of
 from nixrec.analysis.includes import is_include_dir
 from nixrec.analysis.noise import path_noise
 from nixrec.recorder.tracefile.model import Event
@@ -160,10 +162,6 @@ class Proc:
         return basename(self.argv[0]) if self.argv else (basename(self.exe) or "?")
 
 
-def parent_of(proc: str):
-    return proc.rsplit(".", 1)[0] if "." in proc else None
-
-
 def is_ancestor(a: str, b: str) -> bool:
     """a is a strict ancestor of b in the process tree."""
     return b.startswith(a + ".")
@@ -185,6 +183,10 @@ class Facts:
         self.writers = collections.defaultdict(list)   # path -> [(seq, proc)]
         self.reads = collections.defaultdict(list)     # path -> [(seq, proc)] first few
         self.symlinks = {}                      # link path -> target
+        self.files = FileState()                # is path there at seq N
+        self._history = self.files.history
+        # Who made, wrote or removed what, and argv/cwd (graph.py, flow_only).
+        self.flow = GraphBuilder(header, processes, flow_only=True)
         self.waits = collections.defaultdict(list)     # proc -> [(seq, child, status)]
         self.last_fork = None                   # the fork event seen last
         self.killed = None                      # the limit the recorder killed it for
@@ -252,6 +254,12 @@ class Facts:
                     if log is None:
                         log = self.fails[name] = FailLog()
                     log.add(ev)
+                    if errno == "ENOENT" or errno == "ENOTDIR":
+                        # FileState.missing, inline: most failed lookups are
+                        # of paths that never existed, which have no history.
+                        h = self._history.get(ev.path)
+                        if h is not None:
+                            self.files.missing(ev.path, seq)
                 return
             self._on_syscall(ev, q)
             return
@@ -262,6 +270,7 @@ class Facts:
             handler(self, ev, q)
 
     def _on_fork(self, ev, q):
+        self.flow.add(ev)
         child = ev.args.get("child")
         if child:
             self.last_fork = ev
@@ -274,14 +283,17 @@ class Facts:
 
     def _on_exec(self, ev, q):
         if ev.failed:
-            self._failed(ev)
+            self._failed(ev)        # not a lookup: ENOENT may be the interpreter
             return
         q.argv = list(ev.args.get("argv") or [ev.path])
         q.exe = ev.path
         q.exec_seq = ev.seq
         self._ok(ev.path, ev.seq)
+        self.files.observe(ev, "exec", None, None)
+        self.flow.add(ev)
 
     def _on_exit(self, ev, q):
+        self.flow.add(ev)
         q.exit_seq = ev.seq
         if "status" in ev.args:
             q.exit_status = ev.args.get("status")
@@ -322,6 +334,7 @@ class Facts:
         if ev.errno is not None:
             if not not_a_failure(ev):
                 self._failed(ev)
+                self.files.failed(ev)
             return
         if ev.path is not None or ev.path2 is not None:
             self._on_success(ev, q)
@@ -342,11 +355,14 @@ class Facts:
     def _on_success(self, ev, q):
         access = access_of(ev)
         path = ev.path
+        made, gone = creates(ev), deletes(ev)
+        self.files.observe(ev, access, made, gone)
+        if access != "read" and access != "stat" or ev.syscall == "chdir":
+            self.flow.add_flow(ev, made, gone)
         if path and access in ("read", "stat", "exec", "write"):
             self._ok(path, ev.seq)
         if access == "read" and path and len(self.reads[path]) < 4:
             self.reads[path].append((ev.seq, ev.proc))
-        made = creates(ev)
         if made:
             _keep(self.created[made], (ev.seq, ev.proc))
             self._ok(made, ev.seq)
@@ -358,7 +374,6 @@ class Facts:
             target = ev.args.get("target") or ev.path2
             if target:
                 self.symlinks[path] = target
-        gone = deletes(ev)
         if gone:
             _keep(self.writers[gone], (ev.seq, ev.proc))
         if access == "write" and path and (path == self._home
@@ -404,9 +419,11 @@ class Facts:
     def base_succeeded_later(self, path, seq) -> bool:
         return self.last_ok_base.get(basename(path), 0) > seq
 
-    def exists_evidence(self, path) -> bool:
-        """The trace shows `path` existed at some point (opened, stat'ed, created)."""
-        return path in self.last_ok or path in self.created
+    def exists_at(self, path, seq):
+        """True / False / None: was `path` there just before event `seq`, by the
+        trace's own file state at that point (filestate.py), never by an
+        earlier success."""
+        return self.files.exists_at(path, seq)
 
     def stderr_text(self, procs) -> str:
         return "\n".join(line for p in procs for _, line in self.stderr.get(p, ()))

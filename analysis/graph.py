@@ -6,21 +6,38 @@ and a count, so memory grows with processes and paths, not with events.
 
 Node ids: "proc:1.2", "file:/build/x.c", "net:1.1.1.1:80", "dns:example.com".
 Edge kinds: fork, exec, read, write, create, delete, rename, connect, wait (+stat).
+
+`why` builds the data-flow part only (flow_only: processes, what they made,
+wrote, removed, and their argv and cwd) in its own pass, and asks it who
+makes a path (makers) and who was asked to (asked_to_make): the producer a
+missing file leads to (rootcause.py, "the producer chain").
 """
+
+import posixpath
+import re
 
 import networkx as nx
 
 from nixrec.analysis.deps import access_of, creates, deletes, store_path_of
-from nixrec.analysis.facts import parent_of
+
+
+def parent_of(proc: str):
+    """The parent's tree path ("1.2.3" -> "1.2"); None for the builder."""
+    return proc.rsplit(".", 1)[0] if "." in proc else None
 
 
 class GraphBuilder:
-    def __init__(self, header=None, processes=None, fold_store=False, hide_reads=False):
+    def __init__(self, header=None, processes=None, fold_store=False, hide_reads=False,
+                 flow_only=False):
         self.g = nx.MultiDiGraph()
         self.fold_store = fold_store
         self.hide_reads = hide_reads
+        # Data flow only: no reads, stats, sockets or waits (what `why` asks).
+        self.flow_only = flow_only
         plan = (header or {}).get("plan") or {}
         self.store_dir = plan.get("store_dir") or "/nix/store"
+        # The builder starts in the build directory (Nix's cwd for it).
+        self.g.graph["build_dir"] = plan.get("build_dir") or "/build"
         self.cwd = {}
         for path, p in (processes or {}).items():
             self._proc(path, argv=list(p.argv), parent=p.parent,
@@ -89,8 +106,19 @@ class GraphBuilder:
         elif ev.kind == "syscall":
             self._syscall(ev, p)
 
-    def _syscall(self, ev, p):
+    def add_flow(self, ev, made, gone):
+        """A successful syscall that is no read or stat (or a chdir), for a
+        flow_only graph; made and gone are deps.creates/deletes of it, which
+        the caller knows already (this runs on every write of a big build)."""
+        if ev.args and (ev.args.get("address") or ev.args.get("dns")):
+            return
+        self._syscall(ev, self._proc(ev.proc), made, gone)
+
+    def _syscall(self, ev, p, made=None, gone=None):
         name = ev.syscall or ""
+        if self.flow_only and (name.startswith("wait") or ev.args.get("address")
+                               or ev.args.get("dns")):
+            return
         if name.startswith("wait") and ev.args.get("child"):
             self._edge(p, self._proc(ev.args["child"]), "wait", ev)
             return
@@ -102,7 +130,8 @@ class GraphBuilder:
         if not ev.path:
             return
         access = access_of(ev)
-        made, gone = creates(ev), deletes(ev)
+        if made is None and gone is None:
+            made, gone = creates(ev), deletes(ev)
         if name.startswith("rename") and ev.path2:
             self._edge(self._file(ev.path), self._file(ev.path2), "rename", ev)
             self._edge(p, self._file(ev.path2), "rename", ev)
@@ -113,7 +142,7 @@ class GraphBuilder:
         elif access == "write":
             self._edge(p, self._file(ev.path), "write", ev)
         elif access in ("read", "stat"):
-            if self.hide_reads and not ev.failed:
+            if self.flow_only or (self.hide_reads and not ev.failed):
                 return
             self._edge(self._file(ev.path), p, access, ev)
 
@@ -123,6 +152,74 @@ def build_graph(header, processes, events, fold_store=False, hide_reads=False):
     for ev in events:
         b.add(ev)
     return b.g
+
+
+# -- data flow: who makes a path ---------------------------------------------------
+
+_MAKE_EDGES = ("create", "write", "rename")
+
+
+def makers(g, path, after=0, before=None):
+    """[(proc, kind, seq, ok)]: the processes that created, wrote or renamed
+    onto `path`, with an edge seq in (after, before) (the edge's first or last)."""
+    n = "file:" + path
+    if n not in g:
+        return []
+    out = []
+    for u, _, d in g.in_edges(n, data=True):
+        if d["kind"] not in _MAKE_EDGES or not u.startswith("proc:"):
+            continue
+        seqs = [s for s in (d["seq"], d["last_seq"])
+                if s > after and (before is None or s < before)]
+        if seqs:
+            out.append((u[5:], d["kind"], max(seqs), d["ok"]))
+    return out
+
+
+# `-o X`, `-oX`, `--output=X`, `--out X`, `> X`: an argument that names an output.
+_OUT_FLAG = re.compile(r"^(?:-o|--?out(?:put)?(?:-file)?|-output|>{1,2})$")
+_OUT_JOINED = re.compile(r"^(?:-o|--?out(?:put)?(?:-file)?=|>{1,2})(.+)$")
+
+
+def asked_to_make(g, path):
+    """{proc: strength} of processes whose command line names `path` (resolved
+    against their cwd): 2 as an output (-o X, --out=X, > X, also inside a
+    `sh -c` script), 1 as a plain argument. A compiler told `-o conftest` is
+    asked to make conftest even when it failed before opening it."""
+    build_dir = g.graph.get("build_dir") or "/build"
+    name = posixpath.basename(path)
+    out = {}
+    for n, d in g.nodes(data=True):
+        if d.get("type") != "process" or not d.get("argv"):
+            continue
+        if not any(name in a for a in d["argv"][1:]):
+            continue             # the cheap test first: most processes never name it
+        cwd = d.get("cwd") or build_dir
+        words = [w for a in d["argv"][1:] for w in _words(a)]
+        best = 0
+        for i, w in enumerate(words):
+            m = _OUT_JOINED.match(w)
+            if m and _resolve(m.group(1), cwd) == path:
+                best = 2
+            elif _resolve(w, cwd) == path:
+                prev = words[i - 1] if i else ""
+                best = max(best, 2 if _OUT_FLAG.match(prev) else 1)
+        if best:
+            out[d["proc"]] = best
+    return out
+
+
+def _words(arg):
+    """An argument, or the words of a `sh -c` script (split on blanks and ;|&)."""
+    if " " not in arg and "\n" not in arg:
+        return [arg]
+    return [w.strip("'\"") for w in re.split(r"[\s;|&()]+", arg) if w]
+
+
+def _resolve(word, cwd):
+    if not word or word.startswith("-"):
+        return None             # an option, never a path
+    return posixpath.normpath(posixpath.join(cwd, word))
 
 
 def failure_subgraph(g, why: dict):

@@ -233,6 +233,12 @@ def _hint(c):
     return HINTS.get(c["kind"], HINTS["fallback"])
 
 
+def _proc_name(facts, proc):
+    """"gcc (1.2.3)": a process as the summaries name it."""
+    q = facts.procs.get(proc)
+    return f"{q.argv0() if q else '?'} ({proc})"
+
+
 EVIDENCE_LINE = 200      # characters of a log line shown as evidence
 
 
@@ -240,8 +246,9 @@ def describe(c, facts):
     """Fill in c["summary"], c["hint"] and c["evidence"] (in place)."""
     if c.get("via"):
         v = c["via"]
-        c["summary"] = _summary(c) + f"; so {v['missing']} was never made and " \
-            f"{v['consumer']} failed on it"
+        c["summary"] = _summary(c) + f"; so {v['missing']} was never made: " \
+            f"{_proc_name(facts, v['producer'])} was to make it, and " \
+            f"{_proc_name(facts, v['consumer'])} failed on it"
     else:
         c["summary"] = _summary(c)
     c["hint"] = _hint(c)

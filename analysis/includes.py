@@ -7,6 +7,7 @@ at start, drops the missing ones, and later opens DIR/header in those left.
 import re
 
 from nixrec.analysis.deps import access_of
+from nixrec.analysis.noise import path_noise
 
 # What gcc and clang print when an #include is not found.
 _HEADER_MISSING = re.compile(r"fatal error: (?:'([^']+)' file not found|"
@@ -36,7 +37,44 @@ def include_searches(facts, cls):
             if c:
                 c[2]["log_line"] = line
                 causes.append(c)
+    # A compiler whose stderr went to a file (configure: 2>conftest.err) says
+    # nothing in the log: its failed lookups say which header it gave up on.
+    for proc in facts.fails:
+        q = facts.procs.get(proc)
+        if q is None or not q.failed or proc in facts.stderr:
+            continue
+        h = unlogged_header(facts, proc)
+        c = _include_cause(facts, cls, proc, h, claimed) if h else None
+        if c:
+            causes.append(c)
     return causes, claimed
+
+
+def unlogged_header(facts, proc):
+    """The header a failed process looked for last and never found: its last
+    failed open of DIR/X in an include directory (DIR/sys/X for <sys/X>), if
+    no process opened that name later. gcc's silent probes (stdc-predef.h,
+    X.gch) are not it."""
+    for f in reversed(facts.failures_of(proc)):
+        if not f.path or f.errno != "ENOENT" or access_of(f) != "read" \
+                or path_noise(f.path) is True:
+            continue
+        header = _under_include_dir(f.path)
+        if header is None:
+            continue
+        return None if facts.base_succeeded_later(f.path, f.seq) else header
+    return None
+
+
+def _under_include_dir(path):
+    """"stdio.h" for /usr/include/stdio.h, "sys/types.h" for
+    /usr/include/sys/types.h: the part below the last include directory."""
+    parts = path.split("/")
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i].startswith("include"):
+            rest = "/".join(parts[i + 1:])
+            return rest if _HEADER_FILE.search(rest) else None
+    return None
 
 
 def _include_cause(facts, cls, proc, header, claimed):

@@ -26,8 +26,10 @@ NOISE = re.compile(
     r"^/etc/selinux/|"
     # ttyname(): the builder's pty lives in the host's devpts, not the sandbox's.
     r"^/dev/pts/\d+$|"
-    # the dynamic loader's hwcaps/tls subdirectories of each library directory.
-    r"/lib[^/]*/(?:[^/]+-linux-gnu/)?(?:glibc-hwcaps|tls|x86_64)(?:/|$))")
+    # the dynamic loader's hwcaps/tls subdirectories of each library directory
+    # (glibc-hwcaps, and the legacy haswell, xeon_phi, avx512_1 ones).
+    r"/lib[^/]*/(?:[^/]+-linux-gnu/)?(?:glibc-hwcaps|tls|x86_64|haswell|xeon_phi|"
+    r"avx512_1)(?:/|$))")
 # A shared library: a failed open of one that is found later is the loader's
 # (or libtool's) search path, not a missing library.
 SHARED_LIB = re.compile(r"\.so(?:\.\d+)*$")

@@ -25,6 +25,7 @@ from nixrec.analysis.facts import collect, is_ancestor, no_cycle_gc
 from nixrec.analysis import hints
 from nixrec.analysis.limits import limit_cause, limit_chain
 from nixrec.analysis.outputcheck import output_cause
+from nixrec.analysis.producers import find_producer, missing_product
 from nixrec.analysis.scoring import GOOD, mentioned, rank
 
 SECCOMP_ERRNO = ("ENOTSUP", "EOPNOTSUPP")
@@ -43,12 +44,7 @@ def failure_chain(facts):
         chain = limit_chain(facts)
         if chain:
             return chain
-    chain = ["1"]
-    while True:
-        child = _failed_child(facts, chain[-1])
-        if child is None or child in chain:
-            return chain
-        chain.append(child)
+    return _chain_from(facts, "1")
 
 
 def _failed_child(facts, proc):
@@ -169,7 +165,7 @@ def _guess_host(facts, proc):
 
 def _exec_enoent(ev, facts, cls):
     """ENOENT from execve: a missing program, or (if the file exists) its interpreter."""
-    if _file_exists(facts, cls, ev.path):
+    if _file_exists(facts, cls, ev.path, ev.seq):
         interp = _interpreter_of(ev, facts)
         return _cause("missing-interpreter", ev, facts, interpreter=interp,
                       command=ev.path)
@@ -177,9 +173,15 @@ def _exec_enoent(ev, facts, cls):
                   looked_in=[ev.path.rsplit("/", 1)[0] or "/"])
 
 
-def _file_exists(facts, cls, path):
-    """The trace shows the file existed, or it is inside a declared input."""
-    return facts.exists_evidence(path) or cls.category(path) == "input"
+def _file_exists(facts, cls, path, seq):
+    """The file was there at `seq`: by the trace's file state at that point
+    (not an earlier success: configure removes its conftest before the next
+    compile, which may never write it), else because it is inside a declared
+    input (immutable)."""
+    state = facts.exists_at(path, seq)
+    if state is not None:
+        return state
+    return cls.category(path) == "input"
 
 
 def _interpreter_of(ev, facts):
@@ -257,7 +259,7 @@ def path_searches(facts, cls, claimed=frozenset()):
         said = _not_found_re(name).search(facts.stderr_text([proc]))
         if not execd and not said and not (q and q.exit_status == 127):
             continue
-        if execd and len(dirs) == 1 and _file_exists(facts, cls, last.path):
+        if execd and len(dirs) == 1 and _file_exists(facts, cls, last.path, last.seq):
             continue          # one exec of a file that exists: an interpreter problem
         yield _cause("missing-executable", last, facts, command=name, looked_in=dirs,
                      path=last.path)
@@ -342,51 +344,51 @@ def candidates(facts, chain, cls):
 
 # -- see past the symptom: data flow -----------------------------------------------
 
-def _producer_of(facts, path, before, chain):
-    """A process that failed before `before` and was meant to make `path`."""
-    name = basename(path)
-    word = re.compile(r"(?<![\w.-])" + re.escape(name) + r"(?![\w-])")
-    found = None
-    for q in facts.procs.values():
-        if not q.failed or q.proc in chain or (q.exit_seq or q.last_seq) > before:
-            continue
-        if any(is_ancestor(q.proc, p) for p in chain):
-            continue
-        touched = any(s for s, p in facts.writers.get(path, ()) if p == q.proc)
-        if touched or any(word.search(a) for a in q.argv[1:]):
-            if found is None or q.last_seq > found.last_seq:
-                found = q
-    return found
+# How many producers deep `why` follows (a generated file made from another).
+PRODUCER_DEPTH = 4
 
 
-def _follow_data_flow(ranked, facts, chain, cls):
-    """If the top cause is a missing file a failed earlier step should have made,
-    put that step's own causes first (the misleading-message case)."""
-    if not ranked:
+def _follow_data_flow(ranked, facts, chain, cls, depth=0):
+    """If the top cause is a file the build makes that was missing at that
+    point (filestate.py), and a process that was to make it failed earlier
+    (producers.py), put that process's own causes first, and follow again
+    from the best of them (a header generated from a file another step was
+    to make). The first hop is the `via` the user sees; every hop adds its
+    events to the top cause's `evidence_chain`."""
+    if not ranked or depth >= PRODUCER_DEPTH:
         return ranked
     top = ranked[0]
-    if top.get("errno") != "ENOENT" or top["kind"] not in ("fallback",) or \
-            not top.get("path"):
+    path = missing_product(top, facts, cls)
+    found = find_producer(facts, path, top["seq"], chain) if path else None
+    if found is None:
         return ranked
-    producer = _producer_of(facts, top["path"], top["seq"], chain)
-    if producer is None:
+    producer, removed = found
+    sub = _chain_from(facts, producer)
+    inner = [c for c in candidates(facts, sub, cls)
+             if c["proc"] == producer or is_ancestor(producer, c["proc"])]
+    inner = [c for c in rank(inner, facts, sub) if c["score"] > -3]
+    if not inner:
         return ranked
-    sub = [producer.proc]
+    # The symptom, where the file went away, each producer's exit, then the cause.
+    hop = [top["seq"]] + ([removed] if removed else []) + \
+        [facts.procs[p].exit_seq for p in sub if facts.procs[p].exit_seq]
+    for c in inner:
+        c["via"] = top.get("via") or {"missing": path, "consumer": top["proc"],
+                                      "producer": producer}
+        c["followed"] = top.get("followed", []) + hop
+    seen = {c["seq"] for c in inner}
+    inner = _follow_data_flow(inner, facts, sub, cls, depth + 1)
+    return inner + [c for c in ranked if c["seq"] not in seen]
+
+
+def _chain_from(facts, proc):
+    """[proc, ..., origin]: its failure chain, as failure_chain from the builder."""
+    sub = [proc]
     while True:
         nxt = _failed_child(facts, sub[-1])
         if nxt is None or nxt in sub:
-            break
+            return sub
         sub.append(nxt)
-    inner = [c for c in candidates(facts, sub, cls)
-             if c["proc"] == producer.proc or is_ancestor(producer.proc, c["proc"])]
-    inner = rank(inner, facts, sub)
-    if not inner:
-        return ranked
-    for c in inner:
-        c["via"] = {"missing": top["path"], "consumer": top["proc"],
-                    "producer": producer.proc}
-    seen = {c["seq"] for c in inner}
-    return inner + [c for c in ranked if c["seq"] not in seen]
 
 
 # -- the report -----------------------------------------------------------------
@@ -421,6 +423,7 @@ def _explain(header, processes, events, problems, summary, trace_path, peek):
         elif not ranked or ranked[0]["kind"] == "fallback" or ranked[0]["score"] < GOOD:
             ranked = _with_fallback(ranked, facts, chain)
     for c in ranked:
+        c["evidence_chain"] = _evidence_chain(c)
         hints.describe(c, facts)
     until = ranked[0]["seq"] if ranked else facts.last_seq
     return {
@@ -434,6 +437,14 @@ def _explain(header, processes, events, problems, summary, trace_path, peek):
         "stderr_tail": _stderr_tail(facts, chain),
         "replay": f"nixrec replay {trace_path} --until {until}",
     }
+
+
+def _evidence_chain(c):
+    """The seqs `why` followed to this cause, symptom first: the producer
+    hops (_follow_data_flow), the cause's event, the events it stands with
+    (an include directory's failed stat)."""
+    own = [c["seq"]] + [e[0] for e in c.get("extra_events", ())]
+    return [s for s in c.get("followed", ()) if s not in own] + own
 
 
 def _apply_summary(facts, summary):
@@ -470,7 +481,7 @@ PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
           "creator", "created_seq", "signal", "limit", "setting", "target_pid",
           "access", "via", "check", "output", "forbidden", "through", "blamed_files",
           "summary", "hint",
-          "evidence", "score")
+          "evidence", "evidence_chain", "score")
 
 
 def _public(c):

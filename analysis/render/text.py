@@ -28,6 +28,10 @@ def why_text(rep: dict) -> str:
         out.append(f"root cause: {top['summary']}")
         for line in top.get("evidence", ()):
             out.append(f"  {line}")
+        if top.get("via"):
+            # The events `why` went through, from the symptom to the cause.
+            out.append("  followed: " + " -> ".join(
+                f"#{s}" for s in top.get("evidence_chain", ())))
         out.append(f"hint: {top['hint']}")
         if len(causes) > 1:
             out.append("other suspects:")
