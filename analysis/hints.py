@@ -233,6 +233,20 @@ def _hint(c):
     return HINTS.get(c["kind"], HINTS["fallback"])
 
 
+def _mention_lines(c, facts):
+    """The last log line that names the cause's path (scoring's log_mention),
+    from its own process first: the line a maintainer would quote."""
+    if c.get("log_mention") != "path":
+        return []
+    path = c.get("accessed") or c.get("path")
+    procs = [c["proc"]] + [p for p in facts.stderr if p != c["proc"]]
+    for proc in procs:
+        for _, line in reversed(facts.stderr.get(proc, ())):
+            if path in line:
+                return [(proc, line.strip())]
+    return []
+
+
 def _proc_name(facts, proc):
     """"gcc (1.2.3)": a process as the summaries name it."""
     q = facts.procs.get(proc)
@@ -268,10 +282,11 @@ def describe(c, facts):
         more = f" (also missing: {', '.join(also)})" if also else ""
         ev.append(f"event {seq}: {syscall}({path}) = -1 {errno}{more}")
     # The line that says what went wrong, else the last lines before the exit.
-    lines = [c.pop("log_line")] if c.get("log_line") else \
-        facts.stderr_of(c["proc"], limit=3)
-    for line in lines:
+    lines = [(c["proc"], c.pop("log_line"))] if c.get("log_line") else \
+        _mention_lines(c, facts) or \
+        [(c["proc"], line) for line in facts.stderr_of(c["proc"], limit=3)]
+    for proc, line in lines:
         if len(line) > EVIDENCE_LINE:    # a log flood is one line of megabytes
             line = line[:EVIDENCE_LINE] + "..."
-        ev.append(f"stderr of {c['proc']}: {line}")
+        ev.append(f"stderr of {proc}: {line}")
     c["evidence"] = ev

@@ -481,7 +481,7 @@ PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
           "creator", "created_seq", "signal", "limit", "setting", "target_pid",
           "access", "via", "check", "output", "forbidden", "through", "blamed_files",
           "summary", "hint",
-          "evidence", "evidence_chain", "score")
+          "evidence", "evidence_chain", "log_mention", "score")
 
 
 def _public(c):

@@ -39,14 +39,18 @@ def _score(c, facts, chain, log_text):
     key = c.get("header") or c.get("path") or c.get("address") or c.get("host") or ""
     name = c.get("command") or basename(c.get("accessed") or key)
     named = mentioned(key, name, log_text)
-    if named:
-        s += 3
     # What the process asked for (a symlink, DIR/header.h), not what it resolved to.
     path = c.get("accessed") or c.get("path") or ""
+    # The log prints the very path: the program says this is what it needed
+    # ("invalid path: /etc/ssl/certs/ca-certificates.crt").
+    said = bool(path) and path in log_text
+    if named:
+        s += 3
+        c["log_mention"] = "path" if said else "name"
     if c["kind"] not in ("race", "signal") and path:
         if facts.base_succeeded_later(path, c["seq"]):
             s -= 4           # a probe: the same name was found afterwards
-        if is_noise(path, facts, c["seq"]):
+        if is_noise(path, facts, c["seq"]) and not said:
             s -= 6
         if c.get("syscall") and access_of_name(c["syscall"]) == "stat" \
                 and not named:
@@ -117,11 +121,36 @@ def access_of_name(syscall):
     return access_of(_NameOnly(syscall))
 
 
+# Kinds that are a failed access to a path: the ones the log can vouch for.
+PATH_KINDS = frozenset(("undeclared-host-path", "undeclared-store-path", "missing-header",
+                        "missing-executable", "missing-interpreter", "write-outside",
+                        "write-denied", "fallback"))
+
+
+def _believe_the_log(causes):
+    """A failed access the log names outranks the failed accesses of the same
+    process the log never mentions: pip's "invalid path:
+    /etc/ssl/certs/ca-certificates.crt" over the openssl.cnf it opened first
+    and did without. Only a named cause that stands on its own (GOOD) does:
+    a name found later anyway (a probe) vouches for nothing."""
+    named = {}
+    for c in causes:
+        if c.get("log_mention") and c["kind"] in PATH_KINDS and c["score"] >= GOOD:
+            named[c["proc"]] = max(named.get(c["proc"], c["score"]), c["score"])
+    for c in causes:
+        top = named.get(c["proc"])
+        if top is not None and c["kind"] in PATH_KINDS and not c.get("log_mention") \
+                and c["score"] >= top:
+            c["score"] = top - 1
+
+
 def rank(causes, facts, chain):
     log_text = facts.stderr_text(chain)
     best = {}
     for c in causes:
         c["score"] = _score(c, facts, chain, log_text)
+    _believe_the_log(causes)
+    for c in causes:
         # One cause per event; the rule with the higher score wins it.
         k = c["seq"]
         if k not in best or c["score"] > best[k]["score"]:

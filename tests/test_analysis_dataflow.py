@@ -191,3 +191,48 @@ def test_a_producer_that_ended_before_the_file_went_away_is_not_followed():
     t.exit(sh, 1)
     c = why(t)["root_causes"][0]
     assert c["proc"] == cat and "via" not in c
+
+
+# -- believe the log -----------------------------------------------------------------
+
+def pip_shaped(say_path=True):
+    """python3 opens /usr/lib/ssl/openssl.cnf (a symlink to /etc/ssl, hidden)
+    and carries on; later it stats the CA bundle and gives up, saying so."""
+    t = TraceBuilder()
+    sh = t.builder(argv=["sh", "-c", "python3 -m pip download six"], path="/bin/sh")
+    py = t.fork(sh, argv=["python3", "-m", "pip", "download", "six"],
+                path="/usr/bin/python3")
+    ev = t.open(py, "/usr/lib/ssl/openssl.cnf", errno="ENOENT")
+    ev.args.update(link="/usr/lib/ssl/openssl.cnf", link_target="/etc/ssl/openssl.cnf")
+    t.stat(py, "/etc/pip.conf", errno="ENOENT")
+    t.stat(py, "/etc/ssl/certs/ca-certificates.crt", errno="ENOENT")
+    what = "/etc/ssl/certs/ca-certificates.crt" if say_path else "the certificates"
+    t.write(py, 2, ("OSError: Could not find a suitable TLS CA certificate bundle, "
+                    f"invalid path: {what}\n").encode())
+    t.exit(py, 2)
+    t.wait(sh, py)
+    t.exit(sh, 2)
+    return t, py
+
+
+def test_a_failed_access_the_log_names_outranks_those_it_never_mentions():
+    t, py = pip_shaped()
+    rep = why(t, sandbox_paths=("/usr/bin", "/usr/lib", "/bin", "/lib", "/lib64"))
+    c = rep["root_causes"][0]
+    assert c["path"] == "/etc/ssl/certs/ca-certificates.crt", rep["root_causes"][:2]
+    assert c["kind"] == "undeclared-host-path" and c["log_mention"] == "path"
+    # The line that names it is the evidence shown.
+    assert any("invalid path: /etc/ssl/certs/ca-certificates.crt" in e
+               for e in c["evidence"])
+    rest = {x["path"]: x for x in rep["root_causes"][1:]}
+    assert rest["/etc/ssl/openssl.cnf"]["score"] < c["score"]
+    assert "log_mention" not in rest["/etc/ssl/openssl.cnf"]
+
+
+def test_without_the_mention_the_stat_is_only_a_probe():
+    # The same trace with a log that names no path: the symlink out of the
+    # sandbox is the better answer, and the CA bundle's stat a `test -e`.
+    t, py = pip_shaped(say_path=False)
+    rep = why(t, sandbox_paths=("/usr/bin", "/usr/lib", "/bin", "/lib", "/lib64"))
+    c = rep["root_causes"][0]
+    assert c["path"] == "/etc/ssl/openssl.cnf" and c["link"] == "/usr/lib/ssl/openssl.cnf"
