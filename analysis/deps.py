@@ -131,8 +131,13 @@ class PathClassifier:
         return self.mounted_from_host(path)
 
 
-# deps categories, in report order.
-CATEGORIES = ("host", "store", "home", "network", "dns", "process")
+# deps categories, in report order; "probe" is the absent probes (below).
+CATEGORIES = ("host", "store", "home", "network", "dns", "process", "probe")
+# deps groups: what the build used outside its inputs, what it was refused,
+# and the absent probes every program makes (not a dependency at all).
+GROUPS = ("used", "refused", "probe")
+_LOOKUP = ("read", "stat", "exec", "connect")   # connect: a socket file
+_ABSENT = ("ENOENT", "ENOTDIR")
 
 # Calls that reach another process (recorder/trace/syscalls.py records target_pid and
 # signal). Refused with ESRCH (not in the build's PID namespace) or EPERM, the
@@ -187,6 +192,7 @@ def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
     cls = PathClassifier(plan)
     groups = {}
     touched = set()
+    found = set()               # basenames of every path some call found
     for ev in events:
         for p in (ev.path, ev.path2):
             sp = store_path_of(p, cls.store_dir) if p else None
@@ -194,6 +200,8 @@ def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
                 touched.add(sp)
         if ev.kind not in ("syscall", "exec"):
             continue
+        if ev.path and not ev.failed:
+            found.add(basename(ev.path))          # wherever it was found
         key = _key_of(ev, cls)
         if key is None:
             continue
@@ -211,6 +219,8 @@ def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
         g["count"] += 1
         if ev.proc not in g["procs"]:
             g["procs"].append(ev.proc)
+    for g in groups.values():
+        _group(g, found)
     order = {c: i for i, c in enumerate(CATEGORIES)}
     undeclared = sorted(groups.values(),
                         key=lambda g: (order[g["category"]], g["first_seq"]))
@@ -227,6 +237,25 @@ def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
     return {"undeclared": undeclared, "unused_inputs": [p for p in idle if p not in kept],
             "referenced_unused": [{"path": p, "outputs": kept[p]} for p in idle if p in kept],
             "hidden_references": hidden}
+
+
+def _group(g, found):
+    """Put a deps entry in its group. An absent probe is a lookup that found
+    nothing (ENOENT, ENOTDIR) of a path every program asks for and does
+    without (noise.py: busybox's /etc/busybox.conf at every exec, ld.so.cache,
+    the loader's hwcaps directories, nscd's socket...), or of a name found
+    under another directory (`found`: a search path at work, as the loader,
+    gcc's include and program searches, `command -v` do): category "probe",
+    its place kept in `area`. Everything else the build was refused, or used."""
+    from nixrec.analysis.noise import path_noise    # noise.py imports this module
+    path = g.get("path") or g.get("address")
+    probe = path and g["result"] == "refused" and g.get("errno") in _ABSENT \
+        and g["access"] in _LOOKUP and \
+        (path_noise(path) is True or basename(path) in found)
+    if probe:
+        g["area"], g["category"], g["group"] = g["category"], "probe", "probe"
+    else:
+        g["group"] = "used" if g["result"] == "succeeded" else "refused"
 
 
 def basename(path: str) -> str:

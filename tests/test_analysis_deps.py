@@ -93,7 +93,7 @@ def test_renderers():
     assert "Host paths:" in text and "/usr/include/zlib.h  read refused ENOENT x2" in text
     assert UNUSED in text
     md = deps_markdown(rep)
-    assert "## DNS" in md and "| `example.org` | connect | refused (ECONNREFUSED) |" in md
+    assert "### DNS" in md and "| `example.org` | connect | refused (ECONNREFUSED) |" in md
 
 
 def test_classifier_knows_the_mounted_sandbox_paths():
@@ -105,3 +105,59 @@ def test_classifier_knows_the_mounted_sandbox_paths():
     assert not c.visible("/usr/include") and not c.visible("/usr/libexec")
     assert not c.visible("/etc/alternatives/cc") and not c.visible(OTHER)
     assert c.mounted_from_host("/usr/lib/x") and not c.mounted_from_host("/usr/lib64")
+
+
+def busybox_success():
+    """A build that succeeded: busybox stats /etc/busybox.conf at every exec,
+    the loader looks in its hwcaps directory, make finds `cc` on its second
+    try; it used the host's /usr/bin/env (extra-sandbox-paths) and was
+    refused a file it then did without."""
+    t = Synth(sandbox_paths=[{"target": "/usr/bin/env", "source": "/usr/bin/env"}])
+    for n in range(1, 4):
+        t.spawn("1", f"1.{n}", BB + "/bin/sh", ["sh", "-c", "true"])
+        t.stat(f"1.{n}", "/etc/busybox.conf", errno="ENOENT")
+        t.open(f"1.{n}", "/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libc.so.6",
+               errno="ENOENT")
+        t.exit(f"1.{n}", 0)
+    t.stat("1", "/usr/local/bin/cc", errno="ENOENT")     # a PATH search...
+    t.stat("1", BB + "/bin/cc")                           # ...that found it
+    t.exec("1", "/usr/bin/env", ["env"])
+    t.open("1", "/etc/os-release", errno="ENOENT")
+    t.exit("1", 0)
+    return t
+
+
+def test_deps_keeps_used_refused_and_absent_probes_apart():
+    rep = busybox_success().deps()
+    groups = {g["path"]: g for g in rep["undeclared"]}
+    assert groups["/usr/bin/env"]["group"] == "used"
+    assert groups["/usr/bin/env"]["category"] == "host"
+    assert groups["/etc/os-release"]["group"] == "refused"
+    for probe in ("/etc/busybox.conf", "/usr/local/bin/cc",
+                  "/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libc.so.6"):
+        g = groups[probe]
+        assert (g["group"], g["category"], g["area"]) == ("probe", "probe", "host"), g
+    assert groups["/etc/busybox.conf"]["count"] == 3
+    # Text and Markdown: the groups titled, the probes one collapsed line.
+    text = deps_text(rep)
+    lines = text.splitlines()
+    assert lines[0] == "Used outside the declared inputs:"
+    assert "    /usr/bin/env  exec succeeded x1" in text
+    assert any(l.startswith("Refused") for l in lines)
+    probe = [l for l in lines if "Absent probes" in l]
+    assert len(probe) == 1 and "3 paths, 7 lookups" in probe[0]
+    assert "/etc/busybox.conf x3" in probe[0]
+    assert not any(l.strip().startswith("/etc/busybox.conf") for l in lines)
+    md = deps_markdown(rep)
+    assert "## Used outside the declared inputs" in md and "### Host paths" in md
+    assert "| `/etc/busybox.conf` |" not in md and "Absent probes" in md
+
+
+def test_only_probes_read_as_no_undeclared_access():
+    t = Synth()
+    t.stat("1", "/etc/busybox.conf", errno="ENOENT")
+    t.exit("1", 0)
+    rep = t.deps()
+    assert [g["category"] for g in rep["undeclared"]] == ["probe"]
+    text = deps_text(rep)
+    assert text.startswith("no undeclared accesses\nAbsent probes, not dependencies: 1 path,")

@@ -1,27 +1,35 @@
 """Markdown for `deps --markdown` (to paste into an issue)."""
 
-from nixrec.analysis.render.text import TITLES, what_of
+from nixrec.analysis.render.text import GROUP_TITLES, TITLES, probe_line, what_of
 
 
 def deps_markdown(rep: dict) -> str:
     out = ["# Undeclared accesses", ""]
-    if not rep["undeclared"]:
+    if not any(g["category"] != "probe" for g in rep["undeclared"]):
         out += ["None: the build touched only its declared inputs.", ""]
-    cats = []
-    for g in rep["undeclared"]:
-        if g["category"] not in cats:
-            cats.append(g["category"])
-    for cat in cats:
-        out += [f"## {TITLES[cat]}", "", "| what | access | result | count | first seq | processes |",
-                "|---|---|---|---:|---:|---|"]
-        for g in rep["undeclared"]:
-            if g["category"] != cat:
-                continue
-            what = what_of(g)
-            res = g["result"] + (f" ({g['errno']})" if g.get("errno") else "")
-            out.append(f"| `{what}` | {g['access']} | {res} | {g['count']} | "
-                       f"{g['first_seq']} | {', '.join(g['procs'])} |")
-        out.append("")
+    for group, title in GROUP_TITLES.items():
+        mine = [g for g in rep["undeclared"] if g.get("group") == group]
+        if not mine:
+            continue
+        out += [f"## {title}", ""]
+        cats = []
+        for g in mine:
+            if g["category"] not in cats:
+                cats.append(g["category"])
+        for cat in cats:
+            out += [f"### {TITLES[cat]}", "",
+                    "| what | access | result | count | first seq | processes |",
+                    "|---|---|---|---:|---:|---|"]
+            for g in mine:
+                if g["category"] != cat:
+                    continue
+                res = g["result"] + (f" ({g['errno']})" if g.get("errno") else "")
+                out.append(f"| `{what_of(g)}` | {g['access']} | {res} | {g['count']} | "
+                           f"{g['first_seq']} | {', '.join(g['procs'])} |")
+            out.append("")
+    line = probe_line(rep)
+    if line:
+        out += [line, ""]
     out += ["## Unused inputs", ""]
     out += [f"- `{p}`" for p in rep["unused_inputs"]] or ["None."]
     if rep.get("hidden_references"):

@@ -53,19 +53,47 @@ def _argv0(argv):
     return (argv[0].rsplit("/", 1)[-1] if argv else "?")
 
 
+# deps groups (deps.GROUPS) as the reports title them.
+GROUP_TITLES = {"used": "Used outside the declared inputs",
+                "refused": "Refused (the build asked for them and did not get them)"}
+
+
+def probe_line(rep: dict):
+    """The absent probes in one line (deps.py: lookups every program makes and
+    does without), or None: the most frequent first."""
+    probes = [g for g in rep["undeclared"] if g["category"] == "probe"]
+    if not probes:
+        return None
+    top = sorted(probes, key=lambda g: (-g["count"], g["first_seq"]))
+    shown = ", ".join(f"{what_of(g)} x{g['count']}" for g in top[:3])
+    more = f", and {len(probes) - 3} more" if len(probes) > 3 else ""
+    lookups = sum(g["count"] for g in probes)
+    return f"Absent probes, not dependencies: {len(probes)} path" \
+        f"{'s' if len(probes) != 1 else ''}, {lookups} lookup" \
+        f"{'s' if lookups != 1 else ''} ({shown}{more}; --json lists them, " \
+        "category \"probe\")"
+
+
 def deps_text(rep: dict) -> str:
     out = []
-    if not rep["undeclared"]:
+    if not any(g["category"] != "probe" for g in rep["undeclared"]):
         out.append("no undeclared accesses")
-    last = None
-    for g in rep["undeclared"]:
-        if g["category"] != last:
-            last = g["category"]
-            out.append(f"{TITLES[last]}:")
-        what = what_of(g)
-        err = f" {g['errno']}" if g.get("errno") else ""
-        out.append(f"  {what}  {g['access']} {g['result']}{err} x{g['count']} "
-                   f"(first #{g['first_seq']}, procs {', '.join(g['procs'][:5])})")
+    for group, title in GROUP_TITLES.items():
+        mine = [g for g in rep["undeclared"] if g.get("group") == group]
+        if mine:
+            out.append(f"{title}:")
+        last = None
+        for g in mine:
+            if g["category"] != last:
+                last = g["category"]
+                out.append(f"  {TITLES[last]}:")
+            what = what_of(g)
+            err = f" {g['errno']}" if g.get("errno") else ""
+            out.append(f"    {what}  {g['access']} {g['result']}{err} x{g['count']} "
+                       f"(first #{g['first_seq']}, procs {', '.join(g['procs'][:5])})")
+    line = probe_line(rep)
+    if line:
+        out.append(line)
     if rep["unused_inputs"]:
         out.append("unused inputs:")
         out += [f"  {p}" for p in rep["unused_inputs"]]
