@@ -3,6 +3,8 @@
 The words here are what a user reads first; the fixes are the usual nixpkgs ones.
 """
 
+import posixpath
+
 from nixrec.analysis.deps import basename
 from nixrec.analysis import outputcheck
 
@@ -46,6 +48,10 @@ def _summary(c):
         return f"{who} could not execute {path}: ENOENT -- {what}"
     if k == "undeclared-host-path" and c.get("header"):
         return f"{who} could not open {c['header']}: {path} is not in the sandbox " \
+               "-- not a declared input"
+    if k == "undeclared-host-path" and c.get("looked_for"):
+        return f"{who} looked for {c['looked_for']} in {c.get('searched')} directories " \
+               f"and found it nowhere: {posixpath.dirname(path)} is not in the sandbox " \
                "-- not a declared input"
     if k in ("undeclared-host-path", "undeclared-store-path") and c.get("link_target"):
         return _link_summary(c, who)
@@ -224,6 +230,8 @@ def _hint(c):
             argv0=argv0)
     if c.get("header") and c["kind"] == "undeclared-host-path":
         return HEADER_HINT.format(**c)
+    if c.get("looked_for") and c["kind"] == "undeclared-host-path":
+        return SEARCH_HINT.format(where=posixpath.dirname(c["path"]), **c)
     if c.get("link_target"):
         return LINK_HINT.format(**c)
     if c["kind"] == "missing-interpreter" and _is_loader(c.get("interpreter")):
@@ -251,6 +259,12 @@ def _proc_name(facts, proc):
     """"gcc (1.2.3)": a process as the summaries name it."""
     q = facts.procs.get(proc)
     return f"{q.argv0() if q else '?'} ({proc})"
+
+
+# A failed search (searches.py): the host has the file where the sandbox hides it.
+SEARCH_HINT = "the host keeps {looked_for} in {where}, which the sandbox hides: add the " \
+    "package that provides it to buildInputs (nativeBuildInputs for a tool) and let the " \
+    "search find it there (pkg-config, cmake and the like look in each input)"
 
 
 EVIDENCE_LINE = 200      # characters of a log line shown as evidence

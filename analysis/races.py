@@ -26,14 +26,29 @@ def _concurrent(facts, a: str, b: str, seq: int) -> bool:
     return root is not None and 0 < root.first_seq <= seq
 
 
+def _rename_sources(facts):
+    """seq -> the path a rename at that seq moved away (deletes() records the
+    source of a rename as a write of it at the rename's seq)."""
+    out = {}
+    for path, ws in facts.writers.items():
+        for seq, _ in ws:
+            out.setdefault(seq, []).append(path)
+    return out
+
+
 def find_races(facts):
     """Yield dicts {seq, proc, path, creator, created_seq, missing} best first."""
     out = []
+    facts_sources = None      # made on the first need: most builds have no race
     for ev in facts.failures:
         if ev.errno != "ENOENT" or not ev.path or access_of(ev) not in ("read", "stat",
                                                                          "exec"):
             continue
         race = _first_concurrent_create(facts, ev.proc, ev.path, ev.seq)
+        if race is None and ev.path in facts.created:
+            if facts_sources is None:
+                facts_sources = _rename_sources(facts)
+            race = _renamed_in(facts, ev.proc, ev.path, ev.seq, facts_sources)
         if race:
             out.append(dict(race, seq=ev.seq, proc=ev.proc, path=ev.path,
                             missing=True, event=ev))
@@ -51,4 +66,20 @@ def _first_concurrent_create(facts, proc, path, seq):
     for cseq, cproc in facts.created.get(path, ()):
         if cseq > seq and _concurrent(facts, proc, cproc, seq):
             return {"creator": cproc, "created_seq": cseq}
+    return None
+
+
+def _renamed_in(facts, proc, path, seq, sources):
+    """`path` appeared after `seq` by a rename of a file that a process already
+    running at `seq` had made (`gen > x.tmp && mv x.tmp x`, make's recipe for a
+    generated header): that process made it, whoever ran the mv."""
+    for cseq, _ in facts.created.get(path, ()):
+        if cseq <= seq:
+            continue
+        for src in sources.get(cseq, ()):
+            if src == path:
+                continue
+            for sseq, sproc in facts.created.get(src, ()):
+                if sseq < cseq and _concurrent(facts, proc, sproc, seq):
+                    return {"creator": sproc, "created_seq": cseq}
     return None

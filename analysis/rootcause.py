@@ -18,10 +18,11 @@ import re
 
 from nixrec.analysis import races
 from nixrec.analysis.includes import include_searches
+from nixrec.analysis.searches import file_searches
 from nixrec.analysis.noise import NOISE, is_noise, is_probe
 from nixrec.analysis.deps import (PROCESS_CALLS, PathClassifier, access_of, basename,
                                   store_path_of)
-from nixrec.analysis.facts import collect, is_ancestor, no_cycle_gc
+from nixrec.analysis.facts import collect, is_ancestor, no_cycle_gc, parent_of
 from nixrec.analysis import hints
 from nixrec.analysis.limits import limit_cause, limit_chain
 from nixrec.analysis.outputcheck import output_cause
@@ -152,15 +153,35 @@ _FILE_EXT = re.compile(r"\.(c|h|cc|o|so|a|txt|json|py|sh|mk|in|am|ac|nix|pc|gz|x
 def _guess_host(facts, proc):
     """The name a resolver query was for, when the tracer could not decode it:
     the build log ("Could not resolve host: X") or the program's arguments."""
-    m = _HOST_IN_LOG.search(facts.stderr_text([proc]))
-    if m:
-        return m.group(1)
+    for p in _log_writers(facts, proc):
+        m = _HOST_IN_LOG.search(facts.stderr_text([p]))
+        if m:
+            return m.group(1)
     q = facts.procs.get(proc)
     for arg in (q.argv[1:] if q else ()):
         word = re.sub(r"^[a-z]+://", "", arg).split("/", 1)[0].split(":", 1)[0]
         if _HOSTNAME.match(word) and not _FILE_EXT.search(word):
             return word
     return None
+
+
+def _log_writers(facts, proc):
+    """Who may have reported `proc`'s failure: itself, then each ancestor and
+    its children running the same program (the threads of one Go or Node
+    process are siblings in the tree; the go command, pip, make report what a
+    child could not do)."""
+    yield proc
+    q = facts.procs.get(proc)
+    exe = q.exe if q else None
+    p = parent_of(proc)
+    while p:
+        yield p
+        a = facts.procs.get(p)
+        for c in (a.children if a else ()):
+            cq = facts.procs.get(c)
+            if c != proc and cq and exe and cq.exe == exe:
+                yield c
+        p = parent_of(p)
 
 
 def _exec_enoent(ev, facts, cls):
@@ -315,6 +336,7 @@ def process_causes(facts, chain):
 
 def candidates(facts, chain, cls):
     found, claimed = include_searches(facts, cls)
+    found += file_searches(facts, cls, chain, claimed)
     out = [_cause(kind, ev, facts, **fields) for kind, ev, fields in found]
     log_text = facts.stderr_text(chain)
     for ev in facts.failures:
@@ -476,7 +498,7 @@ def _with_fallback(ranked, facts, chain):
 
 
 PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
-          "host", "command", "header", "looked_in", "interpreter", "link",
+          "host", "command", "header", "looked_for", "looked_in", "interpreter", "link",
           "link_target", "accessed", "hidden", "store_path",
           "creator", "created_seq", "signal", "limit", "setting", "target_pid",
           "access", "via", "check", "output", "forbidden", "through", "blamed_files",

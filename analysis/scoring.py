@@ -47,7 +47,9 @@ def _score(c, facts, chain, log_text):
     if named:
         s += 3
         c["log_mention"] = "path" if said else "name"
-    if c["kind"] not in ("race", "signal") and path:
+    # A failed search (searches.py) is judged as a whole: its name was found
+    # nowhere, and its probes are not noise; one probe's stat says nothing.
+    if c["kind"] not in ("race", "signal") and path and not c.get("searched"):
         if facts.base_succeeded_later(path, c["seq"]):
             s -= 4           # a probe: the same name was found afterwards
         if is_noise(path, facts, c["seq"]) and not said:
@@ -84,7 +86,9 @@ def mentioned(key, name, log_text):
     as) only as the subject of a message ("make: cc: No such file")."""
     if not key:
         return False
-    if key in log_text:
+    # The whole path, not the start of a longer name: "/.git" is not named by
+    # "/homeless-shelter/.gitconfig".
+    if key in log_text and _path_re(key).search(log_text):
         return True
     host = key.rsplit(":", 1)[0] if _ADDRESS.match(key) else None
     for word in (name, host):
@@ -95,6 +99,11 @@ def mentioned(key, name, log_text):
         if len(word) == 2 and _subject_re(word).search(log_text):
             return True
     return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _path_re(path):
+    return re.compile(re.escape(path) + r"(?![\w-]|\.\w)")
 
 
 @functools.lru_cache(maxsize=4096)
