@@ -13,11 +13,12 @@ import re
 import sys
 import types
 
-from nixrec.analysis.deps import access_of, basename, creates, deletes
+from nixrec.analysis.deps import PathClassifier, access_of, basename, creates, deletes
 from nixrec.analysis.filestate import FileState
 from nixrec.analysis.graph import GraphBuilder, parent_of
 from nixrec.analysis.includes import is_include_dir
 from nixrec.analysis.noise import path_noise
+from nixrec.analysis.searches import hidden_lookups
 from nixrec.recorder.tracefile.model import Event
 
 STDERR_LINES = 200      # per process; a build that prints more is rarely helped by more
@@ -59,14 +60,20 @@ class FailLog:
 
     RECENT = 256        # a failed process's last calls: the ones that explain it
     NOTABLE = 128       # evicted from RECENT but not a plain lookup
+    HIDDEN = 64         # evicted plain lookups in a directory the sandbox hides
     KEEP_OK = 16        # a process that exited 0: the last distinct paths
 
-    __slots__ = ("recent", "kept", "count")
+    __slots__ = ("recent", "kept", "count", "hidden", "in_hidden")
 
-    def __init__(self):
+    def __init__(self, in_hidden=None):
         self.recent = collections.deque(maxlen=self.RECENT)
         self.kept = []
         self.count = 0
+        # A search's probes in a hidden distribution directory (searches.py)
+        # outlive the window: cmake's find_path of zlib.h is followed by
+        # hundreds of find_library probes before cmake gives up.
+        self.hidden = []
+        self.in_hidden = in_hidden
 
     def add(self, ev):
         self.count += 1
@@ -75,13 +82,18 @@ class FailLog:
             recent = self.recent = collections.deque(recent, maxlen=self.RECENT)
         if len(recent) == self.RECENT:
             old = recent[0]
-            if len(self.kept) < self.NOTABLE and notable(old):
-                self.kept.append(_compact(old))
+            if notable(old):
+                if len(self.kept) < self.NOTABLE:
+                    self.kept.append(_compact(old))
+            elif len(self.hidden) < self.HIDDEN and self.in_hidden is not None \
+                    and old.path and self.in_hidden(old.path):
+                self.hidden.append(_compact(old))
         recent.append(ev)
 
     def trim(self):
         """The process exited 0: keep its notable calls and its last distinct
         paths (all its calls if it made few), as a plain list."""
+        self.hidden = []        # a search that ended well is no cause
         if self.count <= self.KEEP_OK and not self.kept:
             self.recent = [_compact(ev) for ev in self.recent]
             return
@@ -98,9 +110,9 @@ class FailLog:
 
     def events(self):
         """Kept failures in seq order."""
-        if not self.kept:
+        if not self.kept and not self.hidden:
             return list(self.recent)
-        return sorted(self.kept + list(self.recent), key=lambda e: e.seq)
+        return sorted(self.kept + self.hidden + list(self.recent), key=lambda e: e.seq)
 
 
 _NO_ARGS = types.MappingProxyType({})
@@ -198,6 +210,7 @@ class Facts:
         self._queries = {}                      # (proc, address, question) -> event
         self._home_writes = {}                  # (proc, path) -> event
         self._home = self.plan.get("home") or "/homeless-shelter"
+        self._in_hidden = hidden_lookups(PathClassifier(self.plan))
         self._home_dir = self._home + "/"
         self.last_seq = 0
         for path, p in (processes or {}).items():
@@ -252,7 +265,7 @@ class Facts:
                 if (errno != "EINVAL" and errno != "EEXIST") or not not_a_failure(ev):
                     log = self.fails.get(name)
                     if log is None:
-                        log = self.fails[name] = FailLog()
+                        log = self.fails[name] = FailLog(self._in_hidden)
                     log.add(ev)
                     if errno == "ENOENT" or errno == "ENOTDIR":
                         # FileState.missing, inline: most failed lookups are
@@ -342,7 +355,7 @@ class Facts:
     def _failed(self, ev):
         log = self.fails.get(ev.proc)
         if log is None:
-            log = self.fails[ev.proc] = FailLog()
+            log = self.fails[ev.proc] = FailLog(self._in_hidden)
         log.add(ev)
 
     def _resolver_query(self, ev):

@@ -15,6 +15,7 @@ cause, not forty.
 PATH searches for a command are rootcause.path_searches'.
 """
 
+import functools
 import posixpath
 
 from nixrec.analysis.deps import access_of, basename
@@ -31,6 +32,17 @@ MIN_DIRS = 2
 
 def is_system_dir(path):
     return any(path == d or path.startswith(d + "/") for d in SYSTEM_DIRS)
+
+
+def hidden_lookups(cls):
+    """path -> whether a lookup of it is in a hidden distribution directory,
+    the probes a search is blamed on (facts.FailLog keeps them past its
+    window). Memoized per directory: a search asks of the same few."""
+    @functools.lru_cache(maxsize=4096)
+    def in_hidden_dir(d):
+        return is_system_dir(d) and not cls.visible(d)
+
+    return lambda path: in_hidden_dir(posixpath.dirname(path))
 
 
 def file_searches(facts, cls, chain, claimed):

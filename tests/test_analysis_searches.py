@@ -12,9 +12,10 @@ def top(rep):
     return rep["root_causes"][0]
 
 
-def cmake_like(found_later=False):
-    """find_path(zlib.h): access(DIR/zlib.h) in prefix after prefix, then a
-    later failure with more calls than the search (its cache's tmp file)."""
+def cmake_like(found_later=False, more_lookups=0):
+    """find_path(zlib.h): access(DIR/zlib.h) in prefix after prefix, then
+    `more_lookups` other failed lookups (find_library's), then a later failure
+    (its cache's tmp file)."""
     t = Synth(sandbox_paths=TOOLS)
     t.spawn("1", "1.1", "/usr/bin/cmake", ["cmake", "-S", ".", "-B", "build"])
     for d in ("/usr/bin/include", "/usr/local/include", "/usr/include/x86_64-linux-gnu",
@@ -22,6 +23,8 @@ def cmake_like(found_later=False):
         t.sys("1.1", "access", d + "/zlib.h", errno="ENOENT")
     if found_later:
         t.sys("1.1", "access", "/usr/lib/zlib/zlib.h")
+    for i in range(more_lookups):
+        t.sys("1.1", "access", f"/usr/lib/x86_64-linux-gnu/libz{i}.so", errno="ENOENT")
     t.sys("1.1", "unlink", "/build/build/CMakeCache.txt.tmp1", errno="ENOENT")
     t.err("1.1", "Could NOT find ZLIB (missing: ZLIB_INCLUDE_DIR)\n")
     t.finish("1.1", 1)
@@ -39,6 +42,13 @@ def test_a_search_found_nowhere_names_the_hidden_distribution_directory():
     assert c["looked_in"][0] == "/usr/include"
     assert "/opt/include" not in c["looked_in"]
     assert "found it nowhere" in c["summary"] and "/usr/include" in c["hint"]
+
+
+def test_a_search_outlives_the_window_of_failed_calls_kept():
+    # cmake probes hundreds of library names after the header: more than the
+    # last failed calls analysis keeps per process (facts.FailLog.RECENT).
+    c = top(cmake_like(more_lookups=600).why())
+    assert (c["kind"], c["path"]) == ("undeclared-host-path", "/usr/include/zlib.h")
 
 
 def test_a_search_that_found_its_file_is_no_cause():
