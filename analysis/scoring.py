@@ -43,7 +43,7 @@ def _score(c, facts, chain, log_text):
     path = c.get("accessed") or c.get("path") or ""
     # The log prints the very path: the program says this is what it needed
     # ("invalid path: /etc/ssl/certs/ca-certificates.crt").
-    said = bool(path) and path in log_text
+    said = bool(path) and path in log_text and bool(_path_re(path).search(log_text))
     if named:
         s += 3
         c["log_mention"] = "path" if said else "name"
