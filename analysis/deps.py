@@ -95,6 +95,15 @@ class PathClassifier:
         self.mounted = tuple(sorted(
             (m.get("target") or m.get("source") or "").rstrip("/") or "/"
             for m in plan.get("sandbox_paths") or () if isinstance(m, dict)))
+        # Where the build can make and remove files: the rest of the sandbox
+        # (inputs, host paths) does not change while it runs.
+        self.writable_prefixes = (self.build_dir, "/tmp/", "/dev/shm/") + \
+            tuple(sorted(self.outputs))
+
+    def writable(self, path: str) -> bool:
+        """`path` is where files come and go during the build (/build, /tmp,
+        /dev/shm, an output)."""
+        return path.startswith(self.writable_prefixes)
 
     def category(self, path: str) -> str:
         """input | output | build | sandbox | store | home | host."""

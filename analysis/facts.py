@@ -195,8 +195,11 @@ class Facts:
         self.writers = collections.defaultdict(list)   # path -> [(seq, proc)]
         self.reads = collections.defaultdict(list)     # path -> [(seq, proc)] first few
         self.symlinks = {}                      # link path -> target
-        self.files = FileState()                # is path there at seq N
+        self.cls = PathClassifier(self.plan)
+        # Is path there at seq N: only where files come and go (filestate.py).
+        self.files = FileState(self.cls.writable_prefixes)
         self._history = self.files.history
+        self._tracked = self.files.tracked
         # Who made, wrote or removed what, and argv/cwd (graph.py, flow_only).
         self.flow = GraphBuilder(header, processes, flow_only=True)
         self.waits = collections.defaultdict(list)     # proc -> [(seq, child, status)]
@@ -210,7 +213,7 @@ class Facts:
         self._queries = {}                      # (proc, address, question) -> event
         self._home_writes = {}                  # (proc, path) -> event
         self._home = self.plan.get("home") or "/homeless-shelter"
-        self._in_hidden = hidden_lookups(PathClassifier(self.plan))
+        self._in_hidden = hidden_lookups(self.cls)
         self._home_dir = self._home + "/"
         self.last_seq = 0
         for path, p in (processes or {}).items():
@@ -283,7 +286,7 @@ class Facts:
             handler(self, ev, q)
 
     def _on_fork(self, ev, q):
-        self.flow.add(ev)
+        self.flow.add_process(ev)
         child = ev.args.get("child")
         if child:
             self.last_fork = ev
@@ -303,10 +306,9 @@ class Facts:
         q.exec_seq = ev.seq
         self._ok(ev.path, ev.seq)
         self.files.observe(ev, "exec", None, None)
-        self.flow.add(ev)
+        self.flow.add_process(ev)
 
     def _on_exit(self, ev, q):
-        self.flow.add(ev)
         q.exit_seq = ev.seq
         if "status" in ev.args:
             q.exit_status = ev.args.get("status")
@@ -369,8 +371,12 @@ class Facts:
         access = access_of(ev)
         path = ev.path
         made, gone = creates(ev), deletes(ev)
-        self.files.observe(ev, access, made, gone)
-        if access != "read" and access != "stat" or ev.syscall == "chdir":
+        if made or gone or (path and path.startswith(self._tracked)):
+            self.files.observe(ev, access, made, gone)    # it can change
+        # The data flow `why` follows is in the places the build writes (a
+        # write to /dev/null, configure's every `>/dev/null`, makes nothing).
+        if (access != "read" and access != "stat" and self.cls.writable(path or ""))\
+                or ev.syscall == "chdir" or (made and self.cls.writable(made)):
             self.flow.add_flow(ev, made, gone)
         if path and access in ("read", "stat", "exec", "write"):
             self._ok(path, ev.seq)
@@ -433,10 +439,13 @@ class Facts:
         return self.last_ok_base.get(basename(path), 0) > seq
 
     def exists_at(self, path, seq):
-        """True / False / None: was `path` there just before event `seq`, by the
-        trace's own file state at that point (filestate.py), never by an
-        earlier success."""
-        return self.files.exists_at(path, seq)
+        """True / False / None: was `path` there just before event `seq`? Where
+        files come and go, by the trace's own file state at that point
+        (filestate.py), never by an earlier success; elsewhere nothing changes
+        while the build runs, so a success at any time says it was."""
+        if self.cls.writable(path):
+            return self.files.exists_at(path, seq)
+        return True if path in self.last_ok else None
 
     def stderr_text(self, procs) -> str:
         return "\n".join(line for p in procs for _, line in self.stderr.get(p, ()))

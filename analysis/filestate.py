@@ -7,6 +7,9 @@ N: a create, an unlink or rename away, a successful access, or a failed lookup
 (ENOENT, ENOTDIR). An exec that failed with ENOENT is no observation: the
 kernel says ENOENT for a missing #! or ELF interpreter too.
 
+Only paths where the build can make and remove files have a history
+(PathClassifier.writable: /build, /tmp, an output): the rest of the sandbox does
+not change while the build runs, so there "seen once" is the answer (Facts).
 Memory follows the paths that existed at some point, not the failed lookups: a
 path gets a history at its first success, create or delete, and the history
 keeps only the changes (present -> absent -> present), each with the seq and
@@ -28,10 +31,11 @@ _SYMLINK = frozenset(("symlink", "symlinkat"))
 class FileState:
     """path -> [(seq, how)], the changes of the path's existence in seq order."""
 
-    __slots__ = ("history",)
+    __slots__ = ("history", "tracked")
 
-    def __init__(self):
+    def __init__(self, tracked=("/",)):
         self.history = {}
+        self.tracked = tuple(tracked)       # path prefixes that can change
 
     # -- feeding (events in seq order) -------------------------------------------
 
@@ -45,6 +49,12 @@ class FileState:
         """A successful call: what it saw exist, made (deps.creates) or
         removed (deps.deletes)."""
         path, seq = ev.path, ev.seq
+        if path and not path.startswith(self.tracked):
+            path = None                     # it cannot change: nothing to follow
+        if made and not made.startswith(self.tracked):
+            made = None
+        if gone and not gone.startswith(self.tracked):
+            gone = None
         if path and path != made and access in ("read", "stat", "exec", "write") \
                 and ev.syscall not in _SYMLINK:
             self._change(path, seq, PRESENT)

@@ -38,7 +38,6 @@ class GraphBuilder:
         self.store_dir = plan.get("store_dir") or "/nix/store"
         # The builder starts in the build directory (Nix's cwd for it).
         self.g.graph["build_dir"] = plan.get("build_dir") or "/build"
-        self.cwd = {}
         for path, p in (processes or {}).items():
             self._proc(path, argv=list(p.argv), parent=p.parent,
                        exit_status=p.exit_status, exit_signal=p.exit_signal)
@@ -105,6 +104,21 @@ class GraphBuilder:
                        exit_signal=ev.args.get("signal"))
         elif ev.kind == "syscall":
             self._syscall(ev, p)
+
+    def add_process(self, ev):
+        """A fork or a successful exec, for a flow_only graph: only what
+        asked_to_make reads (the child's cwd, the new argv), no edges. It runs
+        on every process of the build, so it skips _proc's generic path."""
+        nodes = self.g.nodes
+        p = self._proc(ev.proc)
+        if ev.kind == "fork":
+            child = ev.args.get("child")
+            if child:
+                c = self._proc(child)
+                nodes[c]["parent"] = ev.proc
+                nodes[c]["cwd"] = nodes[p]["cwd"]
+        elif not ev.failed:
+            nodes[p]["argv"] = list(ev.args.get("argv") or ())
 
     def add_flow(self, ev, made, gone):
         """A successful syscall that is no read or stat (or a chdir), for a

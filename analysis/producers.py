@@ -30,7 +30,7 @@ def missing_product(c, facts, cls):
     path = c.get("path")
     if c["kind"] in _NOT_PRODUCTS or not path or c.get("errno") != "ENOENT":
         return None
-    if not (cls.category(path) in ("build", "output") or path.startswith("/tmp/")):
+    if not cls.writable(path):
         return None
     if facts.exists_at(path, c["seq"]):
         return None           # it was there: the problem is elsewhere
