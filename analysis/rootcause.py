@@ -165,23 +165,32 @@ def _guess_host(facts, proc):
     return None
 
 
-def _log_writers(facts, proc):
-    """Who may have reported `proc`'s failure: itself, then each ancestor and
-    its children running the same program (the threads of one Go or Node
-    process are siblings in the tree; the go command, pip, make report what a
-    child could not do)."""
-    yield proc
+def _log_writers(facts, proc, limit=64):
+    """Who may have reported `proc`'s failure: itself, the processes below it
+    running the same program (the threads of a Go or Node process are each
+    other's children in the tree), then each ancestor and its children running
+    the same program (the go command, pip, make report what a child could not
+    do). At most `limit` of them."""
     q = facts.procs.get(proc)
     exe = q.exe if q else None
+    seen = [proc]
+    todo = list(q.children if q else ())
+    while todo and len(seen) < limit:
+        c = todo.pop(0)
+        cq = facts.procs.get(c)
+        if cq and exe and cq.exe == exe:
+            seen.append(c)
+            todo.extend(cq.children)
     p = parent_of(proc)
-    while p:
-        yield p
+    while p and len(seen) < limit:
+        seen.append(p)
         a = facts.procs.get(p)
         for c in (a.children if a else ()):
             cq = facts.procs.get(c)
-            if c != proc and cq and exe and cq.exe == exe:
-                yield c
+            if c not in seen and cq and exe and cq.exe == exe:
+                seen.append(c)
         p = parent_of(p)
+    return seen[:limit]
 
 
 def _exec_enoent(ev, facts, cls):

@@ -142,3 +142,17 @@ def test_a_resolver_query_takes_its_host_from_a_thread_sibling_s_log():
     t.exit("1", 1)
     c = top(t.why())
     assert (c["kind"], c["host"]) == ("dns", "proxy.example.com")
+
+
+def test_a_resolver_query_takes_its_host_from_a_thread_below_it():
+    """Go again: the main thread resolves, a thread it started prints."""
+    t = Synth()
+    t.spawn("1", "1.1", "/usr/bin/go", ["go", "build", "."])
+    t.connect("1.1", "127.0.0.1:53", errno=None)
+    t.fork("1.1", "1.1.1")
+    t.fork("1.1.1", "1.1.1.1")
+    t.err("1.1.1.1", "dial tcp: lookup proxy.example.com on [::1]:53: connection refused\n")
+    t.finish("1.1", 1)
+    t.exit("1", 1)
+    c = top(t.why())
+    assert (c["kind"], c["host"]) == ("dns", "proxy.example.com")
