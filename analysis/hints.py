@@ -4,6 +4,7 @@ The words here are what a user reads first; the fixes are the usual nixpkgs ones
 """
 
 import posixpath
+import re
 
 from nixrec.analysis.deps import basename
 from nixrec.analysis import outputcheck
@@ -194,6 +195,17 @@ LOADER_HINT = "a host program needs the host's dynamic loader {interpreter}: use
     "on a merged-/usr host where it is a symlink, what it points to)"
 
 
+# The system's TLS trust store (Debian, Fedora, Alpine, OpenSSL's default): a
+# program that needs it is about to fetch over HTTPS.
+CA_BUNDLE = re.compile(r"^/etc/(?:ssl|pki)/(?:.*/)?(?:ca-certificates\.crt|ca-bundle\.crt|"
+                       r"cert\.pem|tls-ca-bundle\.pem)$|^/etc/ssl/certs/?$")
+CA_HINT = "it wanted the host's TLS CA bundle, so it was about to fetch over HTTPS, " \
+    "and builds have no network: fetch in a fixed-output derivation " \
+    "(fetchurl, fetchPypi, a vendor or cargo hash) and build from that; a step that " \
+    "only verifies certificates can use cacert's bundle " \
+    "(SSL_CERT_FILE=${cacert}/etc/ssl/certs/ca-bundle.crt)"
+
+
 # Limits, by limits.which() short name; {argv0} is the process that was running.
 LIMIT_HINTS = {
     "timeout": "the build ran longer than Nix's `timeout` setting allows (nix-build "
@@ -232,6 +244,8 @@ def _hint(c):
         return HEADER_HINT.format(**c)
     if c.get("looked_for") and c["kind"] == "undeclared-host-path":
         return SEARCH_HINT.format(where=posixpath.dirname(c["path"]), **c)
+    if c["kind"] == "undeclared-host-path" and CA_BUNDLE.search(c.get("path") or ""):
+        return CA_HINT
     if c.get("link_target"):
         return LINK_HINT.format(**c)
     if c["kind"] == "missing-interpreter" and _is_loader(c.get("interpreter")):

@@ -224,6 +224,7 @@ def test_a_failed_access_the_log_names_outranks_those_it_never_mentions():
     # The line that names it is the evidence shown.
     assert any("invalid path: /etc/ssl/certs/ca-certificates.crt" in e
                for e in c["evidence"])
+    assert "fetch in a fixed-output derivation" in c["hint"]      # a CA bundle: a fetch
     rest = {x["path"]: x for x in rep["root_causes"][1:]}
     assert rest["/etc/ssl/openssl.cnf"]["score"] < c["score"]
     assert "log_mention" not in rest["/etc/ssl/openssl.cnf"]

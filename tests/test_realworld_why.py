@@ -103,5 +103,6 @@ def test_pip_without_etc_ssl_names_the_ca_bundle(tmp_path):
         json.dumps(rep["root_causes"][:3], indent=1)
     assert top["log_mention"] == "path"
     assert any(said in e for e in top["evidence"])
+    assert "fixed-output derivation" in top["hint"]
     # What it named before issue 15, still there, below.
     assert any(c.get("link") == "/usr/lib/ssl/openssl.cnf" for c in rep["root_causes"][1:])
