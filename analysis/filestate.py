@@ -105,7 +105,3 @@ class FileState:
         one before `seq` is that change."""
         last = self.last_before(path, seq)
         return None if last is None or _EXISTS[last[1]] else last
-
-    def ever_made(self, path):
-        """The build itself created `path` at some point."""
-        return any(how == MADE for _, how in self.history.get(path, ()))
