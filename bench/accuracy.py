@@ -1,12 +1,18 @@
 """How often `nixrec why` names the labelled cause first, and how long it takes.
 
-    .venv/bin/python bench/accuracy.py [--hello] [--only ATTR ...] [--workdir DIR]
+    .venv/bin/python bench/accuracy.py [--set synthetic|real-world] [--hello]
+                                       [--only ATTR ...] [--workdir DIR]
 
-Records every fixture of fixtures/failing/labels.json (with its record_args),
-runs `nixrec why --json` on each trace and prints one row per fixture: the
-expected kind and key fields, what `why` put first, whether that is a top-1
-hit, and the wall time of `nixrec why` (the console script, as a user runs
-it). Then the top-1 accuracy (hits/total) and the median and max `why` time.
+Two labelled corpora, kept apart: the synthetic one (fixtures/failing: busybox
+builds, one sandbox-only shape each) and the real-world one (fixtures/realworld:
+real tools and upstream sources, the host's tools exposed with
+extra-sandbox-paths). For each it records every fixture of labels.json (with
+its record_args), runs `nixrec why --json` on each trace and prints one row per
+fixture: the expected kind and key fields, what `why` put first, whether that
+is a top-1 hit, the rank of the label among the first three causes, and the
+wall time of `nixrec why` (the console script, as a user runs it). Then per
+corpus the top-1 and top-3 accuracy (hits/total) and the median and max `why`
+time, and the slowest `why` of all with its fixture.
 
 With --hello, or when /tmp/hello.nixrec exists already, also the time of
 `nixrec why` on the GNU hello trace (fixtures/hello.nix -A hello, recorded with
@@ -29,8 +35,10 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAILING = os.path.join(REPO, "fixtures", "failing")
+REALWORLD = os.path.join(REPO, "fixtures", "realworld")
+CORPORA = (("synthetic", FAILING), ("real-world", REALWORLD))
 NIXREC = os.path.join(os.path.dirname(sys.executable), "nixrec")
-RECORD_KEYS = ("record_args", "requires", "host_links")
+RECORD_KEYS = ("record_args", "requires", "host_links", "log")
 HELLO_TRACE = "/tmp/hello.nixrec"
 HELLO_PATHS = "/usr /bin /lib /lib64"
 
@@ -88,21 +96,30 @@ def _short(v, limit=48):
     return s if len(s) <= limit else s[:limit - 3] + "..."
 
 
-def one_fixture(attr, label, workdir):
-    """A row: {attr, expected, got, hit, why_s, note}."""
+def prepare(corpus, attr):
+    """Why the fixture cannot be recorded here (its helper did not build), or None."""
+    if corpus == FAILING and attr == "xattr" and not os.path.exists(
+            os.path.join(FAILING, ".bin", "setxattr-tool")):
+        p = run(["bash", os.path.join(FAILING, "prepare.sh")])
+        return p.returncode and "fixtures/failing/prepare.sh failed"
+    if corpus == REALWORLD:
+        p = run(["bash", os.path.join(REALWORLD, "prepare.sh")])
+        return p.returncode and ("fixtures/realworld/prepare.sh failed: " +
+                                 p.stderr.decode(errors="replace").strip()[-200:])
+    return None
+
+
+def one_fixture(corpus, attr, label, workdir):
+    """A row: {attr, expected, got, hit, rank, why_s, note}."""
     want = {k: v for k, v in label.items() if k not in RECORD_KEYS}
     row = {"attr": attr, "expected": describe(want), "got": "", "hit": None,
-           "why_s": None, "note": ""}
-    reason = host_missing(label)
-    if attr == "xattr" and not os.path.exists(os.path.join(FAILING, ".bin",
-                                                           "setxattr-tool")):
-        p = run(["bash", os.path.join(FAILING, "prepare.sh")])
-        reason = reason or (p.returncode and "fixtures/failing/prepare.sh failed")
+           "rank": None, "why_s": None, "note": ""}
+    reason = host_missing(label) or prepare(corpus, attr)
     if reason:
         row["note"] = f"skipped: {reason}"
         return row
-    drv = instantiate(os.path.join(FAILING, "default.nix"), attr)
-    trace = os.path.join(workdir, f"{attr}.nixrec")
+    drv = instantiate(os.path.join(corpus, "default.nix"), attr)
+    trace = os.path.join(workdir, f"{os.path.basename(corpus)}-{attr}.nixrec")
     rec = run([NIXREC, "record", drv, "-o", trace, "-q", *label.get("record_args", ())],
               timeout=300)
     if rec.returncode != 1:
@@ -111,19 +128,23 @@ def one_fixture(attr, label, workdir):
         return row
     rep, took = timed_why(trace)
     row["why_s"] = took
-    top = (rep.get("root_causes") or [{}])[0]
+    causes = rep.get("root_causes") or []
+    top = (causes or [{}])[0]
     got = {k: top.get(k) for k in want}
     row["got"] = describe(got) if top else "(no cause)"
     row["hit"] = got == want
+    row["rank"] = next((i + 1 for i, c in enumerate(causes[:3])
+                        if {k: c.get(k) for k in want} == want), None)
     if not row["hit"] and top:
         row["note"] = f"top was {describe({'kind': top.get('kind')})} #{top.get('seq')}"
     return row
 
 
 def print_table(rows):
-    heads = ("attr", "expected", "got", "top-1", "why (s)")
+    heads = ("attr", "expected", "got", "top-1", "top-3", "why (s)")
     cells = [(r["attr"], r["expected"], "(same)" if r["hit"] else (r["got"] or r["note"]),
               "-" if r["hit"] is None else ("hit" if r["hit"] else "MISS"),
+              "-" if r["hit"] is None else (f"#{r['rank']}" if r["rank"] else "MISS"),
               "-" if r["why_s"] is None else f"{r['why_s']:.2f}") for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
     line = "  ".join(h.ljust(w) for h, w in zip(heads, widths))
@@ -154,40 +175,70 @@ def hello_time(record, runs=3):
     return times, events, rep["status"]
 
 
+def run_corpus(name, corpus, only, workdir):
+    """(rows, broken) for one corpus; prints progress on stderr."""
+    with open(os.path.join(corpus, "labels.json")) as f:
+        labels = json.load(f)
+    attrs = sorted(labels) if not only else [a for a in only if a in labels]
+    rows, broken = [], False
+    for attr in attrs:
+        try:
+            rows.append(one_fixture(corpus, attr, labels[attr], workdir))
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            rows.append({"attr": attr, "expected": "", "got": "", "hit": None,
+                         "rank": None, "why_s": None, "note": f"error: {e}"})
+        broken |= rows[-1]["hit"] is None and not rows[-1]["note"].startswith("skipped")
+        print(f"  {name} {attr}: "
+              f"{rows[-1]['note'] or ('hit' if rows[-1]['hit'] else 'miss')}",
+              file=sys.stderr, flush=True)
+    return rows, broken
+
+
+def print_corpus(name, rows):
+    print(f"\n{name} ({len(rows)} fixtures)")
+    print_table(rows)
+    judged = [r for r in rows if r["hit"] is not None]
+    if not judged:
+        return
+    n = len(judged)
+    top1 = sum(1 for r in judged if r["hit"])
+    top3 = sum(1 for r in judged if r["rank"])
+    times = [r["why_s"] for r in judged]
+    skipped = f" ({len(rows) - n} not run)" if n < len(rows) else ""
+    print(f"{name} top-1: {top1}/{n} = {top1 / n:.0%}{skipped}")
+    print(f"{name} top-3: {top3}/{n} = {top3 / n:.0%}")
+    print(f"{name} why time: median {statistics.median(times):.2f} s, "
+          f"max {max(times):.2f} s (nixrec why --json, wall, incl. start-up)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", choices=[n for n, _ in CORPORA],
+                    help="only this corpus (default: both)")
     ap.add_argument("--hello", action="store_true",
                     help=f"time `why` on GNU hello (record {HELLO_TRACE} if missing)")
     ap.add_argument("--only", nargs="+", metavar="ATTR", help="only these fixtures")
     ap.add_argument("--workdir", help="keep the traces here (default: a temp dir)")
     args = ap.parse_args(argv)
 
-    with open(os.path.join(FAILING, "labels.json")) as f:
-        labels = json.load(f)
-    attrs = sorted(labels) if not args.only else args.only
     workdir = args.workdir or tempfile.mkdtemp(prefix="nixrec-accuracy-")
     os.makedirs(workdir, exist_ok=True)
-    rows, broken = [], False
-    for attr in attrs:
-        try:
-            rows.append(one_fixture(attr, labels[attr], workdir))
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            rows.append({"attr": attr, "expected": "", "got": "", "hit": None,
-                         "why_s": None, "note": f"error: {e}"})
-        broken |= rows[-1]["hit"] is None and not rows[-1]["note"].startswith("skipped")
-        print(f"  {attr}: {rows[-1]['note'] or ('hit' if rows[-1]['hit'] else 'miss')}",
-              file=sys.stderr, flush=True)
+    broken, slowest = False, None
+    results = []
+    for name, corpus in CORPORA:
+        if args.set and name != args.set:
+            continue
+        rows, bad = run_corpus(name, corpus, args.only, workdir)
+        broken |= bad
+        results.append((name, rows))
+        for r in rows:
+            if r["why_s"] is not None and (slowest is None or r["why_s"] > slowest[2]):
+                slowest = (name, r["attr"], r["why_s"])
+    for name, rows in results:
+        print_corpus(name, rows)
     print()
-    print_table(rows)
-    judged = [r for r in rows if r["hit"] is not None]
-    hits = sum(1 for r in judged if r["hit"])
-    times = [r["why_s"] for r in judged]
-    print()
-    if judged:
-        print(f"top-1 accuracy: {hits}/{len(judged)} = {hits / len(judged):.0%}"
-              + (f" ({len(rows) - len(judged)} not run)" if len(judged) < len(rows) else ""))
-        print(f"why time: median {statistics.median(times):.2f} s, "
-              f"max {max(times):.2f} s (nixrec why --json, wall, incl. start-up)")
+    if slowest:
+        print(f"slowest why: {slowest[2]:.2f} s ({slowest[0]} {slowest[1]})")
     try:
         hello = hello_time(args.hello)
     except (RuntimeError, subprocess.TimeoutExpired) as e:

@@ -22,7 +22,7 @@ from nixfix import FIXTURES, instantiate, missing, run_nixrec
 
 FAILING = FIXTURES / "failing"
 LABELS = json.loads((FAILING / "labels.json").read_text())
-RECORD_KEYS = ("record_args", "requires", "host_links")
+RECORD_KEYS = ("record_args", "requires", "host_links", "log")
 
 
 def expected(label: dict) -> dict:
