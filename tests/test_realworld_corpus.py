@@ -18,6 +18,7 @@ import functools
 import grp
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -65,7 +66,7 @@ def require_case(label):
 def test_every_case_has_a_label_a_log_line_and_its_sandbox_paths():
     text = NIXFILE.read_text()
     for attr, label in LABELS.items():
-        assert f"\n  {attr} = " in text, attr
+        assert re.search(rf"\n  ({attr} =|inherit .*\b{attr};)", text), attr
         assert label["kind"] and len(expected(label)) >= 2, attr
         assert label["log"].strip(), attr
     assert len(LABELS) >= 15
