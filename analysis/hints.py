@@ -51,9 +51,8 @@ def _summary(c):
         return f"{who} could not open {c['header']}: {path} is not in the sandbox " \
                "-- not a declared input"
     if k == "undeclared-host-path" and c.get("looked_for"):
-        return f"{who} looked for {c['looked_for']} in {c.get('searched')} directories " \
-               f"and found it nowhere: {posixpath.dirname(path)} is not in the sandbox " \
-               "-- not a declared input"
+        return f"{who} looked for {c['looked_for']} and found it nowhere: " \
+               f"{posixpath.dirname(path)} is not in the sandbox -- not a declared input"
     if k in ("undeclared-host-path", "undeclared-store-path") and c.get("link_target"):
         return _link_summary(c, who)
     if k == "undeclared-host-path":
