@@ -71,15 +71,23 @@ def _first_concurrent_create(facts, proc, path, seq):
 
 def _renamed_in(facts, proc, path, seq, sources):
     """`path` appeared after `seq` by a rename of a file that a process already
-    running at `seq` had made (`gen > x.tmp && mv x.tmp x`, make's recipe for a
-    generated header): that process made it, whoever ran the mv."""
+    running at `seq`, and still alive then, had made (`gen > x.tmp && mv x.tmp
+    x`, make's recipe for a generated header): that process made it, whoever
+    ran the mv. The file renamed is the source's latest making before the
+    rename (git's config.lock, made and renamed by the reader itself, is no
+    race)."""
     for cseq, _ in facts.created.get(path, ()):
         if cseq <= seq:
             continue
         for src in sources.get(cseq, ()):
             if src == path:
                 continue
-            for sseq, sproc in facts.created.get(src, ()):
-                if sseq < cseq and _concurrent(facts, proc, sproc, seq):
-                    return {"creator": sproc, "created_seq": cseq}
+            made = [(s, p) for s, p in facts.created.get(src, ()) if s < cseq]
+            if not made:
+                continue
+            sseq, sproc = made[-1]
+            q = facts.procs.get(sproc)
+            alive = q is not None and (q.exit_seq is None or q.exit_seq > seq)
+            if alive and _concurrent(facts, proc, sproc, seq):
+                return {"creator": sproc, "created_seq": cseq}
     return None

@@ -156,3 +156,26 @@ def test_a_resolver_query_takes_its_host_from_a_thread_below_it():
     t.exit("1", 1)
     c = top(t.why())
     assert (c["kind"], c["host"]) == ("dns", "proxy.example.com")
+
+
+def test_a_lock_file_the_reader_renamed_itself_is_no_race():
+    """git: an earlier git made and renamed config.lock and exited; the next
+    one finds config missing, makes config.lock and renames it itself."""
+    t = Synth()
+    t.spawn("1", "1.1", "/usr/bin/cmake", ["cmake", "-P", "gitclone.cmake"])
+    t.spawn("1.1", "1.1.1", "/usr/bin/git", ["git", "init"])
+    t.open("1.1.1", "/build/.git/config.lock", write=True)
+    t.sys("1.1.1", "rename", "/build/.git/config.lock", path2="/build/.git/config")
+    t.sys("1.1.1", "unlink", "/build/.git/config")
+    t.finish("1.1.1", 0)
+    t.spawn("1.1", "1.1.2", "/usr/bin/git", ["git", "clone", "https://git.example.com/x"])
+    t.open("1.1.2", "/build/.git/config", errno="ENOENT")
+    t.open("1.1.2", "/build/.git/config.lock", write=True)
+    t.sys("1.1.2", "rename", "/build/.git/config.lock", path2="/build/.git/config")
+    t.connect("1.1.2", "127.0.0.1:53", errno=None, dns="git.example.com")
+    t.finish("1.1.2", 128)
+    t.finish("1.1", 1)
+    t.exit("1", 1)
+    rep = t.why()
+    assert top(rep)["kind"] == "dns"
+    assert all(c["kind"] != "race" for c in rep["root_causes"]), rep["root_causes"]
