@@ -195,6 +195,7 @@ class Facts:
         self.writers = collections.defaultdict(list)   # path -> [(seq, proc)]
         self.reads = collections.defaultdict(list)     # path -> [(seq, proc)] first few
         self.symlinks = {}                      # link path -> target
+        self.threads = set()                    # procs started as a thread (clone)
         self.cls = PathClassifier(self.plan)
         # Is path there at seq N: only where files come and go (filestate.py).
         self.files = FileState(self.cls.writable_prefixes)
@@ -290,6 +291,8 @@ class Facts:
         child = ev.args.get("child")
         if child:
             self.last_fork = ev
+            if ev.args.get("thread"):
+                self.threads.add(child)
             c = self.proc(child)
             c.parent = ev.proc
             c.first_seq = c.first_seq or ev.seq

@@ -19,9 +19,20 @@ def _branch_root(facts, a: str, b: str) -> str:
     return ".".join(parts_b[:i + 1])
 
 
+def _program(facts, proc: str) -> str:
+    """The process a thread belongs to: up the tree while it was started as
+    a thread (clone with CLONE_THREAD)."""
+    threads = getattr(facts, "threads", ())
+    while proc in threads and "." in proc:
+        proc = proc.rsplit(".", 1)[0]
+    return proc
+
+
 def _concurrent(facts, a: str, b: str, seq: int) -> bool:
     if a == b or is_ancestor(b, a) or is_ancestor(a, b):
         return False
+    if _program(facts, a) == _program(facts, b):
+        return False     # threads of one program (Go's build cache): not build steps
     root = facts.procs.get(_branch_root(facts, a, b))
     return root is not None and 0 < root.first_seq <= seq
 

@@ -179,3 +179,21 @@ def test_a_lock_file_the_reader_renamed_itself_is_no_race():
     rep = t.why()
     assert top(rep)["kind"] == "dns"
     assert all(c["kind"] != "race" for c in rep["root_causes"]), rep["root_causes"]
+
+
+def test_threads_of_one_program_do_not_race_each_other():
+    """Go's build cache: one thread stats a cache directory, another makes it;
+    the build failed on the module proxy's name."""
+    t = Synth()
+    t.spawn("1", "1.1", "/usr/bin/go", ["go", "build", "."])
+    for n in ("1.1.1", "1.1.2"):
+        t.ev("fork", "1.1", syscall="clone", result=200, args={"child": n, "thread": True})
+    t.stat("1.1.2", "/build/go-cache/4b", errno="ENOENT")
+    t.sys("1.1.1", "mkdir", "/build/go-cache/4b")
+    t.connect("1.1", "127.0.0.1:53", errno=None, dns="goproxy.example.com")
+    t.finish("1.1.2", 1)
+    t.finish("1.1", 1)
+    t.exit("1", 1)
+    rep = t.why()
+    assert top(rep)["kind"] == "dns"
+    assert all(c["kind"] != "race" for c in rep["root_causes"]), rep["root_causes"]
