@@ -326,14 +326,14 @@ def test_differing_entries_are_the_ones_a_nar_tells_apart(tmp_path):
     (b / "sub" / "f").write_text("2")
     (a / "only-a").write_text("")
     os.chmod(a / "same", 0o755)
-    assert outputs._differing(str(a), str(b), 10) == [f"{b}/only-a", f"{b}/same", f"{b}/sub/f"]
+    assert outputs.differing(str(a), str(b), 10) == [f"{b}/only-a", f"{b}/same", f"{b}/sub/f"]
     os.chmod(a / "same", 0o644)
     (a / "only-a").unlink()
     (a / "sub" / "f").write_text("2")
-    assert outputs._differing(str(a), str(b), 10) == []
+    assert outputs.differing(str(a), str(b), 10) == []
     os.unlink(a / "link")
     os.symlink("other", a / "link")
-    assert outputs._differing(str(a), str(b), 10) == [f"{b}/link"]
+    assert outputs.differing(str(a), str(b), 10) == [f"{b}/link"]
 
 
 def test_output_checks_that_are_no_object_check_nothing(tmp_path):
