@@ -38,10 +38,16 @@ def why_report(path):
     from nixrec.analysis.rootcause import explain
     r = _open(path)
     try:
-        return explain(r.header, r.processes, r.events(), problems=r.problems,
-                       summary=r.summary, trace_path=path, peek=_store_peek())
+        rep = explain(r.header, r.processes, r.events(), problems=r.problems,
+                      summary=r.summary, trace_path=path, peek=_store_peek())
     finally:
         r.close()
+    top = (rep.get("root_causes") or [None])[0]
+    if top and top.get("check") == "deterministic":
+        # The store's copy has no trace: diff needs another recording.
+        from nixrec.recorder.tracefile.siblings import diff_hint
+        rep["diff"] = diff_hint(path, r.header.get("drv_path"))
+    return rep
 
 
 @click.command("why")

@@ -10,7 +10,8 @@ nondeterminism is seen through the call that gives it away, not the value:
   /etc/localtime or the zoneinfo files (a time is being formatted). A
   busybox `date` is a fork without an exec: only its /etc/localtime opens
   show it.
-- random: the opens of /dev/urandom and /dev/random. getrandom is not a
+- random: the opens of /dev/urandom, /dev/random and
+  /proc/sys/kernel/random/uuid (a fresh uuid at each read). getrandom is not a
   recorded call: glibc's malloc asks it for 8 bytes in every process it
   starts (the tcache key), so recording it would add a stop per process and
   point at every process alike.
@@ -43,7 +44,7 @@ HOSTNAME_PROGRAMS = frozenset(("hostname", "uname", "domainname", "dnsdomainname
 CORES_PROGRAMS = frozenset(("nproc", "getconf"))
 CLOCK_PATHS = frozenset(("/etc/localtime", "/etc/timezone"))
 ZONEINFO = "/usr/share/zoneinfo/"
-RANDOM_PATHS = frozenset(("/dev/urandom", "/dev/random"))
+RANDOM_PATHS = frozenset(("/dev/urandom", "/dev/random", "/proc/sys/kernel/random/uuid"))
 HOSTNAME_PATHS = frozenset(("/etc/hostname", "/proc/sys/kernel/hostname",
                             "/proc/sys/kernel/domainname"))
 CORES_PATHS = frozenset(("/proc/cpuinfo", "/sys/devices/system/cpu/online",

@@ -33,6 +33,8 @@ def why_text(rep: dict) -> str:
             out.append("other suspects:")
             for c in causes[1:4]:
                 out.append(f"  [{c['kind']}] #{c['seq']} {c['summary']}")
+    if rep.get("diff"):
+        out.append(rep["diff"])
     out.append(f"replay: {rep['replay']}")
     return "\n".join(out) + "\n"
 
