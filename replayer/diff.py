@@ -45,7 +45,7 @@ PLAN_FIELDS = (("no_sandbox", "sandbox off (--no-sandbox)"),
                ("build_dir", "build directory"),
                ("cores", "cores (NIX_BUILD_CORES)"),
                ("hostname", "hostname"), ("domainname", "domainname"),
-               ("network", "private network"), ("uid", "uid"), ("gid", "gid"),
+               ("network", "own network namespace"), ("uid", "uid"), ("gid", "gid"),
                ("uname26", "impersonate-linux-26"), ("fixed_output", "fixed output"))
 # Environment variables the plan fields above already name.
 ENV_OF_FIELD = {"NIX_BUILD_CORES": "cores"}
