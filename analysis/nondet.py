@@ -75,10 +75,9 @@ def source_of(ev):
         if prog in CORES_PROGRAMS:
             return "cores", f"runs {prog} (the CPUs it may use)"
         return None
-    if ev.kind != "syscall" or not ev.path:
-        return None
-    if ev.syscall == "getrandom":       # not in the table today (above); a future row
-        return "random", "getrandom()"
+    # Opens only: a stat of /dev/urandom is ttyname() walking /dev, not a read.
+    if ev.kind != "syscall" or not ev.path or ev.syscall not in OPEN_CALLS:
+        return None if ev.syscall != "getrandom" else ("random", "getrandom()")
     path = ev.path
     if path in RANDOM_PATHS:
         return "random", f"opens {path}"
@@ -88,8 +87,8 @@ def source_of(ev):
         return "hostname", f"opens {path}"
     if path in CORES_PATHS:
         return "cores", f"opens {path}"
-    if ev.syscall in OPEN_CALLS and not ev.failed and (ev.flags or 0) & O_DIRECTORY \
-            and not path.startswith(FIXED_TREES):
+    if not ev.failed and (ev.flags or 0) & O_DIRECTORY and not path.startswith(FIXED_TREES) \
+            and path + "/" not in FIXED_TREES:
         return "readdir", f"lists {path} (entries in the file system's order)"
     return None
 
@@ -108,7 +107,7 @@ class Flow:
         self._kept = collections.Counter()     # (proc, kind) -> sources kept
 
     def add(self, ev) -> None:
-        if ev.path is None and ev.kind not in ("fork", "exec"):
+        if ev.path is None and ev.kind not in ("fork", "exec") and ev.syscall != "getrandom":
             return
         if ev.kind == "fork":
             child = ev.args.get("child")
@@ -125,8 +124,9 @@ class Flow:
             elif ev.path in self.targets and not ev.failed and access_of(ev) == "write":
                 self.writer[ev.path] = (ev.seq, ev.proc)
         # (most events are none: the cheap tests first, hello has 235k events)
-        if ev.kind == "syscall" and ev.path not in _SOURCE_PATHS and \
-                not (ev.flags or 0) & O_DIRECTORY and not ev.path.startswith(ZONEINFO) \
+        if ev.kind == "syscall" and (ev.path not in _SOURCE_PATHS or
+                                     ev.syscall not in OPEN_CALLS) and \
+                not (ev.flags or 0) & O_DIRECTORY and not (ev.path or "").startswith(ZONEINFO) \
                 and ev.syscall != "getrandom":
             return
         src = source_of(ev)
