@@ -9,6 +9,7 @@ order are no difference.
 """
 
 import json
+import os
 
 import pytest
 
@@ -157,3 +158,43 @@ def test_a_job_with_another_argv_is_named_with_both_seqs():
     found = _align(a, b)
     assert found and found[0].why in ("a different argv", "a different path")
     assert found[0].rec_seq is not None and found[0].live_seq is not None
+
+
+# --- what counts as a source of nondeterminism (analysis/nondet.py) -------------------
+
+def test_sources_are_opens_and_execs_not_stats():
+    from nixrec.analysis.nondet import source_of
+    t = TraceBuilder()
+    sh = t.builder()
+    t.syscall(sh, "newfstatat", "/dev/urandom")          # ttyname() walking /dev
+    t.open(sh, "/dev/urandom")
+    t.open(sh, "/etc/localtime", errno="ENOENT")          # localtime() in the sandbox
+    t.open(sh, "/build/src", flags=os.O_RDONLY | os.O_DIRECTORY)
+    t.open(sh, "/nix/store/x-in/lib", flags=os.O_RDONLY | os.O_DIRECTORY)
+    t.open(sh, "/dev", flags=os.O_RDONLY | os.O_DIRECTORY)
+    date = t.fork(sh, argv=["date", "+%s"], path="/bin/date")
+    fixed = t.fork(sh, argv=["date", "-d", "@0"], path="/bin/date")
+    kinds = [(e.proc, source_of(e)[0]) for e in t.events if source_of(e)]
+    assert kinds == [("1", "random"), ("1", "clock"), ("1", "readdir"), (date, "clock")]
+    assert fixed not in [p for p, _ in kinds]
+
+
+def test_a_redirections_child_is_a_maker_and_an_ancestor_counts_before_the_fork():
+    from nixrec.analysis.nondet import Flow
+    t = TraceBuilder()
+    sh = t.builder()
+    early = t.fork(sh, argv=["cat", "/dev/urandom"], path="/bin/cat")   # before: not a maker
+    t.open(early, "/dev/urandom")
+    t.exit(early, 0)
+    t.wait(sh, early)
+    t.open(sh, "/nix/store/x-out/f", flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    kid = t.fork(sh, argv=None)                          # busybox `date`: a fork, no exec
+    t.open(kid, "/etc/localtime")
+    t.exit(kid, 0)
+    flow = Flow(["/nix/store/x-out/f"])
+    for e in t.events:
+        flow.add(e)
+    (seq, writer), who = flow.makers("/nix/store/x-out/f")
+    assert writer == "1" and (kid, "child") in who and all(p != early for p, _ in who)
+    assert [(s["kind"], s["proc"], s["via"]) for s in flow.sources_of("/nix/store/x-out/f")] \
+        == [("clock", kid, "child")]
