@@ -25,8 +25,9 @@ nondeterminism is seen through the call that gives it away, not the value:
 
 Data flow: a file is written by whoever holds the descriptor, and a shell
 opens a redirection (`cmd > $out/f`) before it forks `cmd`, so the writer's
-children forked after the open count as writers too; its ancestors, before
-it was forked, pass it their environment and arguments.
+children forked after the open, until it waits for the first of them, count
+as writers too; its ancestors, before they forked the line down to it, pass
+it their environment and arguments.
 """
 
 import collections
@@ -102,18 +103,23 @@ class Flow:
         self.writer = {}                       # path -> (seq, proc)
         self.parent = {}                       # proc -> parent proc
         self.born = {"1": 0}                   # proc -> seq of the fork that made it
+        self.reaped = collections.defaultdict(list)    # proc -> [(seq, child)] it waited for
         self.argv = {}                         # proc -> argv of its last exec
         self.sources = collections.defaultdict(list)   # proc -> [(seq, kind, what)]
         self._kept = collections.Counter()     # (proc, kind) -> sources kept
 
     def add(self, ev) -> None:
-        if ev.path is None and ev.kind not in ("fork", "exec") and ev.syscall != "getrandom":
+        if ev.path is None and ev.kind not in ("fork", "exec") and \
+                ev.syscall not in ("getrandom", "wait4"):
             return
         if ev.kind == "fork":
             child = ev.args.get("child")
             if child:
                 self.parent[child] = ev.proc
                 self.born[child] = ev.seq
+            return
+        if ev.syscall == "wait4" and ev.args.get("child"):
+            self.reaped[ev.proc].append((ev.seq, ev.args["child"]))
             return
         if ev.kind == "exec" and not ev.failed:
             self.argv[ev.proc] = list(ev.args.get("argv") or [])
@@ -153,11 +159,22 @@ class Flow:
             return None
         seq, proc = w
         who = [(proc, "writer")]
+        until = self._command_end(proc, seq)
         for p in self.born:
-            if p.startswith(proc + ".") and self.born[self._child_of(proc, p)] > seq:
+            if p.startswith(proc + ".") and seq < self.born[self._child_of(proc, p)] < until:
                 who.append((p, "child"))
         who += [(a, "ancestor") for a in self.ancestors(proc)]
         return w, who
+
+    def _command_end(self, proc, seq):
+        """When the command a redirection opened at `seq` was for had ended:
+        the writer's first wait for a child forked after the open (`cmd > f`
+        is open, fork, wait); its later children write elsewhere. (`{ a; b;
+        } > f` has two: b is missed, close() is not a recorded call.)"""
+        for wseq, child in self.reaped.get(proc, ()):
+            if wseq > seq and self.born.get(child, 0) > seq:
+                return wseq
+        return float("inf")
 
     @staticmethod
     def _child_of(top, proc):

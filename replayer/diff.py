@@ -80,6 +80,8 @@ def _diff(path_a, ra, path_b, rb) -> dict:
     rebase = _rebaser(pb.get("build_dir"), pa.get("build_dir"))
     divs = align(index, rb.events(), rebase, flow_b.add if flow_b.targets else None)
     divs = [_divergence(d, ra.processes, rb.processes, index) for d in divs]
+    for d in divs:
+        d["env"] = _env_in_argv(d, env)
     inputs = [p for p in plan if p["what"] == "closure"]
     for f in files:
         f["sources"] = _sources_of(f, flow_a, flow_b, divs, env, inputs)
@@ -232,6 +234,17 @@ def _divergence(d, procs_a, procs_b, index):
             "b_argv0": _argv0(procs_b, b_proc) if ev is not None else None}
 
 
+def _env_in_argv(d, env):
+    """The environment variable whose two values are the differing argv
+    words (`make -j$NIX_BUILD_CORES`: -j1 / -j2), or None."""
+    if d["why"] != "a different argv":
+        return None
+    for var, (a, b) in env.items():
+        if a and b and a in d["a"] and b in d["b"]:
+            return var
+    return None
+
+
 def _argv0(procs, proc):
     p = procs.get(proc)
     return os.path.basename(p.argv[0]) if p is not None and p.argv else None
@@ -318,9 +331,8 @@ def _sources_of(f, flow_a, flow_b, divs, env, inputs):
             if via is None or (via == "ancestor" and (seq is None or seq > wseq)):
                 continue
             if not any(s.get("divergence") is d for s in found):
-                found.append({"kind": "divergence", "proc": d[f"{side}_proc"],
-                              "seq": seq, "what": f"{d['why']}: {d['a']} / {d['b']}",
-                              "divergence": d, "via": via, "side": side})
+                found.append(dict(_divergence_cause(d), proc=d[f"{side}_proc"], seq=seq,
+                                  divergence=d, via=via, side=side))
         for s in flow.sources_of(f[key]):
             if not any(x["kind"] == s["kind"] and x["what"] == s["what"] for x in found):
                 found.append(dict(s, side=side))
@@ -337,6 +349,17 @@ def _sources_of(f, flow_a, flow_b, divs, env, inputs):
     return rank(found)
 
 
+def _divergence_cause(d):
+    """A difference of the events as a cause: `divergence`, or `cores`/`env`
+    when it is an argv whose differing words are the values of a variable
+    that differs (make -j$NIX_BUILD_CORES)."""
+    what = f"{d['why']}: {d['a']} / {d['b']}"
+    if d.get("env"):
+        return {"kind": "cores" if d["env"] == "NIX_BUILD_CORES" else "env",
+                "what": f"{what} (the values of {d['env']})"}
+    return {"kind": "divergence", "what": what}
+
+
 def first_cause(rep):
     """The one line a user reads first: the top source of the first file
     that differs, else the earliest divergence, else the first plan
@@ -351,8 +374,7 @@ def first_cause(rep):
     divs = [d for d in rep["divergences"] if d["a_seq"] or d["b_seq"]]
     if divs:
         d = min(divs, key=lambda d: d["a_seq"] or d["b_seq"])
-        return {"kind": "divergence", "proc": d["a_proc"], "seq": d["a_seq"],
-                "path": d["path"], "what": f"{d['why']}: {d['a']} / {d['b']}"}
+        return dict(_divergence_cause(d), proc=d["a_proc"], seq=d["a_seq"], path=d["path"])
     if rep["plan"]:
         p = rep["plan"][0]
         return {"kind": "plan", "what": f"{p['what']}: {p.get('a')!r} / {p.get('b')!r}"}

@@ -47,14 +47,15 @@ def test_a_date_stamp_is_the_clock(tmp_path):
     assert [(f["output"], f["file"], f["how"]) for f in rep["files"]] == \
         [("out", "/built-at", "contents")]            # greeting is the same
     f = rep["files"][0]
-    # The shell opened the redirection; its child 1.2 (busybox date, no exec) wrote it.
+    # The shell opened the redirection; its child 1.3 (busybox date, no exec;
+    # 1.2 is the sleep) wrote it.
     assert f["a_writer"]["proc"] == "1" and f["b_writer"]["proc"] == "1"
     top = rep["first_cause"]
-    assert (top["kind"], top["file"], top["proc"]) == ("clock", "/built-at", "1.2")
+    assert (top["kind"], top["file"], top["proc"]) == ("clock", "/built-at", "1.3")
     assert "/etc/localtime" in top["what"]
     ev = events(a, "--from", top["seq"], "--to", top["seq"])[0]
-    assert (ev["proc"], ev["path"]) == ("1.2", "/etc/localtime")
-    assert diff_text(a, b).startswith("first cause (for out:/built-at): [clock] process 1.2")
+    assert (ev["proc"], ev["path"]) == ("1.3", "/etc/localtime")
+    assert diff_text(a, b).startswith("first cause (for out:/built-at): [clock] process 1.3")
 
 
 @pytest.mark.e2e
@@ -73,9 +74,19 @@ def test_an_output_that_follows_the_cores_names_nix_build_cores(tmp_path):
     b = record(tmp_path, "cores", "b", "--cores", "2")
     rep = diff(a, b)
     assert [(p["what"], p["a"], p["b"]) for p in rep["plan"]] == [("cores", 1, 2)]
-    assert [f["file"] for f in rep["files"]] == ["/jobs"]
+    assert [f["file"] for f in rep["files"]] == ["/first-lines", "/jobs"]
+    # grep -m $NIX_BUILD_CORES: the exec's argv differs, in the words that are its values.
+    [d] = rep["divergences"]
+    assert (d["why"], d["a_argv0"], d["env"]) == ("a different argv", "grep",
+                                                  "NIX_BUILD_CORES")
+    first, jobs = rep["files"]
+    assert first["a_writer"]["proc"] == d["a_proc"]      # grep opened its own redirection
     top = rep["first_cause"]
-    assert top["kind"] == "cores" and "NIX_BUILD_CORES is '1' in A, '2' in B" in top["what"]
+    assert (top["kind"], top["file"], top["proc"]) == ("cores", "/first-lines", d["a_proc"])
+    assert "differing words ['1']" in top["what"] and "(the values of NIX_BUILD_CORES)" in top["what"]
+    # /jobs: busybox seq runs without an exec; only the environment says it.
+    assert jobs["sources"][0]["kind"] == "cores"
+    assert "NIX_BUILD_CORES is '1' in A, '2' in B" in jobs["sources"][0]["what"]
     text = diff_text(a, b)
     assert "cores (NIX_BUILD_CORES): 1 / 2" in text
 
@@ -179,7 +190,7 @@ def test_sources_are_opens_and_execs_not_stats():
     assert fixed not in [p for p, _ in kinds]
 
 
-def test_a_redirections_child_is_a_maker_and_an_ancestor_counts_before_the_fork():
+def test_a_redirections_child_is_a_maker_until_the_shell_waits_for_it():
     from nixrec.analysis.nondet import Flow
     t = TraceBuilder()
     sh = t.builder()
@@ -191,10 +202,14 @@ def test_a_redirections_child_is_a_maker_and_an_ancestor_counts_before_the_fork(
     kid = t.fork(sh, argv=None)                          # busybox `date`: a fork, no exec
     t.open(kid, "/etc/localtime")
     t.exit(kid, 0)
+    t.wait(sh, kid)                                      # the command is over
+    late = t.fork(sh, argv=None)                         # the next command: not a maker
+    t.open(late, "/dev/urandom")
     flow = Flow(["/nix/store/x-out/f"])
     for e in t.events:
         flow.add(e)
     (seq, writer), who = flow.makers("/nix/store/x-out/f")
-    assert writer == "1" and (kid, "child") in who and all(p != early for p, _ in who)
+    assert writer == "1" and (kid, "child") in who
+    assert all(p not in (early, late) for p, _ in who)
     assert [(s["kind"], s["proc"], s["via"]) for s in flow.sources_of("/nix/store/x-out/f")] \
         == [("clock", kid, "child")]

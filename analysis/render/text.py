@@ -119,7 +119,8 @@ def diff_text(rep: dict) -> str:
             who = d["a_proc"] if d["a_proc"] == d["b_proc"] else f"{d['a_proc']} (B {d['b_proc']})"
             prog = f" ({d['a_argv0'] or d['b_argv0']})" if d["a_argv0"] or d["b_argv0"] else ""
             seqs = f"A event {d['a_seq'] or '-'}, B event {d['b_seq'] or '-'}"
-            out.append(f"  process {who}{prog}: {d['why']} ({seqs})")
+            env = f", the values of {d['env']}" if d.get("env") else ""
+            out.append(f"  process {who}{prog}: {d['why']} ({seqs}{env})")
             out.append(f"    A: {d['a'] or 'nothing'}")
             out.append(f"    B: {d['b'] or 'nothing'}")
     for o in rep["outputs"]:
