@@ -375,6 +375,10 @@ def first_cause(rep):
     if divs:
         d = min(divs, key=lambda d: d["a_seq"] or d["b_seq"])
         return dict(_divergence_cause(d), proc=d["a_proc"], seq=d["a_seq"], path=d["path"])
+    only = [o for o in rep["outputs"] if o["only_in"]]
+    if only:
+        return {"kind": "output", "what": f"output {only[0]['output']} made by "
+                                          f"{only[0]['only_in'].upper()} only"}
     if rep["plan"]:
         p = rep["plan"][0]
         return {"kind": "plan", "what": f"{p['what']}: {p.get('a')!r} / {p.get('b')!r}"}

@@ -66,6 +66,13 @@ def test_random_bytes_are_random(tmp_path):
     top = rep["first_cause"]
     assert (top["kind"], top["proc"], top["file"]) == ("random", "1.2", "/key")
     assert top["what"] == "opens /dev/urandom"
+    # A trace cut short (no index, no summary): diff says so and still answers.
+    cut = tmp_path / "cut.nixrec"
+    data = b.read_bytes()
+    cut.write_bytes(data[:len(data) - 200])
+    lines = diff_text(a, cut).splitlines()
+    assert lines[0].startswith("note: B is a partial trace: recording interrupted after event")
+    assert lines[1] == "first cause: [output] output out made by A only"
 
 
 @pytest.mark.e2e

@@ -95,9 +95,10 @@ def cause_text(c) -> str:
 
 def diff_text(rep: dict) -> str:
     """`nixrec diff`'s report: the verdict, then plan, processes, files."""
+    out = [f"note: {side.upper()} is a partial trace: {probs[0]}"
+           for side, probs in sorted((rep.get("partial") or {}).items()) if probs]
     if not rep["different"]:
-        return "no difference\n"
-    out = []
+        return "\n".join(out + ["no difference"]) + "\n"
     top = rep.get("first_cause")
     if top:
         on = f" (for {top['output']}:{top['file']})" if top.get("file") else ""
