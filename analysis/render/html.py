@@ -7,6 +7,11 @@ import json
 
 # What the details panel needs of each process, as arrays (GNU hello has
 # 4,700 processes: keys repeated in every object would be a fifth of the page).
+# Dependency rows shown at once; the rest are folded (GNU hello built with the
+# host toolchain has 1,281: laying out that table was a third of the page's
+# load time in headless Chromium).
+DEPS_SHOWN = 100
+
 _FIELDS = ("proc", "argv0", "argv", "cwd", "exit", "nfailed", "failed", "calls", "log")
 
 
@@ -23,4 +28,4 @@ def report_html(data: dict) -> str:
     origin = next((i for i, r in enumerate(rows) if r["origin"]), 0)
     return env.get_template("report.html.j2").render(
         d=data, rows_json=_script_json([[r[k] for k in _FIELDS] for r in rows]),
-        replay_json=_script_json(data["replay"]), origin_index=origin)
+        replay_json=_script_json(data["replay"]), origin_index=origin, deps_shown=DEPS_SHOWN)
