@@ -1,4 +1,4 @@
-"""The analysis verbs: `nixrec why`, `nixrec deps`, `nixrec graph`.
+"""The analysis verbs: `nixrec why`, `nixrec deps`, `nixrec graph`, `nixrec report`.
 
 Reading the trace and picking a renderer happen here; the analysis itself is
 in rootcause.py, deps.py and graph.py (pure functions of the trace's data).
@@ -38,10 +38,16 @@ def why_report(path):
     from nixrec.analysis.rootcause import explain
     r = _open(path)
     try:
-        return explain(r.header, r.processes, r.events(), problems=r.problems,
-                       summary=r.summary, trace_path=path, peek=_store_peek())
+        rep = explain(r.header, r.processes, r.events(), problems=r.problems,
+                      summary=r.summary, trace_path=path, peek=_store_peek())
     finally:
         r.close()
+    top = (rep.get("root_causes") or [None])[0]
+    if top and top.get("check") == "deterministic":
+        # The store's copy has no trace: diff needs another recording.
+        from nixrec.recorder.tracefile.siblings import diff_hint
+        rep["diff"] = diff_hint(path, r.header.get("drv_path"))
+    return rep
 
 
 @click.command("why")
@@ -136,4 +142,31 @@ def _write_graph(g, output, ext):
         raise BadInput(f"graph: cannot write {output}: {e.strerror}") from None
 
 
-COMMANDS = [why_cmd, deps_cmd, graph_cmd]
+@click.command("report")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write (one self-contained page).")
+def report_cmd(trace, output):
+    """Write one HTML page a person reads: verdict, root cause, process
+    timeline, undeclared dependencies, network attempts, last log lines."""
+    from nixrec.analysis.deps import undeclared_accesses
+    from nixrec.analysis.render.html import report_html
+    from nixrec.analysis.report import report_data
+    why = why_report(trace)
+    r = _open(trace)
+    try:
+        deps = undeclared_accesses(r.header, r.events(), r.summary)
+        data = report_data(r.header, r.processes, r.events(), why, deps, trace_path=trace)
+    finally:
+        r.close()
+    page = report_html(data)
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as e:
+        raise BadInput(f"report: cannot write {output}: {e.strerror}") from None
+    click.echo(f"wrote {output}: {len(data['rows'])} processes, "
+               f"{len(page.encode()) / 1024:.0f} KiB", err=True)
+
+
+COMMANDS = [why_cmd, deps_cmd, graph_cmd, report_cmd]

@@ -33,6 +33,11 @@ PER_PATH = 16
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
+def plain(text: str) -> str:
+    """A log's text without its colours (Nix gives the builder a pty)."""
+    return _ANSI.sub("", text)
+
+
 # Every wait call (wait4 is the one the tracer records): an answer, never a failure.
 _WAIT_CALLS = frozenset(("wait4", "waitid", "waitpid", "wait3", "wait"))
 

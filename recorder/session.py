@@ -572,7 +572,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                         events=counts["events"], processes=tracer.nprocesses,
                         refused=counts["refused"], duration=build.duration,
                         trace_bytes=os.path.getsize(out), outputs=outputs, error=error,
-                        hidden_references=hidden,
+                        hidden_references=hidden, output_check=output_check,
                         interrupted=build.interrupted, killed=killed,
                         build_dir=build.lay.build if opts.keep_build_dir else None)
 

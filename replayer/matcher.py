@@ -342,7 +342,12 @@ class RecordedIndex:
         (seq, Loc), or None when every process got as far as recorded.
         `lenient`: proc -> how many structural events it made (procmap.py);
         `excused`: procs whose rest, descendants too, need not have happened."""
-        first = None
+        return min(self.missing_each(live_counts, lenient, excused),
+                   key=lambda m: m[0], default=None)
+
+    def missing_each(self, live_counts, lenient=None, excused=()):
+        """Per process, the first recorded counted event never reached, as
+        (seq, Loc) (`nixrec diff` names every process that stopped short)."""
         lenient = lenient or {}
         for proc, seqs in self._seqs.items():
             if excused and within(proc, excused):
@@ -357,9 +362,7 @@ class RecordedIndex:
                 if done >= len(seqs):
                     continue
                 k = done + 1
-            if first is None or seqs[k - 1] < first[0]:
-                first = (seqs[k - 1], Loc(proc, k))
-        return first
+            yield seqs[k - 1], Loc(proc, k)
 
 
 def _norm(path):
@@ -468,8 +471,15 @@ class Matcher:
     def unreached(self, live_counts, lenient=None, excused=()):
         """At the end of a replay: the first recorded event that never happened."""
         miss = self.index.missing(live_counts, lenient, excused)
-        if miss is None:
-            return None
+        return None if miss is None else self._short(miss, live_counts, lenient)
+
+    def unreached_each(self, live_counts, lenient=None, excused=()):
+        """At the end: each process's first recorded event that never happened."""
+        return [self._short(m, live_counts, lenient)
+                for m in sorted(self.index.missing_each(live_counts, lenient, excused),
+                                key=lambda m: m[0])]
+
+    def _short(self, miss, live_counts, lenient):
         seq, loc = miss
         _, key = self.index.at(loc)
         ran = live_counts.get(loc.proc) or loc.proc in (lenient or ())

@@ -195,8 +195,9 @@ class Follower:
         self.broken.add(live)
         return None
 
-    def unreached(self):
-        """At the end: the first recorded event no live process got to."""
+    def unreached(self, each=False):
+        """At the end: the first recorded event no live process got to (each:
+        per recorded process, the first it never got to, for `nixrec diff`)."""
         counts, lenient = {}, {}
         for live, k in self.counter.k.items():
             rec = self.rec_of.get(live, live)
@@ -208,7 +209,15 @@ class Follower:
         # one got that far (it may have finished its writing instead).
         excused = {self.rec_of.get(b, b) for b in self.broken} | \
             {p for p, k0 in self.index.sigpipe_at.items() if counts.get(p, 0) >= k0}
+        if each:
+            return self.matcher.unreached_each(counts, lenient, excused)
         return self.matcher.unreached(counts, lenient, excused)
+
+    def stop_following(self, live):
+        """`nixrec diff` goes on past a process's first difference: from there
+        on that process, and the children it forks later, are not compared
+        (what they do differently follows from it); its rest need not happen."""
+        self.broken.add(live)
 
     @staticmethod
     def _said(live, d):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo` (after `make setup`): record the bundled failing build,
-# fixtures/demo.nix, and explain it with `nixrec why`.
+# fixtures/demo.nix, explain it with `nixrec why`, and write the same as one
+# HTML page, out/demo.html (`nixrec report`).
 #
 # The build compiles a C program that includes <zlib.h> with the host's gcc,
 # which the sandbox shows through extra-sandbox-paths, as a user trying "just
@@ -53,3 +54,11 @@ esac
 echo "demo: the build failed, as expected; nixrec why $TRACE:"
 echo
 "$NIXREC" why "$TRACE"
+rc=$?
+[ "$rc" = 0 ] || exit "$rc"
+# The same explanation as one self-contained HTML page (nixrec report).
+PAGE=out/demo.html
+"$NIXREC" report "$TRACE" -o "$PAGE" 2>/dev/null || {
+    echo "demo: nixrec report failed" >&2; exit 1; }
+echo
+echo "demo: the report as one page (timeline, dependencies, log): $PAGE (open it in a browser)"

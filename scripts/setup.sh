@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 #   strace         the peer the tests and benchmarks compare against
 #   gcc make libc6-dev  the host toolchain the C fixtures (demo, GNU hello, the
 #                  static helpers of fixtures/hostile and fixtures/failing) build with
+#   chromium       a real browser (headless) the tests load `nixrec report`'s page in
 #   the real-world corpus (fixtures/realworld: each case runs a host tool in
 #   the sandbox, and needs the file the sandbox then hides from it):
 #     cmake pkg-config python3-pip nodejs npm cargo golang-go git bzip2
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 #     ca-certificates  /etc/ssl/certs/ca-certificates.crt (the pip cases)
 PKGS="nix-bin nix-setup-systemd busybox-static strace gcc make libc6-dev
       cmake pkg-config python3-pip nodejs npm cargo golang-go git bzip2
-      zlib1g-dev systemd tzdata ca-certificates"
+      zlib1g-dev systemd tzdata ca-certificates chromium"
 # A package whose program another one provides already: NodeSource's nodejs
 # ships npm, and conflicts with Debian's npm package.
 provided() {

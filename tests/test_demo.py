@@ -31,3 +31,8 @@ def test_demo_explains_the_missing_header():
     assert "zlib.h" in root and "/usr/include" in root, out
     assert "nixrec replay out/demo.nixrec --until " in out, out
     assert (REPO / "out" / "demo.nixrec").is_file()
+    page = REPO / "out" / "demo.html"
+    assert out.rstrip().endswith(f"demo: the report as one page (timeline, dependencies, "
+                                 f"log): out/demo.html (open it in a browser)"), out
+    assert root[len("root cause: "):].replace("<", "&lt;").replace(">", "&gt;") \
+        in page.read_text()

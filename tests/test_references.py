@@ -10,6 +10,7 @@ one), a passing one must leave the references Nix registered in the trace's
 summary.
 """
 
+import json
 import os
 import re
 import resource
@@ -287,6 +288,21 @@ def test_check_names_the_file_that_differs_from_the_store_and_its_writer(tmp_pat
     ev = events(trace, "--from", str(top["seq"]), "--to", str(top["seq"]))[0]
     assert ev["path"] == out + "/share/stamp" and ev["proc"] == top["proc"]
     assert f"{trace}.d/outputs/{os.path.basename(out)}/share/stamp" in top["hint"]
+    # Both point to `nixrec diff`: no other recording yet, so say what to record...
+    again = f"record it again (nixrec record {drv} -o again.nixrec) and run nixrec diff"
+    assert again in p.stderr.decode() and again in nixrec_json("why", trace)["diff"]
+    # ...and with one next to it, the diff of the two, which names the uuid read.
+    other = tmp_path / "other.nixrec"
+    assert run_nixrec("record", drv, "-o", other, "-q", timeout=120).returncode == 0
+    second = tmp_path / "second.nixrec"
+    p = run_nixrec("record", drv, "-o", second, "-q", "--check", timeout=120)
+    assert p.returncode == 1
+    line = [l for l in p.stderr.decode().splitlines() if "nixrec diff" in l][0]
+    assert line.endswith(f"nixrec diff {os.path.relpath(other)} {os.path.relpath(second)}")
+    rep = json.loads(run_nixrec("diff", other, second, "--json").stdout)
+    top = rep["first_cause"]
+    assert (top["kind"], top["file"]) == ("random", "/share/stamp")
+    assert top["what"] == "opens /proc/sys/kernel/random/uuid"
 
 
 @pytest.mark.e2e
@@ -326,14 +342,14 @@ def test_differing_entries_are_the_ones_a_nar_tells_apart(tmp_path):
     (b / "sub" / "f").write_text("2")
     (a / "only-a").write_text("")
     os.chmod(a / "same", 0o755)
-    assert outputs._differing(str(a), str(b), 10) == [f"{b}/only-a", f"{b}/same", f"{b}/sub/f"]
+    assert outputs.differing(str(a), str(b), 10) == [f"{b}/only-a", f"{b}/same", f"{b}/sub/f"]
     os.chmod(a / "same", 0o644)
     (a / "only-a").unlink()
     (a / "sub" / "f").write_text("2")
-    assert outputs._differing(str(a), str(b), 10) == []
+    assert outputs.differing(str(a), str(b), 10) == []
     os.unlink(a / "link")
     os.symlink("other", a / "link")
-    assert outputs._differing(str(a), str(b), 10) == [f"{b}/link"]
+    assert outputs.differing(str(a), str(b), 10) == [f"{b}/link"]
 
 
 def test_output_checks_that_are_no_object_check_nothing(tmp_path):

@@ -37,6 +37,8 @@ def why_text(rep: dict) -> str:
             out.append("other suspects:")
             for c in causes[1:4]:
                 out.append(f"  [{c['kind']}] #{c['seq']} {c['summary']}")
+    if rep.get("diff"):
+        out.append(rep["diff"])
     out.append(f"replay: {rep['replay']}")
     return "\n".join(out) + "\n"
 
@@ -109,3 +111,70 @@ def deps_text(rep: dict) -> str:
         out += [f"  {g['path']}  (referred to by {', '.join(g['outputs'])})"
                 for g in rep["referenced_unused"]]
     return "\n".join(out) + "\n"
+
+
+# --- `nixrec diff` -------------------------------------------------------------------
+
+def cause_text(c) -> str:
+    """One cause of a difference, in a line: `[clock] process 1.2 (event 13): ...`."""
+    where = ""
+    if c.get("proc"):
+        side = f"{c['side'].upper()} " if c.get("side") else ""
+        at = f", {side}event {c['seq']}" if c.get("seq") else ""
+        where = f" process {c['proc']}{at}:"
+    return f"[{c['kind']}]{where} {c['what']}"
+
+
+def diff_text(rep: dict) -> str:
+    """`nixrec diff`'s report: the verdict, then plan, processes, files."""
+    out = [f"note: {side.upper()} is a partial trace: {probs[0]}"
+           for side, probs in sorted((rep.get("partial") or {}).items()) if probs]
+    if not rep["different"]:
+        return "\n".join(out + ["no difference"]) + "\n"
+    top = rep.get("first_cause")
+    if top:
+        on = f" (for {top['output']}:{top['file']})" if top.get("file") else ""
+        out.append(f"first cause{on}: {cause_text(top)}")
+    if rep["plan"]:
+        out.append("inputs and plan that differ (A / B):")
+        for p in rep["plan"]:
+            name = p.get("label") or p["what"]
+            if p["what"] == "closure":
+                name = f"input {p['path']}"
+            elif p["what"] == "env":
+                name = f"env {p['var']}"
+            elif p["what"] == "host":
+                name = f"host {p['key']}"
+            out.append(f"  {name}: {_short(p.get('a'))} / {_short(p.get('b'))}")
+    if rep["divergences"]:
+        out.append("first difference in each process (A / B):")
+        for d in rep["divergences"]:
+            who = d["a_proc"] if d["a_proc"] == d["b_proc"] else f"{d['a_proc']} (B {d['b_proc']})"
+            prog = f" ({d['a_argv0'] or d['b_argv0']})" if d["a_argv0"] or d["b_argv0"] else ""
+            seqs = f"A event {d['a_seq'] or '-'}, B event {d['b_seq'] or '-'}"
+            env = f", the values of {d['env']}" if d.get("env") else ""
+            out.append(f"  process {who}{prog}: {d['why']} ({seqs}{env})")
+            out.append(f"    A: {d['a'] or 'nothing'}")
+            out.append(f"    B: {d['b'] or 'nothing'}")
+    for o in rep["outputs"]:
+        if o["only_in"]:
+            out.append(f"output {o['output']}: made by {o['only_in'].upper()} only")
+    if rep["files"]:
+        out.append("output files that differ:")
+        for f in rep["files"]:
+            out.append(f"  {f['output']}:{f['file'] or ''}  {f['how']}")
+            for side in ("a", "b"):
+                w = f.get(f"{side}_writer")
+                if w:
+                    out.append(f"    written in {side.upper()} by process {w['proc']} "
+                               f"({_argv0(w['argv'])}) at event {w['seq']}")
+            for c in f.get("sources", ())[:5]:
+                out.append(f"    {cause_text(c)}")
+            if not f.get("sources"):
+                out.append("    nothing its makers read is known to differ (docs/analysis.md)")
+    return "\n".join(out) + "\n"
+
+
+def _short(v, n=100) -> str:
+    s = repr(v) if not isinstance(v, str) else v
+    return s if len(s) <= n else s[:n] + "..."

@@ -29,6 +29,8 @@ VERBS = {
     "deps": "nixrec.analysis.cli",
     "graph": "nixrec.analysis.cli",
     "replay": "nixrec.replayer.cli",
+    "diff": "nixrec.replayer.cmd_diff",
+    "report": "nixrec.analysis.cli",
 }
 
 

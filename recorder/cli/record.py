@@ -169,6 +169,9 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
         more = f" and {len(found) - 1} more" if len(found) > 1 else ""
         click.echo(f"nixrec: warning: output {name} names {found[0]['path']}{more}, not an "
                    "input: Nix records no reference to it (nixrec deps says where)", err=True)
+    if (getattr(res, "output_check", None) or {}).get("check") == "deterministic":
+        from nixrec.recorder.tracefile.siblings import diff_hint
+        click.echo(f"nixrec: {diff_hint(res.trace, res.drv_path)}", err=True)
     if res.build_dir:
         click.echo(f"nixrec: kept build directory {res.build_dir}", err=True)
     click.echo(res.trace)

@@ -80,14 +80,14 @@ def _compare_with_store(d, drv_path, found, limit=10):
     failure("deterministic", ...) naming up to `limit` files that differ)."""
     for name, copy in sorted(found.items()):
         out = d.outputs[name]
-        files = _differing(copy, out.path, limit)
+        files = differing(copy, out.path, limit)
         if files:
             return (f"derivation '{drv_path}' may not be deterministic: output "
                     f"'{out.path}' differs", failure("deterministic", name, files))
     return None, None
 
 
-def _differing(copy, stored, limit):
+def differing(copy, stored, limit):
     """Store paths of the entries where two trees differ, as their NARs would:
     an entry only in one, another type, executable bit, link target or
     contents (modes and mtimes are canonical in both)."""
