@@ -235,12 +235,15 @@ class Watchdog(threading.Thread):
     `kill_build` (one os.kill: safe from any thread); the tracer loop then
     sees every process exit and the session closes the trace as usual.
 
-    `lock` guards the trace writer, which the tracer thread appends to: the
-    tick flushes a chunk older than a second even while the build is quiet, so
-    a recorder killed during a long `sleep` still leaves its last events.
+    `lock` guards the trace writer, which the tracer thread appends to: every
+    FLUSH_TICK the watchdog has the writer put what waits into the file
+    (writer.tick: a piece once its oldest event is 40 ms old), so a recorder
+    killed while the build is quiet, or while the tracer waits in its C loop,
+    still leaves all but its last ~0.1 s of events (issue 17).
     """
 
     TICK = 0.2          # seconds; the precision of --timeout and --max-silent-time
+    FLUSH_TICK = 0.02   # seconds between looks at the writer (writer.PIECE_AGE)
 
     STATUS_EVERY = 3    # ticks between status-line updates (opts.status)
 
@@ -278,8 +281,13 @@ class Watchdog(threading.Thread):
     def run(self):
         timeout, silent = self.opts.timeout, self.opts.max_silent_time
         ticks = 0
-        while not self._done.wait(self.TICK):
+        next_check = self.t0 + self.TICK
+        while not self._done.wait(self.FLUSH_TICK):
             now = time.monotonic()
+            self._flush(now)
+            if now < next_check:
+                continue
+            next_check = now + self.TICK
             ticks += 1
             if self.opts.status and self.progress and ticks % self.STATUS_EVERY == 0:
                 self.opts.status(dict(self.progress(), elapsed=now - self.t0))
@@ -287,11 +295,10 @@ class Watchdog(threading.Thread):
                 self.fire(f"timed out after {timeout} seconds")
             elif silent and now - self.last_output >= silent:
                 self.fire(f"timed out after {silent} seconds of silence")
-            self._flush()
 
-    def _flush(self):
-        if self.write_error is not None:
-            return
+    def _flush(self, now):
+        if self.write_error is not None or not self.writer.due(now):
+            return           # (a look without the lock: tick() looks again)
         with self.lock:
             try:
                 self.writer.tick()

@@ -152,6 +152,8 @@ struct ctx {
     uint64_t rdev;
     int64_t spin_ns;
     int64_t idle_ns;               /* no stop for this long: records to Python (R_IDLE) */
+    int64_t flush_ns;              /* the oldest record this old: to Python (R_IDLE) */
+    int64_t first_ns;              /* when the oldest record waiting was made */
     int all_slow;                  /* replay: every stop to Python */
     int lockstep;                  /* replay: each record an event before the next stop */
     int slow_nr;                   /* replay: the target's call: to Python */
@@ -181,7 +183,7 @@ static void set_free(struct pnode **set);
 /* --- set-up (fastpath.py) --------------------------------------------------------- */
 /* The interface's version: fastpath.py uses a library only when it says the
    same (a library left from another checkout is ignored, not misread). */
-int fp_abi(void) { return 2; }
+int fp_abi(void) { return 3; }
 
 void *fp_new(char *buf, size_t cap) {
     struct ctx *c = calloc(1, sizeof *c);
@@ -240,6 +242,12 @@ void fp_set_options(struct ctx *c, int predict, int has_rdev, uint64_t rdev, int
 }
 
 void fp_set_predict(struct ctx *c, int on) { c->predict = on; }
+
+/* A busy build may stop again within idle_ns for a long while: records then
+   wait here, where a SIGKILLed recorder loses them. Past flush_ns the loop
+   returns (R_IDLE) so that they become events, and go to the trace file
+   (tracefile/writer.py: a killed recorder loses at most ~0.1 s). */
+void fp_set_flush(struct ctx *c, int64_t flush_ns) { c->flush_ns = flush_ns; }
 
 void fp_set_slow(struct ctx *c, int all_slow, int slow_nr) {
     c->all_slow = all_slow;
@@ -462,6 +470,7 @@ static struct rec *add_rec(struct ctx *c, int pid, int nr, int64_t t_ns, const u
 }
 
 static void done_rec(struct ctx *c, struct rec *r) {
+    if (!c->used) c->first_ns = r->t_ns;   /* a call's entry: never later than now */
     memcpy(c->buf + c->used, r, sizeof *r + r->rawlen);
     c->used += r->size;
 }
@@ -794,8 +803,8 @@ int fp_handle(struct ctx *c, int pid, int status) {
 }
 
 /* The loop: until a stop is Python's (R_STOP, in pid and status), a HELD record
-   (R_HELD), records wait and no stop came for idle_ns or the buffer is nearly
-   full (R_IDLE), the last tracee exited (R_DONE), no child is left (R_NOCHILD)
+   (R_HELD), records wait and no stop came for idle_ns, the oldest is flush_ns
+   old or the buffer is nearly full (R_IDLE), the last tracee exited (R_DONE), no child is left (R_NOCHILD)
    or a signal came (R_INTR: Python runs its handlers). Polls for spin_ns
    before blocking, as tracer._wait_any does. Runs without the GIL (ctypes). */
 int fp_run(struct ctx *c, int *pid, int *status) {
@@ -806,7 +815,8 @@ int fp_run(struct ctx *c, int *pid, int *status) {
                tracee waits for us (the time the loop would poll anyway),
                at once under replay's lockstep or when the buffer could not
                take another record. */
-            if (c->lockstep || c->cap - c->used < 2 * (sizeof(struct rec) + PATH_CAP + 8))
+            if (c->lockstep || c->cap - c->used < 2 * (sizeof(struct rec) + PATH_CAP + 8)
+                || (c->flush_ns && now_ns() - c->first_ns > c->flush_ns))
                 return R_IDLE;
             p = poll_for(c->idle_ns, &st);
             if (p < 0 && errno == ECHILD) return R_NOCHILD;
