@@ -18,6 +18,7 @@ import tempfile
 from nixrec.recorder import session as rsession
 from nixrec.recorder.nix import store
 from nixrec.recorder.trace import syscalls
+from nixrec.recorder.build import Build
 from nixrec.recorder.errors import BadInput
 from nixrec.recorder.sandbox.plan import SandboxPlan
 from nixrec.recorder.sandbox.steps import check_sandbox_paths
@@ -152,7 +153,7 @@ class ReplaySession:
         """Lay out the sandbox and run the build until the stop: -> Stop, or End."""
         rsession.check_host()
         self.workdir = tempfile.mkdtemp(prefix="nixrec-replay-")
-        self.build = rsession.Build(self.plan, self.workdir, self._emit, log=self.log,
+        self.build = Build(self.plan, self.workdir, self._emit, log=self.log,
                                     before=self._before, ran=self._ran,
                                     calls=self.calls)
         self.build.start()

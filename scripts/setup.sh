@@ -54,11 +54,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
-# The tracer's hot path in C (recorder/trace/fastpath.c, loaded with ctypes): rebuilt
-# when the source is newer. Without it nixrec runs its Python loop (slower).
+# The tracer's hot path in C (recorder/trace/fastpath.c with fp_state.c,
+# fp_read.c and fastpath.h, loaded with ctypes): rebuilt when a source is
+# newer. Without it nixrec runs its Python loop (slower).
 so=recorder/trace/_fastpath.so
-if [ ! -f "$so" ] || [ recorder/trace/fastpath.c -nt "$so" ]; then
-    gcc -O2 -Wall -shared -fPIC -o "$so.tmp" recorder/trace/fastpath.c \
+fp_src="recorder/trace/fastpath.c recorder/trace/fp_state.c recorder/trace/fp_read.c"
+stale=0
+[ -f "$so" ] || stale=1
+for f in $fp_src recorder/trace/fastpath.h; do [ "$f" -nt "$so" ] && stale=1; done
+if [ "$stale" = 1 ]; then
+    gcc -O2 -Wall -shared -fPIC -o "$so.tmp" $fp_src \
         && mv "$so.tmp" "$so" \
         || echo "setup: could not build $so (gcc): the recorder runs without it, slower" >&2
 fi
