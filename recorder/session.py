@@ -354,10 +354,11 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
             opts.log(data)
 
     build = Build(plan, workdir, emit, log=log, calls=calls)
-    def progress():
+    def progress(phase="building"):
         t = build.tracer
         return {"processes": t.nprocesses, "alive": len(t.tracees),
-                "events": counts["events"], "current": t.current}
+                "events": counts["events"], "refused": counts["refused"],
+                "current": t.current if phase == "building" else "", "phase": phase}
 
     watchdog = Watchdog(opts, lambda: build.tracer.kill_build(), writer, lock, progress)
     try:
@@ -378,6 +379,8 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         _abandon(build, writer)
         raise watchdog.write_error
     tracer = build.tracer
+    if opts.status:
+        opts.status(dict(progress("checking the outputs"), elapsed=build.duration))
     outputs, output_error, output_check = _collect_outputs(plan, build.lay, workdir,
                                                            tracer.builder_status)
     references, hidden = {}, {}

@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 #   strace         the peer the tests and benchmarks compare against
 #   gcc make libc6-dev  the host toolchain the C fixtures (demo, GNU hello, the
 #                  static helpers of fixtures/hostile and fixtures/failing) build with
-PKGS="nix-bin nix-setup-systemd busybox-static strace gcc make libc6-dev"
+#   tmux           a real terminal for the status line's test (tests/test_status.py)
+PKGS="nix-bin nix-setup-systemd busybox-static strace gcc make libc6-dev tmux"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
