@@ -29,10 +29,11 @@ TICK = re.compile(r"tick \d+ \d+\.\d+")
 
 
 @pytest.fixture
-def tmux():
+def tmux(tmp_path):
     if shutil.which("tmux") is None:
         missing("tmux is not installed (apt-get install tmux; scripts/setup.sh does)")
-    sock = f"nixrec-status-{os.getpid()}"
+    # A server of each test's own: the last one's may still be going away.
+    sock = f"nixrec-status-{os.getpid()}-{tmp_path.name}"
 
     def run(*args):
         return subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True,
