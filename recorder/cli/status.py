@@ -2,11 +2,15 @@
 streaming build log: elapsed time, processes, events, refused calls, the
 current command or phase.
 
-rich's Live display does the terminal work: it redraws the status under
-each block of log it prints, crops it to the terminal's width, and draws
-nothing when stderr is no terminal (a file, a pipe, TERM=dumb), where only
-the log's own bytes are written. Two threads feed it (the pty pump's log,
-the watchdog's status); a lock keeps their writes whole.
+rich does the terminal work: it tells a terminal from a file, a pipe or
+TERM=dumb (where nothing of the status is written, only the log's own
+bytes), renders the status cut to the terminal's width, and makes the
+control sequences that take it away. Under each block of log the status is
+written again as rich rendered it at its last update: rich's Live display
+re-renders at every line it prints, measured 540 us per log line against 6
+for this (a configure prints thousands, on the tracer's GIL; issue 17,
+docs/performance.md). Two threads feed it (the pty pump's log, the
+watchdog's status); a lock keeps their writes whole.
 
 The log goes to the terminal as the build wrote it (bytes in, the same
 bytes out: its own colours, non-UTF-8 bytes), never wrapped or cropped.
@@ -26,17 +30,6 @@ import time
 
 # How long a partial log line may wait for its end before it is shown.
 HOLD = 0.3
-
-
-class _Raw:
-    """Log text as the build wrote it: no markup, wrapping or cropping."""
-
-    def __init__(self, text):
-        self.text = text
-
-    def __rich_console__(self, console, options):
-        from rich.segment import Segment
-        yield Segment(self.text)
 
 
 def status_text(d: dict) -> str:
@@ -62,45 +55,46 @@ class LiveStatus:
     def __init__(self, stream):
         from rich.console import Console
         from rich.constrain import Constrain
-        from rich.live import Live
+        from rich.control import Control, ControlType
         from rich.text import Text
         self._text, self._constrain = Text, Constrain
         # surrogateescape both ways: the log's bytes come out as they went in.
         self.out = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape",
                                     write_through=True)
         self.console = Console(file=self.out, highlight=False, markup=False, emoji=False)
-        self.live = Live(Text(""), console=self.console, transient=True, auto_refresh=False,
-                         redirect_stdout=False, redirect_stderr=False)
+        # What takes the status line away: back to its start, erase it.
+        self._erase = Control(ControlType.CARRIAGE_RETURN,
+                              (ControlType.ERASE_IN_LINE, 2)).segment.text
         self.lock = threading.RLock()
+        self.drawn = None            # the status as rich rendered it (None: none yet)
+        self.shown = False           # it is on the screen, the cursor after it
+        self.at_line_start = True    # (before the first status) the log ended a line
         self.partial = ""            # the end of the log, not a whole line yet
         self.partial_since = 0.0
         self.mid_line = False        # a partial line is shown: no status until it ends
-        self.shown = False           # the Live display is on the screen
-        # rich's answer: a status is drawn only on a real terminal.
-        self.on_terminal = self.console.is_terminal and not self.console.is_dumb_terminal
 
     def log(self, data: bytes) -> None:
         text = data.decode("utf-8", "surrogateescape")
         with self.lock:
-            if not self.on_terminal:
-                self.out.write(text)           # a file or a pipe: the log alone
+            if self.drawn is None:
+                self.out.write(text)             # no status yet: as it comes
+                self.at_line_start = text.endswith("\n") if text else self.at_line_start
                 return
             if self.mid_line:
                 end = text.rfind("\n")
                 if end < 0:
                     self.out.write(text)
                     return
-                self.out.write(text[:end + 1])
+                self.out.write(text[:end + 1])   # the shown line ended: status again
                 text, self.mid_line = text[end + 1:], False
-                self.live.start(refresh=True)
-                self.shown = True
             self._lines(self.partial + text)
 
     def _lines(self, text: str) -> None:
-        """Print the whole lines of `text` above the status; keep the rest."""
+        """Write the whole lines of `text` above the status; keep the rest."""
         end = text.rfind("\n")
         if end >= 0:
-            self.console.print(_Raw(text[:end + 1]), end="", crop=False, soft_wrap=True)
+            self.out.write((self._erase if self.shown else "") + text[:end + 1] + self.drawn)
+            self.shown = True
             text = text[end + 1:]
         if text and not self.partial:
             self.partial_since = time.monotonic()
@@ -109,26 +103,31 @@ class LiveStatus:
     def status(self, d: dict) -> None:
         """Show the progress dict `d` (status_text); also the moment a
         partial log line that waited HOLD seconds is shown."""
-        if not self.on_terminal:
-            return
         with self.lock:
-            # One column short of the width: a line that fills the last
-            # column leaves some terminals about to wrap, and the status
-            # would then be erased from the wrong row.
-            text = self._text(status_text(d), no_wrap=True, overflow="ellipsis")
-            self.live.update(self._constrain(text, width=max(10, self._columns() - 1)))
+            self.drawn = self._render(status_text(d))
             if self.mid_line:
                 return
-            if self.partial and time.monotonic() - self.partial_since > HOLD:
-                self._hide()
-                self.out.write(self.partial)
-                self.partial, self.mid_line = "", True
+            if not self.shown and not self.at_line_start:
+                self.mid_line = True             # the log is in the middle of a line
                 return
-            if not self.shown:
-                self.live.start(refresh=True)
-                self.shown = True
-            else:
-                self.live.refresh()
+            if self.partial and time.monotonic() - self.partial_since > HOLD:
+                self.out.write((self._erase if self.shown else "") + self.partial)
+                self.partial, self.shown, self.mid_line = "", False, True
+                return
+            self.out.write((self._erase if self.shown else "") + self.drawn)
+            self.shown = True
+
+    def _render(self, words: str) -> str:
+        """The status line as rich renders it: one line, cut with an ellipsis
+        one column short of the width (a line that fills the last column
+        leaves some terminals about to wrap, and the erase would then take
+        the wrong row)."""
+        text = self._text(words, no_wrap=True, overflow="ellipsis")
+        with self.console.capture() as cap:
+            self.console.print(self._constrain(text, width=max(10, self._columns() - 1)),
+                               end="")
+        # (a renderable's lines end with a newline: the status's must not)
+        return cap.get().split("\n", 1)[0]
 
     def _columns(self) -> int:
         """The terminal's width now, asked of the terminal itself: rich
@@ -141,19 +140,15 @@ class LiveStatus:
         self.console.width = cols
         return cols
 
-    def _hide(self) -> None:
-        if self.shown:
-            self.live.stop()          # transient: rich erases the status
-            self.shown = False
-
     def clear(self) -> None:
-        """Take the status away for good and write what the log still holds."""
+        """Take the status away and write what the log still holds."""
         with self.lock:
-            self._hide()
-            if self.partial:
-                self.out.write(self.partial)
-                self.partial = ""
-            self.mid_line = False
+            if self.shown:
+                self.out.write(self._erase)
+            self.out.write(self.partial)
+            self.at_line_start = not self.partial and not self.mid_line
+            self.partial, self.shown, self.mid_line = "", False, False
+            self.drawn = None
             self.out.flush()
 
     def close(self) -> None:
