@@ -1,4 +1,4 @@
-"""The live status line of `nixrec record`, seen in a real terminal (tmux).
+"""The live status line of `nixrec record` and `replay`, seen in a real terminal (tmux).
 
 rich draws it under the streaming log (recorder/cli/status.py): it shows
 elapsed time, processes, events, refused calls and the current command; it
@@ -134,3 +134,22 @@ def test_no_status_when_stderr_is_not_a_terminal(tmp_path):
     assert b"\x1b" not in p.stderr and b"[nixrec" not in p.stderr
     shown = [ln for ln in p.stderr.decode().splitlines() if ln.startswith("tick ")]
     assert shown == logged_ticks(trace) and len(shown) > 100
+
+
+def test_replay_shows_its_status_and_target_then_reports(tmux, tmp_path):
+    trace = tmp_path / "ticks.nixrec"
+    rec = subprocess.run([str(NIXREC), "record", ticks_drv(), "-o", str(trace), "-q"],
+                         capture_output=True, env=nix_env(), timeout=120)
+    assert rec.returncode == 1, rec.stderr
+    with open_trace(trace) as r:
+        target = r.last_seq // 2                 # a call some seconds in
+    cmd = (f"env NIX_REMOTE= {NIXREC} replay {trace} --until {target} --exec true; "
+           "echo EXIT=$?; sleep 60")
+    tmux("new-session", "-d", "-s", "rec", "-x", "120", "-y", "20", cmd)
+    lines = wait_for(tmux, lambda lines: STATUS.match(last_line(lines)), 30)
+    assert last_line(lines).endswith(f"| to event {target}]"), lines
+    lines = wait_for(tmux, lambda lines: any(ln.startswith("EXIT=") for ln in lines), 60)
+    history = pane(tmux, history=True)
+    assert not [ln for ln in history if "[nixrec" in ln], "a status line was left behind"
+    assert any(ln.startswith(f"nixrec: stopped before event {target} ") for ln in history)
+    assert "EXIT=0" in history
