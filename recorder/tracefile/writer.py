@@ -33,6 +33,13 @@ _PATH_ERRNOS = {_errno.ENOENT, _errno.ENOTDIR, _errno.EACCES, _errno.EISDIR,
 # keeps the loss under 100 ms (issue 17); GNU hello writes ~25 pieces a
 # second, each a few KiB.
 PIECE_AGE = 0.04
+# A chunk ends at chunk_events or when this old. It was 1 s while the chunk
+# in memory was what a crash lost; with pieces it only spares a slow build a
+# long run of pieces. 1 s made the bytes per event follow the build's speed:
+# GNU hello on a loaded VM (1,760 events/s) took 7.39 B/event in 1-s chunks,
+# and a slow hello trace re-chunked took 8.02 at 1 s, 5.57 at 10 s, 5.44 in
+# 8192-event chunks (docs/performance.md, issue 17).
+MAX_CHUNK_AGE = 10.0
 
 
 class TraceWriteError(NixrecError):
@@ -53,12 +60,13 @@ class TraceWriter:
     """
 
     def __init__(self, path, header: dict, chunk_events: int = 8192,
-                 max_chunk_age: float = 1.0, proc_block: int = 4096,
+                 max_chunk_age: float = MAX_CHUNK_AGE, proc_block: int = 4096,
                  piece_age: float = PIECE_AGE):
         self.path = os.fspath(path)
         self.chunk_events = max(1, int(chunk_events))
-        # Chunks end at 8192 events or 1 s: what lz4 and the string table
-        # need to reach ~5.6 bytes per event; the pieces bound what a crash loses.
+        # Chunks end at 8192 events (what lz4 and the string table need to
+        # reach ~5.6 bytes per event) or MAX_CHUNK_AGE; the pieces bound
+        # what a crash loses.
         self.max_chunk_age = max_chunk_age
         self.piece_age = piece_age
         self.bytes_written = 0             # the end of the finished chunks and blocks
@@ -161,7 +169,7 @@ class TraceWriter:
             # past the end of both; the truncate then drops the copy.
             copy = fmt.pack_piece(first, n, self._enc.piece())
             self._write_at(copy, max(self._tail, offset + len(data)))
-            self._write_at(data, offset)
+            self._write_at(data, offset, cut=False)
             self._truncate(offset + len(data))
         else:
             self._write_at(data, offset)
@@ -271,30 +279,34 @@ class TraceWriter:
         self._write_at(data, self.bytes_written)
         self.bytes_written = self._tail = self.bytes_written + len(data)
 
-    def _write_at(self, data: bytes, offset: int) -> None:
-        view = memoryview(data)
+    def _write_at(self, data: bytes, offset: int, cut=True) -> None:
+        """Write all of `data` at `offset`, or cut the file there (cut=False:
+        leave it as it is) and raise."""
+        start, view = offset, memoryview(data)
         try:
             while view:
                 n = os.pwrite(self._fd, view, offset)
                 view, offset = view[n:], offset + n
         except OSError as e:
-            self._fail(e)
+            self._fail(e, start if cut else None)
 
     def _truncate(self, size: int) -> None:
         try:
             os.ftruncate(self._fd, size)
         except OSError as e:
-            self._fail(e)
+            self._fail(e, None)
 
-    def _fail(self, e: OSError):
-        # Cut the torn part (best effort) so the file ends at a chunk
-        # boundary (the pieces of the chunk being filled go too: there is no
-        # room for that chunk); the reader would cope anyway, but a clean end
-        # reads faster.
-        try:
-            os.ftruncate(self._fd, self.bytes_written)
-        except OSError:
-            pass
+    def _fail(self, e: OSError, cut=None):
+        # Cut the torn part (best effort) so the file ends where the last
+        # whole chunk, block or piece does (a disk-full trace keeps the
+        # pieces written before); the reader would cope anyway, but a clean
+        # end reads faster. cut None: a chunk torn over its pieces, whose
+        # whole copy lies past it, is left for the reader.
+        if cut is not None:
+            try:
+                os.ftruncate(self._fd, cut)
+            except OSError:
+                pass
         self._failed = TraceWriteError(f"cannot write trace {self.path}: {e.strerror}")
         raise self._failed from None
 
@@ -303,7 +315,7 @@ class TraceWriter:
             os.fsync(self._fd)
         except OSError as e:
             if e.errno != _errno.EINVAL:      # EINVAL: a pipe or special file
-                self._fail(e)
+                self._fail(e, None)
 
     def _close_fd(self) -> None:
         self._closed = True
