@@ -103,7 +103,8 @@ def instrument():
             seams.add(key, clock() - t)
             cpus.add(key, cpu() - c)
     linux.ptrace = ptrace
-    timed(T, "_status_ids", "/proc/PID/status (nspid, tgid)")
+    from nixrec.recorder.trace import waiting
+    timed(waiting, "status_ids", "/proc/PID/status (nspid, tgid)")
     timed(C.Decoder, "fd_path", "/proc/PID/fd readlink")
     timed(T.Tracer, "_cwd", "/proc/PID/cwd readlink")
     from nixrec.recorder.trace import predict
@@ -244,9 +245,9 @@ def idle_wait(us):
 
 def spin_wait(us):
     """Set how long the tracer polls for the next stop before blocking
-    (tracer.SPIN_SECONDS; 0: block at once, the tracer before issue 6)."""
-    from nixrec.recorder.trace import tracer as T
-    T.SPIN_SECONDS = us / 1e6
+    (waiting.SPIN_SECONDS; 0: block at once, the tracer before issue 6)."""
+    from nixrec.recorder.trace import waiting
+    waiting.SPIN_SECONDS = us / 1e6
 
 
 def no_predict():
@@ -291,7 +292,7 @@ def floor_c(read=False):
     import subprocess
     import tempfile
     from nixrec.recorder import session
-    from nixrec.recorder.trace import syscalls, tracer as T
+    from nixrec.recorder.trace import syscalls, tracer as T, waiting
     so = os.path.join(tempfile.mkdtemp(prefix="nixrec-floor-"), "floor.so")
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", so,
                     os.path.join(ROOT, "bench", "floor.c")], check=True)
@@ -317,7 +318,7 @@ def floor_c(read=False):
     def run(self, should_stop=None):
         stops = ctypes.c_long()
         status = lib.floor_loop(self.builder_pid, self._helper, bytes(table), bytes(paths),
-                                int(T.SPIN_SECONDS * 1e9), ctypes.byref(stops))
+                                int(waiting.SPIN_SECONDS * 1e9), ctypes.byref(stops))
         self.stops = stops.value
         if status >= 0:
             self.builder_status = (("exit", os.WEXITSTATUS(status)) if os.WIFEXITED(status)

@@ -6,20 +6,17 @@ Steps and returns a RecordResult value; printing is cli's job (cli/record.py).
 import os
 import platform
 import shutil
-import signal
 import stat
 import threading
 import time
-import tty
 
 from nixrec.recorder import __version__
+from nixrec.recorder.build import Build
 from nixrec.recorder.sandbox import plan as sandbox_plan, steps as sandbox_steps
 from nixrec.recorder.nix import drv as drvmod, store
-from nixrec.recorder.sandbox import launch, linux
-from nixrec.recorder.trace import predict, seccomp, syscalls
+from nixrec.recorder.trace import syscalls
 from nixrec.recorder.nix import outputs as outputs_mod
-from nixrec.recorder.errors import EXIT_HOST, BadInput, HostUnsupported, NixrecError
-from nixrec.recorder.trace.tracer import Tracer
+from nixrec.recorder.errors import BadInput, HostUnsupported, NixrecError
 from nixrec.recorder.tracefile.writer import TraceWriter
 
 REFUSED_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOTSUP", "ENETUNREACH", "ECONNREFUSED",
@@ -199,32 +196,6 @@ def header_for(drv_path, plan, hashes, calls) -> dict:
             "start_time": time.time()}
 
 
-class _LogPump(threading.Thread):
-    """Reads the pty master: the build log as nix-build streams it.
-
-    At EOF (every copy of the pty closed) Nix SIGKILLs the builder (§2.2 step
-    12); so does this, through the tracer.
-    """
-
-    def __init__(self, master, sink, on_eof):
-        super().__init__(daemon=True)
-        self.master, self.sink, self.on_eof = master, sink, on_eof
-        self.bytes = 0
-
-    def run(self):
-        while True:
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:
-                data = b""
-            if not data:
-                break
-            self.bytes += len(data)
-            if self.sink:
-                self.sink(data)
-        self.on_eof()
-
-
 class Watchdog(threading.Thread):
     """Kills the build when it breaks a limit, and keeps the trace flushed.
 
@@ -235,12 +206,15 @@ class Watchdog(threading.Thread):
     `kill_build` (one os.kill: safe from any thread); the tracer loop then
     sees every process exit and the session closes the trace as usual.
 
-    `lock` guards the trace writer, which the tracer thread appends to: the
-    tick flushes a chunk older than a second even while the build is quiet, so
-    a recorder killed during a long `sleep` still leaves its last events.
+    `lock` guards the trace writer, which the tracer thread appends to: every
+    FLUSH_TICK the watchdog has the writer put what waits into the file
+    (writer.tick: a piece once its oldest event is 40 ms old), so a recorder
+    killed while the build is quiet, or while the tracer waits in its C loop,
+    still leaves all but its last ~0.1 s of events (issue 17).
     """
 
     TICK = 0.2          # seconds; the precision of --timeout and --max-silent-time
+    FLUSH_TICK = 0.02   # seconds between looks at the writer (writer.PIECE_AGE)
 
     STATUS_EVERY = 3    # ticks between status-line updates (opts.status)
 
@@ -278,8 +252,13 @@ class Watchdog(threading.Thread):
     def run(self):
         timeout, silent = self.opts.timeout, self.opts.max_silent_time
         ticks = 0
-        while not self._done.wait(self.TICK):
+        next_check = self.t0 + self.TICK
+        while not self._done.wait(self.FLUSH_TICK):
             now = time.monotonic()
+            self._flush(now)
+            if now < next_check:
+                continue
+            next_check = now + self.TICK
             ticks += 1
             if self.opts.status and self.progress and ticks % self.STATUS_EVERY == 0:
                 self.opts.status(dict(self.progress(), elapsed=now - self.t0))
@@ -287,11 +266,10 @@ class Watchdog(threading.Thread):
                 self.fire(f"timed out after {timeout} seconds")
             elif silent and now - self.last_output >= silent:
                 self.fire(f"timed out after {silent} seconds of silence")
-            self._flush()
 
-    def _flush(self):
-        if self.write_error is not None:
-            return
+    def _flush(self, now):
+        if self.write_error is not None or not self.writer.due(now):
+            return           # (a look without the lock: tick() looks again)
         with self.lock:
             try:
                 self.writer.tick()
@@ -323,140 +301,6 @@ def is_refused(ev, roots) -> bool:
     p = ev.path or ""
     return (ev.errno == "ENOENT" and p.startswith("/")
             and p.split("/", 2)[1] not in roots)
-
-
-# Signals that stop a recording cleanly (the build is killed, the trace closed).
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Build:
-    """One run of a plan's sandbox under the tracer: what record and replay share.
-
-        b = Build(plan, workdir, emit, log=..., before=...)
-        b.start()                 # sandbox up, builder seized, exec released
-        state = b.run()           # "done", or "frozen" when `before` said so
-        ...                       # (replay: attach a shell, then b.thaw(); b.run())
-        b.stop()                  # kill what is left, reap, close the pty
-    """
-
-    def __init__(self, plan, workdir, emit, log=None, before=None, calls=None, ran=None):
-        self.plan = plan
-        self.calls = syscalls.table_of(calls)   # the calls the filter stops on
-        self.workdir = workdir
-        self.emit = emit
-        self.log = log
-        self.before = before
-        self.ran = ran
-        self.interrupted = False
-        self.eof_kill = False        # killed because every copy of the pty was closed
-        self.lay = None
-        self.tracer = None
-        self.spawned = None
-        self.pump = None
-        self.exec_error = None
-        self._master = None
-        self._prev_int = None
-        self.t0 = None
-        self.low_latency = False     # CPUs were kept awake while it ran (_hold)
-        self._latency_fd = None
-
-    def start(self) -> None:
-        """Lay out the sandbox, start the builder, seize it, let it exec.
-
-        Raises NixrecError (exit 3) for a sandbox or ptrace failure: a setup
-        failure, reported as such and never as a build failure.
-        """
-        self.lay = sandbox_steps.prepare_host(self.plan, os.path.join(self.workdir, "sandbox"))
-        master, slave = os.openpty()
-        tty.setraw(slave)            # §2.2 step 7: raw, so no LF -> CRLF
-        trees = sandbox_steps.fixed_trees(self.plan)
-        # No fixed tree (--no-sandbox): nothing to answer at entry, no lookup
-        # should pay for asking.
-        predictor = predict.Predictor(trees, sandbox_steps.build_ids(self.plan)) if trees else None
-        self.tracer = Tracer(self.emit, cwd=self.plan.cwd,
-                             output_rdev=os.fstat(slave).st_rdev, before=self.before,
-                             predictor=predictor, ran=self.ran)
-        self.t0 = time.monotonic()
-        try:
-            self.spawned = launch.spawn(self.plan, self.lay, slave, seccomp.build_filter(self.calls))
-        except launch.SetupError as e:
-            os.close(master)
-            os.close(slave)
-            raise NixrecError(f"sandbox setup failed: {e}", EXIT_HOST)
-        os.close(slave)
-        try:
-            self.tracer.seize(self.spawned.builder_pid)
-        except OSError as e:
-            os.kill(self.spawned.builder_pid, signal.SIGKILL)
-            self.spawned.reap_helper()
-            os.close(master)
-            raise HostUnsupported(f"cannot ptrace the builder: {e.strerror} (nixrec needs "
-                                  "CAP_SYS_PTRACE or kernel.yama.ptrace_scope=0)")
-        self._master = master
-        self.pump = _LogPump(master, self.log, self._on_eof)
-        self.pump.start()
-        self._prev_int = {sig: signal.signal(sig, self._on_int) for sig in _STOP_SIGNALS}
-        self.spawned.go()
-
-    def _on_eof(self):
-        # §2.2 step 12: Nix SIGKILLs the builder at pty EOF. If the builder
-        # had not exited yet, that kill is what ends it (`exec >/dev/null 2>&1`).
-        self.eof_kill = self.tracer.builder_status is None
-        self.tracer.kill_build()
-
-    def _on_int(self, signum, frame):
-        # Ctrl-C (or SIGTERM, SIGHUP): kill the build; the loop then drains
-        # and the trace is closed, so an interrupted recording stays whole.
-        self.interrupted = True
-        self.tracer.kill_build()
-
-    def run(self) -> str:
-        """Trace until the build is done, or frozen (replay's stop: a shell
-        may look at it for as long as the user likes; no CPU is kept awake
-        meanwhile)."""
-        self._hold()
-        try:
-            return self.tracer.run()
-        finally:
-            self._release()
-
-    def thaw(self) -> None:
-        self._hold()
-        self.tracer.thaw()
-
-    # Idle CPUs kept polling while the tracer runs (linux.hold_cpu_latency):
-    # the build and the tracer wake each other at every traced call, and
-    # these wake-ups are most of what tracing costs (docs/performance.md,
-    # sixth pass). NIXREC_LOW_LATENCY=0 lets CPUs idle as usual.
-    def _hold(self) -> None:
-        if self._latency_fd is None and os.environ.get("NIXREC_LOW_LATENCY", "1") != "0":
-            self._latency_fd = linux.hold_cpu_latency(0)
-            self.low_latency = self.low_latency or self._latency_fd is not None
-
-    def _release(self) -> None:
-        if self._latency_fd is not None:
-            os.close(self._latency_fd)
-            self._latency_fd = None
-
-    def stop(self) -> None:
-        """Kill what is left of the build, reap every process, close the pty."""
-        self._release()
-        if self._prev_int is not None:
-            for sig, handler in self._prev_int.items():
-                signal.signal(sig, handler)
-            self._prev_int = None
-        self.tracer.drain()
-        self.spawned.reap_helper()
-        self.pump.join(timeout=5)
-        os.close(self._master)
-        self.exec_error = self.spawned.exec_error()
-
-    @property
-    def duration(self) -> float:
-        return time.monotonic() - self.t0
-
-    def remove_sandbox(self) -> None:
-        self.lay.remove()
 
 
 def record(target: str, opts: RecordOptions) -> RecordResult:
@@ -510,10 +354,11 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
             opts.log(data)
 
     build = Build(plan, workdir, emit, log=log, calls=calls)
-    def progress():
+    def progress(phase="building"):
         t = build.tracer
         return {"processes": t.nprocesses, "alive": len(t.tracees),
-                "events": counts["events"], "current": t.current}
+                "events": counts["events"], "refused": counts["refused"],
+                "current": t.current if phase == "building" else "", "phase": phase}
 
     watchdog = Watchdog(opts, lambda: build.tracer.kill_build(), writer, lock, progress)
     try:
@@ -534,6 +379,8 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         _abandon(build, writer)
         raise watchdog.write_error
     tracer = build.tracer
+    if opts.status:
+        opts.status(dict(progress("checking the outputs"), elapsed=build.duration))
     outputs, output_error, output_check = _collect_outputs(plan, build.lay, workdir,
                                                            tracer.builder_status)
     references, hidden = {}, {}

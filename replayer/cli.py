@@ -7,9 +7,12 @@ The only place in replayer/ that prints or picks an exit code (style.md):
 """
 
 import sys
+import threading
+import time
 
 import click
 
+from nixrec.recorder.cli.status import open_status
 from nixrec.recorder.errors import BadInput
 from nixrec.replayer import attach, targets
 from nixrec.replayer.session import ReplaySession, Stop
@@ -94,9 +97,43 @@ def _attach(stop, plan, shell, exec_cmd, interactive, cont) -> int:
     return attach.run_in(stop.live_pid, argv, plan.uid, plan.gid, env, interactive=interactive)
 
 
-def _replay(session, shell, exec_cmd, interactive, cont):
+class _Status(threading.Thread):
+    """Feeds the status line (cli/status.py) from the session's progress
+    twice a second while the build runs; stop() takes it away (before any
+    report, and before a shell gets the terminal)."""
+
+    EVERY = 0.5
+
+    def __init__(self, line, session, t0):
+        super().__init__(daemon=True, name="nixrec-status")
+        self.line, self.session, self.t0 = line, session, t0
+        self._done = threading.Event()
+
+    def run(self):
+        while not self._done.wait(self.EVERY):
+            self.line.status(dict(self.session.progress(), elapsed=time.monotonic() - self.t0))
+
+    def stop(self):
+        self._done.set()
+        self.join(timeout=2)
+        self.line.clear()
+
+
+def _with_status(line, session, t0, step):
+    """step() with the status line shown meanwhile (when there is one)."""
+    if line is None:
+        return step()
+    ticker = _Status(line, session, t0)
+    ticker.start()
+    try:
+        return step()
+    finally:
+        ticker.stop()
+
+
+def _replay(session, shell, exec_cmd, interactive, cont, line=None, t0=0.0):
     """Run to the stop, attach, go on or kill. -> (End, command status, said)."""
-    res = session.start()
+    res = _with_status(line, session, t0, session.start)
     status, said = None, False
     if isinstance(res, Stop):
         _report_stop(res, session)
@@ -104,7 +141,7 @@ def _replay(session, shell, exec_cmd, interactive, cont):
         if shell is not None:
             status = _attach(res, session.plan, shell, exec_cmd, interactive, cont)
         if cont:
-            res = session.resume()
+            res = _with_status(line, session, t0, session.resume)
     end = session.close() if isinstance(res, Stop) else res
     return end, status, said
 
@@ -152,19 +189,26 @@ def replay_cmd(trace, until, until_fail, until_exec, until_path, shell, exec_cmd
         raise click.UsageError("--shell and --exec cannot be combined")
     interactive = shell or (exec_cmd is None and sys.stdin.isatty())
     log = None if quiet else _stderr_log()
+    # On a terminal: the status line under the log, as record draws it.
+    line = open_status(sys.stderr)
+    if line is not None and log is not None:
+        log = line.log
     session = ReplaySession(trace, _finder_for(until, until_fail, until_exec, until_path),
                             log=log)
+    t0 = time.monotonic()
     try:
-        session.prepare()
+        _with_status(line, session, t0, session.prepare)
         sh = attach.find_shell(session.plan) if (exec_cmd is not None or interactive) else None
         if sh is None and (exec_cmd is not None or shell):
             raise BadInput(attach.NO_SHELL)
         if sh is None and interactive:
             _say(attach.NO_SHELL)
             interactive = False
-        end, status, said = _replay(session, sh, exec_cmd, interactive, cont)
+        end, status, said = _replay(session, sh, exec_cmd, interactive, cont, line, t0)
     finally:
         session.close()
+        if line is not None:
+            line.close()
     code = _report_end(end, said)
     sys.exit(status if status is not None else code)
 

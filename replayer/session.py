@@ -18,6 +18,7 @@ import tempfile
 from nixrec.recorder import session as rsession
 from nixrec.recorder.nix import store
 from nixrec.recorder.trace import syscalls
+from nixrec.recorder.build import Build
 from nixrec.recorder.errors import BadInput
 from nixrec.recorder.sandbox.plan import SandboxPlan
 from nixrec.recorder.sandbox.steps import check_sandbox_paths
@@ -120,6 +121,8 @@ class ReplaySession:
         self._stopped = None            # Stop, while frozen
         self._stops_done = False        # the target was reached once: never again
         self._nlenient = 0              # lenient processes the C loop was told of
+        self.refused = 0                # live calls the sandbox refused (the status line)
+        self._roots = None
 
     # --- before anything runs ---------------------------------------------------------
     def prepare(self) -> None:
@@ -152,7 +155,7 @@ class ReplaySession:
         """Lay out the sandbox and run the build until the stop: -> Stop, or End."""
         rsession.check_host()
         self.workdir = tempfile.mkdtemp(prefix="nixrec-replay-")
-        self.build = rsession.Build(self.plan, self.workdir, self._emit, log=self.log,
+        self.build = Build(self.plan, self.workdir, self._emit, log=self.log,
                                     before=self._before, ran=self._ran,
                                     calls=self.calls)
         self.build.start()
@@ -291,9 +294,23 @@ class ReplaySession:
             tracer.fast.watch([t.pid for t in list(tracer.tracees.values())
                                if t.proc in lenient])
 
+    def progress(self) -> dict:
+        """What the status line shows (cli.py): the phase, and the live counts."""
+        build = self.build
+        if build is None or build.tracer is None:
+            return {"phase": "reading the trace"}
+        t = build.tracer
+        phase = f"to event {self.target.seq}" if self.target is not None else "to the end"
+        return {"processes": t.nprocesses, "alive": len(t.tracees), "events": self.live_seq,
+                "refused": self.refused, "current": t.current, "phase": phase}
+
     def _emit(self, ev) -> None:
         """Every event the live build makes (the tracer's sink)."""
         self.live_seq += 1
+        if ev.errno is not None:
+            if self._roots is None:
+                self._roots = rsession.visible_roots(self.plan)
+            self.refused += rsession.is_refused(ev, self._roots)
         _, d = self.follow.emitted(ev, self.live_seq, self.comparing)
         if d is not None:
             self._diverged(d)

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 #   strace         the peer the tests and benchmarks compare against
 #   gcc make libc6-dev  the host toolchain the C fixtures (demo, GNU hello, the
 #                  static helpers of fixtures/hostile and fixtures/failing) build with
+#   tmux           a real terminal for the status line's test (tests/test_status.py)
 #   chromium       a real browser (headless) the tests load `nixrec report`'s page in
 #   the real-world corpus (fixtures/realworld: each case runs a host tool in
 #   the sandbox, and needs the file the sandbox then hides from it):
@@ -22,7 +23,7 @@ cd "$(dirname "$0")/.."
 #     ca-certificates  /etc/ssl/certs/ca-certificates.crt (the pip cases)
 PKGS="nix-bin nix-setup-systemd busybox-static strace gcc make libc6-dev
       cmake pkg-config python3-pip nodejs npm cargo golang-go git bzip2
-      zlib1g-dev systemd tzdata ca-certificates chromium"
+      zlib1g-dev systemd tzdata ca-certificates chromium tmux"
 # A package whose program another one provides already: NodeSource's nodejs
 # ships npm, and conflicts with Debian's npm package.
 provided() {
@@ -71,11 +72,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
-# The tracer's hot path in C (recorder/trace/fastpath.c, loaded with ctypes): rebuilt
-# when the source is newer. Without it nixrec runs its Python loop (slower).
+# The tracer's hot path in C (recorder/trace/fastpath.c with fp_state.c,
+# fp_read.c and fastpath.h, loaded with ctypes): rebuilt when a source is
+# newer. Without it nixrec runs its Python loop (slower).
 so=recorder/trace/_fastpath.so
-if [ ! -f "$so" ] || [ recorder/trace/fastpath.c -nt "$so" ]; then
-    gcc -O2 -Wall -shared -fPIC -o "$so.tmp" recorder/trace/fastpath.c \
+fp_src="recorder/trace/fastpath.c recorder/trace/fp_state.c recorder/trace/fp_read.c"
+stale=0
+[ -f "$so" ] || stale=1
+for f in $fp_src recorder/trace/fastpath.h; do [ "$f" -nt "$so" ] && stale=1; done
+if [ "$stale" = 1 ]; then
+    gcc -O2 -Wall -shared -fPIC -o "$so.tmp" $fp_src \
         && mv "$so.tmp" "$so" \
         || echo "setup: could not build $so (gcc): the recorder runs without it, slower" >&2
 fi

@@ -95,6 +95,18 @@ def test_syscall_path_failed_filters(trace):
                        "--syscall", "connect")) == [11]
 
 
+def test_syscall_names_outside_the_table(trace):
+    # A real call nixrec does not record (python-ptrace's table names it):
+    # nothing matches, and it says why; a name that is no call: exit 2.
+    res = nixrec("events", trace, "--syscall", "getpid")
+    assert res.returncode == 0 and res.stdout == ""
+    assert res.stderr == ("nixrec: warning: getpid: not recorded by nixrec "
+                          "(recorder/trace/syscalls.py): no event matches\n")
+    res = nixrec("events", trace, "--syscall", "openat,opnat")
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == "nixrec: --syscall opnat: no such system call or event kind\n"
+
+
 def test_json_fields(trace):
     objs = [json.loads(line) for line in lines(nixrec("events", trace, "--json"))]
     assert len(objs) == 22

@@ -66,3 +66,46 @@ def test_an_enoent_answered_at_entry_is_explained_after_its_process_exited(tmp_p
         tr._explain_enoent(t, ev)
         assert ev.args == {"link": "/usr/bin/cc", "link_target": "/etc/alternatives/cc"}
     p.close()
+
+
+def test_ptrace_goes_through_python_ptrace_and_fails_like_os():
+    """linux.ptrace is python-ptrace's binding; a failure is the OSError the
+    tracer handles (ESRCH: ProcessLookupError, a tracee gone)."""
+    from ptrace.binding import func
+    assert linux._ptrace is func.ptrace
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)
+    for call in (lambda: linux.ptrace(linux.PTRACE_CONT, child),
+                 lambda: linux.geteventmsg(child), lambda: linux.skip_syscall(child)):
+        try:
+            call()
+        except ProcessLookupError:
+            continue
+        raise AssertionError("no ProcessLookupError")
+
+
+def test_signal_names_are_python_ptraces_but_sigio():
+    import signal
+    from ptrace.signames import SIGNAMES
+    from nixrec.recorder.trace.calls import signame
+    for n, name in SIGNAMES.items():
+        assert signame(n) == (name if n != signal.SIGIO else "SIGIO")
+    assert signame(signal.SIGSEGV) == "SIGSEGV" and signame(40) == "SIG40"
+
+
+def test_the_syscall_table_agrees_with_python_ptraces():
+    """nixrec keeps its own table (the roles and classes python-ptrace has
+    not; its numbers cost analysis no import of python-ptrace's syscall
+    package, ~0.1 s: docs/performance.md). Every number it shares with
+    python-ptrace's x86_64 table is the same."""
+    from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES
+    from nixrec.recorder.trace import syscalls
+    theirs = {}
+    for nr, name in sorted(SYSCALL_NAMES.items()):
+        theirs.setdefault(name, nr)           # x32 repeats some names above 512
+    ours = {sc.name: sc.nr for sc in syscalls.BY_NR.values()}
+    assert {n: nr for n, nr in ours.items() if n in theirs} == \
+        {n: theirs[n] for n in ours if n in theirs}
+    assert set(ours) - set(theirs) <= {"fchmodat2"}       # python-ptrace 0.9.9 lacks it

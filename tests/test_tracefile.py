@@ -399,6 +399,105 @@ def test_old_chunk_is_flushed_by_time(tmp_path):
     w.close()
 
 
+def _event(i):
+    return Event("syscall", "1" if i % 3 else "1.1", pid=100 + i % 3, syscall="openat",
+                 path=f"/p/{i % 17}", result=3, args={"fd": i}, time=i * 10)
+
+
+def _as_killed(p):
+    """The file as a recorder killed now would leave it (the writer stays open)."""
+    copy = str(p) + ".killed"
+    with open(p, "rb") as f, open(copy, "wb") as g:
+        g.write(f.read())
+    return open_trace(copy)
+
+
+def test_pieces_hold_the_chunk_being_filled(tmp_path):
+    # piece_age 0: every append writes a piece; the file read at any moment
+    # has every event, in chunks and then in the pieces of the next one.
+    p = tmp_path / "t.nixrec"
+    w = TraceWriter(p, {"h": 1}, chunk_events=30, piece_age=0.0)
+    for i in range(1, 101):
+        w.append(_event(i))
+        r = _as_killed(p)
+        got = list(r.events())
+        assert [(e.seq, e.proc, e.pid, e.path, e.args, e.time) for e in got] == \
+            [(j, *(lambda e: (e.proc, e.pid, e.path, e.args, e.time))(_event(j)))
+             for j in range(1, i + 1)], i
+        assert r.problems == [f"recording interrupted after event {i}"]
+        assert r.argv0_at("1", i) is None
+    w.close()
+    r = open_trace(p)
+    assert r.complete and r.problems == [] and r.last_seq == 100
+    data = open(p, "rb").read()
+    assert fmt.TAIL_TAG not in data          # a whole trace has no piece left
+    assert [c[2] for c in w.chunks] == [30, 30, 30, 10]
+
+
+def test_pieces_wait_for_their_age(tmp_path):
+    p = tmp_path / "t.nixrec"
+    w = TraceWriter(p, {}, chunk_events=10_000, piece_age=0.05)
+    w.append(_event(1))
+    w.tick()
+    assert _as_killed(p).last_seq == 0        # younger than piece_age: in memory
+    assert not w.due(time.monotonic())
+    time.sleep(0.06)
+    assert w.due(time.monotonic())
+    w.tick()                                  # the idle tracer's tick writes it
+    assert _as_killed(p).last_seq == 1 and not w.due(time.monotonic())
+    w.append(_event(2))
+    time.sleep(0.06)
+    w.append(_event(3))                       # an append finds 2 old: 2 and 3 go
+    r = _as_killed(p)
+    assert [e.seq for e in r.events()] == [1, 2, 3]
+    w.close()
+
+
+class _Killed(Exception):
+    pass
+
+
+def _tear(monkeypatch, tag):
+    """The next write of a `tag` block stops half way, as a SIGKILL in the
+    middle of a write(2) leaves it (the kernel stops between pages)."""
+    from nixrec.recorder.tracefile import writer as writer_mod
+    real = os.pwrite
+
+    def torn(fd, data, offset):
+        if bytes(data[:4]) == tag:
+            monkeypatch.setattr(writer_mod.os, "pwrite", real)
+            real(fd, bytes(data[:len(data) // 2]), offset)
+            raise _Killed()
+        return real(fd, data, offset)
+    monkeypatch.setattr(writer_mod.os, "pwrite", torn)
+
+
+def test_kill_while_a_chunk_is_written_over_its_pieces(tmp_path, monkeypatch):
+    p = tmp_path / "t.nixrec"
+    w = TraceWriter(p, {}, chunk_events=30, piece_age=0.0)
+    for i in range(1, 30):
+        w.append(_event(i))
+    _tear(monkeypatch, fmt.CHUNK_TAG)
+    with pytest.raises(_Killed):
+        w.append(_event(30))                  # the chunk is whole: written over its pieces
+    r = open_trace(p)
+    assert [e.seq for e in r.events()] == list(range(1, 31))
+    assert r.problems == ["recording interrupted after event 30"]
+
+
+def test_kill_while_a_piece_is_written(tmp_path, monkeypatch):
+    p = tmp_path / "t.nixrec"
+    w = TraceWriter(p, {}, chunk_events=30, piece_age=0.0)
+    for i in range(1, 41):
+        w.append(_event(i))
+    _tear(monkeypatch, fmt.TAIL_TAG)
+    with pytest.raises(_Killed):
+        w.append(_event(41))
+    r = open_trace(p)
+    assert [e.seq for e in r.events()] == list(range(1, 41))
+    assert r.problems == ["recording interrupted after event 40"]
+
+
 KILLED_WRITER = textwrap.dedent("""
     import sys
     from nixrec.recorder.tracefile import Event, TraceWriter

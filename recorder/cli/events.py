@@ -14,6 +14,8 @@ import sys
 
 import click
 
+from nixrec.recorder.errors import BadInput
+from nixrec.recorder.trace import syscalls as syscall_table
 from nixrec.recorder.tracefile import open_trace
 
 # Longest output text shown on a text line (strace -s); --json shows it all.
@@ -214,9 +216,31 @@ def _path_filter(glob):
     return lambda ev: match(ev.path) or match(ev.path2)
 
 
-def _matcher(proc, syscalls, path, failed):
+# Event kinds --syscall also matches (docs/trace-format.md).
+_KINDS = frozenset(("fork", "exec", "exit", "signal", "output", "syscall"))
+
+
+def _check_names(names, recorded) -> None:
+    """--syscall NAME must be a call or a kind. A call nixrec does not record
+    (python-ptrace's x86_64 table knows them all) matches nothing: say so;
+    a name that is no call at all is a mistake (exit 2)."""
+    other = sorted(n for n in names if n not in recorded and n not in _KINDS)
+    if not other:
+        return
+    # Imported here: python-ptrace's syscall package takes ~0.1 s to load.
+    from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES
+    known = set(SYSCALL_NAMES.values())
+    unknown = [n for n in other if n not in known]
+    if unknown:
+        raise BadInput(f"--syscall {unknown[0]}: no such system call or event kind")
+    _warn(f"{', '.join(other)}: not recorded by nixrec (recorder/trace/syscalls.py): "
+          "no event matches")
+
+
+def _matcher(proc, syscalls, path, failed, recorded=frozenset()):
     want_proc = _proc_filter(proc)
     names = {n.strip() for s in syscalls for n in s.split(",") if n.strip()}
+    _check_names(names, recorded)
     want_path = _path_filter(path)
 
     def keep(ev):
@@ -260,7 +284,8 @@ def events_cmd(trace, from_seq, to_seq, proc, syscalls, path, failed, as_json):
         if not line.startswith("recording interrupted"):
             _warn(line)
     reader.on_problem = _warn
-    keep = _matcher(proc, syscalls, path, failed)
+    recorded = set(syscall_table.BY_NAME) | set(reader.header.get("calls") or ())
+    keep = _matcher(proc, syscalls, path, failed, recorded)
     fmt_one = format_json if as_json else format_line
     out = sys.stdout
     try:        # a non-UTF-8 terminal gets \u escapes, not a UnicodeEncodeError

@@ -1,61 +1,14 @@
 """`nixrec record DRV`: build a derivation in nixrec's sandbox under the tracer."""
 
 import os
-import shutil
 import sys
-import threading
 
 import click
 
 from nixrec.recorder.trace import fastpath
 from nixrec.recorder import session
+from nixrec.recorder.cli.status import open_status
 from nixrec.recorder.errors import EXIT_BUILD_FAILED
-
-
-class StatusLine:
-    """The one-line progress display on a terminal, below the streaming log.
-
-    The log and the status come from two threads (the pty pump and the
-    watchdog); each write clears the status line first and redraws it after a
-    complete log line, so the log itself is never cut.
-    """
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.lock = threading.Lock()
-        self.text = ""
-        self.at_line_start = True
-
-    def log(self, data: bytes):
-        with self.lock:
-            if self.text:
-                self.stream.write(b"\r\x1b[K")
-            self.stream.write(data)
-            self.at_line_start = data.endswith(b"\n")
-            self._draw()
-            self.stream.flush()
-
-    def status(self, d: dict):
-        cur = f" | {d['current']}" if d.get("current") else ""
-        text = (f"[nixrec {d['elapsed']:.0f}s | {d['processes']} processes "
-                f"({d['alive']} running) | {d['events']} events{cur}]")
-        with self.lock:
-            self.text = text[:max(20, shutil.get_terminal_size().columns - 1)]
-            if self.at_line_start:
-                self.stream.write(b"\r\x1b[K")
-                self._draw()
-                self.stream.flush()
-
-    def _draw(self):
-        if self.text and self.at_line_start:
-            self.stream.write(self.text.encode(errors="replace"))
-
-    def clear(self):
-        with self.lock:
-            if self.text:
-                self.stream.write(b"\r\x1b[K")
-                self.stream.flush()
-            self.text = ""
 
 
 def _stream_to(out):
@@ -125,9 +78,10 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
     log = status = line = None
     if not quiet:
         log = _stream_to(sys.stderr.buffer)
-    if sys.stderr.isatty():
-        # On a terminal: a status line (elapsed, processes, events, command).
-        line = StatusLine(sys.stderr.buffer)
+    # On a terminal: a status line under the log (elapsed, processes,
+    # events, refused calls, the command), drawn by rich (cli/status.py).
+    line = open_status(sys.stderr)
+    if line is not None:
         status = line.status
         if log is not None:
             log = line.log
@@ -143,7 +97,7 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
         res = session.record(target, opts)
     finally:
         if line is not None:
-            line.clear()
+            line.close()
     if res.killed:
         # Nix's words: "building of '…' timed out after 2 seconds".
         outcome = res.killed

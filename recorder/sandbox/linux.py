@@ -1,5 +1,8 @@
-"""ctypes bindings to the Linux calls Python's os module lacks: namespaces,
-mounts, ptrace, process_vm_readv, seccomp. The one place that touches ctypes.
+"""The Linux calls Python's os module lacks: namespaces, mounts, ptrace,
+process_vm_readv, seccomp. ptrace requests, their constants and register
+access go through python-ptrace (ptrace.binding); the rest, and the ptrace
+requests and options python-ptrace does not name (PTRACE_SEIZE, _INTERRUPT,
+_GET_SYSCALL_INFO, TRACESECCOMP, EXITKILL), are ctypes here.
 
 Every wrapper raises OSError with the errno on failure, like the os module.
 """
@@ -9,6 +12,9 @@ import ctypes.util
 import os
 import signal
 import struct
+
+from ptrace import PtraceError
+from ptrace.binding import func as _pt
 
 from nixrec.recorder.trace import syscalls
 
@@ -121,63 +127,66 @@ def seccomp_install(prog: bytes) -> None:
                          ctypes.c_uint(0), fbuf), "seccomp")
 
 
-# --- ptrace ---------------------------------------------------------------------
-PTRACE_TRACEME = 0
-PTRACE_CONT = 7
-PTRACE_KILL = 8
-PTRACE_GETREGS = 12
-PTRACE_SETREGS = 13
-PTRACE_SYSCALL = 24
-PTRACE_SETOPTIONS = 0x4200
-PTRACE_GETEVENTMSG = 0x4201
-PTRACE_GETSIGINFO = 0x4202
+# --- ptrace (python-ptrace's binding) --------------------------------------------
+PTRACE_TRACEME = _pt.PTRACE_TRACEME
+PTRACE_CONT = _pt.PTRACE_CONT
+PTRACE_KILL = _pt.PTRACE_KILL
+PTRACE_GETREGS = _pt.PTRACE_GETREGS
+PTRACE_SETREGS = _pt.PTRACE_SETREGS
+PTRACE_SYSCALL = _pt.PTRACE_SYSCALL
+PTRACE_SETOPTIONS = _pt.PTRACE_SETOPTIONS
+PTRACE_GETEVENTMSG = _pt.PTRACE_GETEVENTMSG
+PTRACE_GETSIGINFO = _pt.PTRACE_GETSIGINFO
+# Requests python-ptrace does not name (Linux 3.4+ and 5.3+).
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_LISTEN = 0x4208
 PTRACE_GET_SYSCALL_INFO = 0x420E
 
-PTRACE_O_TRACESYSGOOD = 1
-PTRACE_O_TRACEFORK = 1 << 1
-PTRACE_O_TRACEVFORK = 1 << 2
-PTRACE_O_TRACECLONE = 1 << 3
-PTRACE_O_TRACEEXEC = 1 << 4
-PTRACE_O_TRACEEXIT = 1 << 6
-PTRACE_O_TRACESECCOMP = 1 << 7
-PTRACE_O_EXITKILL = 1 << 20
+PTRACE_O_TRACESYSGOOD = _pt.PTRACE_O_TRACESYSGOOD
+PTRACE_O_TRACEFORK = _pt.PTRACE_O_TRACEFORK
+PTRACE_O_TRACEVFORK = _pt.PTRACE_O_TRACEVFORK
+PTRACE_O_TRACECLONE = _pt.PTRACE_O_TRACECLONE
+PTRACE_O_TRACEEXEC = _pt.PTRACE_O_TRACEEXEC
+PTRACE_O_TRACEEXIT = _pt.PTRACE_O_TRACEEXIT
+PTRACE_O_TRACESECCOMP = 1 << 7       # not in python-ptrace
+PTRACE_O_EXITKILL = 1 << 20          # not in python-ptrace
 
-PTRACE_EVENT_FORK = 1
-PTRACE_EVENT_VFORK = 2
-PTRACE_EVENT_CLONE = 3
-PTRACE_EVENT_EXEC = 4
-PTRACE_EVENT_EXIT = 6
-PTRACE_EVENT_SECCOMP = 7
-PTRACE_EVENT_STOP = 128
+PTRACE_EVENT_FORK = _pt.PTRACE_EVENT_FORK
+PTRACE_EVENT_VFORK = _pt.PTRACE_EVENT_VFORK
+PTRACE_EVENT_CLONE = _pt.PTRACE_EVENT_CLONE
+PTRACE_EVENT_EXEC = _pt.PTRACE_EVENT_EXEC
+PTRACE_EVENT_EXIT = _pt.PTRACE_EVENT_EXIT
+PTRACE_EVENT_SECCOMP = 7             # not in python-ptrace
+PTRACE_EVENT_STOP = 128              # not in python-ptrace
 
 PTRACE_SYSCALL_INFO_ENTRY = 1
 PTRACE_SYSCALL_INFO_EXIT = 2
 PTRACE_SYSCALL_INFO_SECCOMP = 3
 
-_ptrace = _libc.ptrace
-_ptrace.restype = ctypes.c_long
-_ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+_ptrace = _pt.ptrace
 
 
 def ptrace(req: int, pid: int, addr=0, data=0) -> int:
-    # No PTRACE_PEEK* is used, for which -1 could be data: -1 is an error.
-    ret = _ptrace(req, pid, addr, data)
-    if ret == -1:
-        e = ctypes.get_errno()
-        raise OSError(e, f"ptrace({req:#x}, {pid}): {os.strerror(e)}")
-    return ret
-
-
-_evmsg = ctypes.c_ulong()
-_evmsg_p = ctypes.addressof(_evmsg)
+    """python-ptrace's ptrace(2), failing with OSError as the os module does
+    (an ESRCH is a ProcessLookupError: the tracer's sign of a killed tracee).
+    python-ptrace's call costs ~3.6 us more than a bare ctypes one on this
+    VM; on the Python side of the C loop that is ~0.1 s of a GNU hello
+    recording (docs/performance.md, issue 17)."""
+    try:
+        return _ptrace(req, pid, addr, data)
+    except PtraceError as e:
+        code = e.errno or 0
+        raise OSError(code, f"ptrace({req:#x}, {pid}): {os.strerror(code)}") from None
 
 
 def geteventmsg(pid: int) -> int:
-    ptrace(PTRACE_GETEVENTMSG, pid, 0, _evmsg_p)
-    return _evmsg.value
+    """The new child's pid at a fork, clone or vfork event stop."""
+    try:
+        return _pt.ptrace_geteventmsg(pid)
+    except PtraceError as e:
+        raise OSError(e.errno or 0, f"PTRACE_GETEVENTMSG {pid}: {os.strerror(e.errno or 0)}") \
+            from None
 
 
 # struct ptrace_syscall_info is 88 bytes on x86_64; parsed with struct for speed.
@@ -201,29 +210,35 @@ def get_syscall_info(pid: int):
     return op, vals[0], vals[1:]
 
 
-class _Regs(ctypes.Structure):
-    # struct user_regs_struct, x86_64 (asm/ptrace.h order).
-    _fields_ = [(n, ctypes.c_ulonglong) for n in (
-        "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs "
-        "eflags rsp ss fs_base gs_base ds es fs gs").split()]
+def _regs(pid):
+    try:
+        return _pt.ptrace_getregs(pid)
+    except PtraceError as e:
+        raise OSError(e.errno or 0, f"PTRACE_GETREGS {pid}: {os.strerror(e.errno or 0)}") \
+            from None
 
 
-_regs = _Regs()
-_regs_p = ctypes.addressof(_regs)
+def _set_regs(pid, regs):
+    try:
+        _pt.ptrace_setregs(pid, regs)
+    except PtraceError as e:
+        raise OSError(e.errno or 0, f"PTRACE_SETREGS {pid}: {os.strerror(e.errno or 0)}") \
+            from None
 
 
 def skip_syscall(pid: int) -> None:
-    """At a seccomp stop: make the kernel skip this call (nr = -1)."""
-    ptrace(PTRACE_GETREGS, pid, 0, _regs_p)
-    _regs.orig_rax = 0xFFFFFFFFFFFFFFFF
-    ptrace(PTRACE_SETREGS, pid, 0, _regs_p)
+    """At a seccomp stop: make the kernel skip this call (nr = -1), with
+    python-ptrace's user_regs_struct."""
+    regs = _regs(pid)
+    regs.orig_rax = 0xFFFFFFFFFFFFFFFF
+    _set_regs(pid, regs)
 
 
 def set_return(pid: int, value: int) -> None:
     """At a syscall-exit stop: overwrite the return value (e.g. -EPERM)."""
-    ptrace(PTRACE_GETREGS, pid, 0, _regs_p)
-    _regs.rax = value & 0xFFFFFFFFFFFFFFFF
-    ptrace(PTRACE_SETREGS, pid, 0, _regs_p)
+    regs = _regs(pid)
+    regs.rax = value & 0xFFFFFFFFFFFFFFFF
+    _set_regs(pid, regs)
 
 
 # --- reading tracee memory (process_vm_readv(2)) ------------------------------------

@@ -14,6 +14,8 @@ import signal
 import sys
 import time
 
+from ptrace.signames import SIGNAMES
+
 from nixrec.recorder.trace import decode, syscalls
 from nixrec.recorder.sandbox import linux
 from nixrec.recorder.tracefile.model import Event
@@ -193,11 +195,15 @@ class Decoder:
         return ev
 
 
+# Signal names are python-ptrace's (ptrace.signames), but for SIGIO: it
+# prefers the other name of 29, SIGPOLL, where Python's signal module, strace
+# and every trace recorded so far say SIGIO. An unnamed one is SIG<n>.
+_SIGNAMES = {**SIGNAMES, signal.SIGIO: "SIGIO"}
+
+
 def signame(n: int) -> str:
-    try:
-        return signal.Signals(n).name
-    except ValueError:
-        return f"SIG{n}"
+    name = _SIGNAMES.get(n)
+    return name if name is not None else f"SIG{n}"
 
 
 def set_result(ev, rval: int, failed) -> None:

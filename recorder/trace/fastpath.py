@@ -22,7 +22,7 @@ import struct
 from nixrec.recorder.trace import predict, syscalls
 
 LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fastpath.so")
-ABI = 2                        # fastpath.c's fp_abi(): a library of another version is not used
+ABI = 3                        # fastpath.c's fp_abi(): a library of another version is not used
 
 # fp_run's answers (fastpath.c).
 STOP, IDLE, HELD, NOCHILD, INTR, DONE = 1, 2, 3, 4, 5, 6
@@ -40,6 +40,11 @@ _BUFFER = 1 << 20              # the records between two returns to Python
 # them events. GNU hello, alternated: 0, 50 and 500 us within the noise
 # (20.4-21.7 s); 50 us keeps the loop from returning between two close stops.
 IDLE_SECONDS = 50e-6
+# With records waiting this long, the loop returns whatever comes (a busy
+# build stops again within IDLE_SECONDS for seconds on end): records in C
+# memory are lost with a SIGKILLed recorder, and the trace file's writer
+# bounds that loss at ~0.1 s with this (tracefile/writer.PIECE_AGE).
+FLUSH_SECONDS = 10e-3
 # Calls with one path that change what the tracer knows of the process (its
 # cwd, its root) or are refused by the sandbox's rules: Python's, always.
 _PYTHON_ONLY = frozenset(("chdir", "chroot", "mount", "pivot_root")) \
@@ -67,6 +72,7 @@ def _load():
         lib.fp_set_options.argtypes = [vp, i, i, u64, i64, i64]
         lib.fp_set_slow.argtypes = [vp, i, i]
         lib.fp_set_lockstep.argtypes = lib.fp_set_predict.argtypes = [vp, i]
+        lib.fp_set_flush.argtypes = [vp, i64]
         lib.fp_watch.argtypes = [vp, ctypes.POINTER(i), i]
         lib.fp_stops.argtypes = [vp]
         lib.fp_stops.restype = ctypes.c_long
@@ -136,6 +142,7 @@ class FastPath:
                             int(sc.name in syscalls.LOOKUP_ZERO))
         lib.fp_set_options(self.ctx, int(predict), int(output_rdev is not None),
                            output_rdev or 0, int(spin_seconds * 1e9), int(idle_seconds * 1e9))
+        lib.fp_set_flush(self.ctx, int(FLUSH_SECONDS * 1e9))
         lib.fp_set_notable(self.ctx, sum(1 << int(s) for s in notable_signals))
         lib.fp_set_open_read(self.ctx, syscalls.OPEN_READ_BITS, syscalls.O_DIRECTORY,
                              syscalls.O_ACCMODE)

@@ -2,8 +2,14 @@
 the role of each argument. The seccomp filter, the tracer's decoder and the
 analysis all read this table; a new syscall is one row here.
 
-x86_64 only for now (numbers from the kernel's syscall_64.tbl). python-ptrace's
-own table lacks openat2, clone3 and faccessat2, which is why nixrec keeps its own.
+x86_64 only for now (numbers from the kernel's syscall_64.tbl). nixrec keeps
+its own rows for what python-ptrace's table has not: each call's class and
+argument roles, and fchmodat2, which python-ptrace 0.9.9 lacks (it has openat2,
+clone3 and faccessat2). The numbers agree with python-ptrace's x86_64 table
+(tests/test_linux.py); they are not read from it because analysis imports
+this table, and python-ptrace's syscall package takes ~0.1 s to import
+(docs/performance.md). `nixrec events --syscall` names the other calls
+with python-ptrace's table.
 """
 
 import errno as _errno

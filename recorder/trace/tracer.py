@@ -13,6 +13,9 @@ When recorder/trace/_fastpath.so is built, the waiting and most stops are done i
 (fastpath.c, issue 6): run() then hands this class only the stops the C loop
 leaves to Python, and the C loop's records (_take_records), which become the
 same events this loop would have made.
+
+Waiting for the next stop is waiting.py's; what is at a path that was
+"missing" is explain.py's.
 """
 
 import errno
@@ -20,12 +23,10 @@ import os
 import signal
 import time
 
-from nixrec.recorder.trace import decode, fastpath, predict, syscalls
+from nixrec.recorder.trace import explain, fastpath, predict, syscalls, waiting
 from nixrec.recorder.sandbox import linux
 from nixrec.recorder.trace.calls import Decoder, set_result, signame
 from nixrec.recorder.tracefile.model import Event, Process
-
-WALL = 0x40000000          # __WALL: wait for clone children (threads) too
 
 OPTIONS = (linux.PTRACE_O_TRACESYSGOOD | linux.PTRACE_O_TRACEFORK
            | linux.PTRACE_O_TRACEVFORK | linux.PTRACE_O_TRACECLONE
@@ -94,7 +95,7 @@ class Tracer:
         self._held_pids = []                # stopped at a HELD record, to resume
         # The C loop (fastpath.py) for the common stops, when it is built.
         self.fast = fastpath.FastPath(syscalls.BY_NR, predictor is not None, output_rdev,
-                                      SPIN_SECONDS, NOTABLE_SIGNALS) \
+                                      waiting.SPIN_SECONDS, NOTABLE_SIGNALS) \
             if fastpath.available() else None
 
     @property
@@ -110,7 +111,7 @@ class Tracer:
         """Attach to the builder before it loads its filter and execs."""
         linux.ptrace(linux.PTRACE_SEIZE, pid, 0, OPTIONS)
         self.builder_pid = pid
-        nspid, _ = _status_ids(pid)
+        nspid, _ = waiting.status_ids(pid)
         info = Process("1", pid=nspid, parent=None)
         self.nprocesses = 1
         self.tracees[pid] = Tracee(pid, nspid, "1", self.start_cwd, info)
@@ -150,7 +151,7 @@ class Tracer:
         tracee is left; () when the C loop returned only records (now events)
         or for a signal (its handler ran)."""
         if self.fast is None:
-            return _wait_any()
+            return waiting.wait_any()
         code, pid, status = self.fast.run()
         self._sync()
         if code == fastpath.STOP:
@@ -179,9 +180,9 @@ class Tracer:
                     linux.ptrace(linux.PTRACE_INTERRUPT, pid)
                 except OSError:
                     pass
-        waiting = set(self.tracees) - {t.pid}
-        while waiting:
-            got = _wait_any()
+        unstopped = set(self.tracees) - {t.pid}
+        while unstopped:
+            got = waiting.wait_any()
             if got is None:
                 break
             pid, status = got
@@ -195,11 +196,11 @@ class Tracer:
                 continue
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 self._on_exit(other, status)
-                waiting.discard(pid)
+                unstopped.discard(pid)
                 continue
             # Keep whatever stop it reported; thaw() handles it as usual.
             self.held[pid] = status
-            waiting.discard(pid)
+            unstopped.discard(pid)
         raise _Frozen()
 
     def frozen_pids(self):
@@ -232,7 +233,7 @@ class Tracer:
         """
         self.kill_build()
         while self.tracees:
-            got = _wait_any()
+            got = waiting.wait_any()
             if got is None:
                 break
             pid, status = got
@@ -316,7 +317,7 @@ class Tracer:
     # --- process events ----------------------------------------------------------------
     def _on_fork(self, t, event):
         child_pid = linux.geteventmsg(t.pid)
-        nspid, tgid = _status_ids(child_pid)
+        nspid, tgid = waiting.status_ids(child_pid)
         self._forked(t, event, child_pid, nspid, tgid, self._now())
         self._resume(t.pid)
         if child_pid in self.unborn:
@@ -543,49 +544,11 @@ class Tracer:
             self._decode_wait(t, ev, addr)
 
     def _explain_enoent(self, t, ev):
-        """Why a path is "missing" when something is there, seen from the
-        process's own root: a symlink whose target is not in the sandbox
-        (args link, link_target), or a program whose ELF or #! interpreter is
-        missing (args interpreter), the most confusing ENOENT a Nix user meets."""
-        root = self._root(t)
-        try:
-            if ev.kind != "exec":
-                # The common case, a plain missing file, costs one lstat. Only
-                # when something is there (a link) is the path walked again.
-                # Builds probe the same missing paths over and over (include
-                # and library search paths): remember the ones found empty,
-                # where nothing can appear later (predict.py's fixed trees).
-                if ev.path in self._absent:
-                    return
-                try:
-                    os.lstat(root + ev.path)
-                except FileNotFoundError:
-                    if self.predictor is not None and self.predictor.fixed(ev.path):
-                        if len(self._absent) > 200_000:
-                            self._absent.clear()
-                        self._absent.add(ev.path)
-                    return
-            host, link = decode.resolve_in_root(root, ev.path)
-            if link is not None and host is None:
-                ev.args["link"], ev.args["link_target"] = link
-                return
-            if ev.kind == "exec" and host and os.path.isfile(host):
-                interp = decode.interpreter(host)
-                if interp:
-                    ev.args["interpreter"] = interp
-                    ev.args["interpreter_missing"] = decode.resolve_in_root(root, interp)[0] is None
-        except OSError:
-            pass
+        """Why a path is "missing" when something is there (explain.py)."""
+        explain.enoent(self._root(t), ev, self._absent, self.predictor)
 
     def _root(self, t):
-        """The process's root as a path to walk: the build's root, which
-        predict.py holds open, when there is one (a lookup answered at entry
-        is explained after its process runs on, maybe after it exited: its
-        /proc/PID/root is gone then), else /proc/PID/root."""
-        p = self.predictor
-        if p is not None and p.root_fd is not None:
-            return f"/proc/self/fd/{p.root_fd}"
-        return f"/proc/{t.pid}/root"
+        return explain.root_of(self.predictor, t.pid)
 
     def _cwd(self, t):
         try:
@@ -615,63 +578,5 @@ class Tracer:
                 ev.args["signal"] = signame(os.WTERMSIG(st))
 
 
-# How long the tracer polls for the next stop before it blocks in waitpid.
-# A blocked tracer is woken by the kernel when a tracee stops; on a VM whose
-# vCPU went idle meanwhile that wake-up is the larger part of a stop's cost.
-# Polling keeps the tracer awake across the short gaps between stops of a busy
-# build (GNU hello, 2 vCPUs: 38 s -> 27-29 s with 30 us to 1 ms; 300 us was
-# best; 5 ms took from the build's CPU: docs/performance.md). On one CPU the
-# tracee cannot run while the tracer polls, so there it blocks at once.
-SPIN_SECONDS = 300e-6 if len(os.sched_getaffinity(0)) > 1 else 0.0
-_clock = time.perf_counter
-
-
-def _wait_any():
-    """-> (pid, status) of the next tracee or child to report; None when none is left."""
-    if SPIN_SECONDS:
-        deadline = _clock() + SPIN_SECONDS
-        while True:
-            try:
-                pid, status = os.waitpid(-1, WALL | os.WNOHANG)
-            except ChildProcessError:
-                return None
-            except InterruptedError:
-                continue
-            if pid:
-                return pid, status
-            if _clock() > deadline:
-                break
-    while True:
-        try:
-            return os.waitpid(-1, WALL)
-        except ChildProcessError:
-            return None
-        except InterruptedError:
-            continue
-
-
 class _Frozen(Exception):
     """Unwinds from a stop handler to run() when a `before` hook froze the build."""
-
-
-def _status_ids(pid: int):
-    """-> (the pid inside its PID namespace (last NSpid field), its Tgid), read
-    from one /proc/PID/status: once per fork, so one read, not one per field,
-    and raw bytes (a text-mode file cost 50 us a fork, most of it decoding)."""
-    nspid, tgid = pid, None
-    try:
-        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        i = data.find(b"\nTgid:")
-        if i >= 0:
-            tgid = int(data[i + 6:data.index(b"\n", i + 1)])
-        i = data.find(b"\nNSpid:")
-        if i >= 0:
-            nspid = int(data[i + 7:data.index(b"\n", i + 1)].split()[-1])
-    except (OSError, ValueError):
-        pass
-    return nspid, tgid
-

@@ -5,6 +5,9 @@
     chunk*   CHUNK_HEAD (32 bytes) + lz4 block of one msgpack chunk payload,
              and (v2) between chunks, process-table blocks: PROCS_HEAD (16 bytes)
              + lz4 block of msgpack [process dicts, {proc: exec history}]
+    piece*   only in a file whose recorder died: the chunk it was filling, as
+             pieces (the chunk head's layout, tag TAIL) appended every few
+             tens of milliseconds, which a finished chunk writes over
     index    INDEX_HEAD (16 bytes) + lz4 block of one msgpack dict
     footer   FOOTER (24 bytes): where the index starts, the last seq
 
@@ -41,6 +44,10 @@ CHUNK_TAG = b"CHNK"
 # of those 28 bytes, so a walker can trust a length before seeking over it.
 CHUNK_FIELDS = struct.Struct("<4sIIQII")
 CHUNK_HEAD_SIZE = CHUNK_FIELDS.size + 4
+# A piece of the chunk being filled (crash safety, docs/trace-format.md): the
+# chunk head's layout, first seq = the chunk's, count = the piece's events.
+# A reader of v2 before pieces skips them as the torn end of the file.
+TAIL_TAG = b"TAIL"
 
 INDEX_TAG = b"INDX"
 INDEX_HEAD = struct.Struct("<4sIII")      # tag, compressed len, raw len, crc of block
@@ -99,24 +106,31 @@ def pack_prefix_and_header(header: dict) -> bytes:
 
 # -- chunks ------------------------------------------------------------------
 
-def pack_chunk(first_seq: int, count: int, payload: bytes) -> bytes:
-    """The bytes of one chunk: its header, then the lz4 block of `payload`."""
+def pack_chunk(first_seq: int, count: int, payload: bytes, tag: bytes = CHUNK_TAG) -> bytes:
+    """The bytes of one chunk (or, tag=TAIL_TAG, of one piece): its header,
+    then the lz4 block of `payload`."""
     block = lz4.block.compress(payload, store_size=False)
-    fields = CHUNK_FIELDS.pack(CHUNK_TAG, len(block), len(payload), first_seq,
+    fields = CHUNK_FIELDS.pack(tag, len(block), len(payload), first_seq,
                                count, crc(block))
     return fields + struct.pack("<I", crc(fields)) + block
 
 
-def parse_chunk_head(head: bytes):
-    """(comp_len, raw_len, first_seq, count, payload_crc), or None if not a good head."""
+def pack_piece(first_seq: int, count: int, piece: bytes) -> bytes:
+    """A piece of the chunk starting at first_seq: `count` events (ChunkEncoder.piece)."""
+    return pack_chunk(first_seq, count, piece, TAIL_TAG)
+
+
+def parse_chunk_head(head: bytes, tag: bytes = CHUNK_TAG):
+    """(comp_len, raw_len, first_seq, count, payload_crc), or None if not a good
+    head (of a chunk, or with tag=TAIL_TAG of a piece)."""
     if len(head) < CHUNK_HEAD_SIZE:
         return None
     fields = head[:CHUNK_FIELDS.size]
     (want,) = struct.unpack_from("<I", head, CHUNK_FIELDS.size)
     if crc(fields) != want:
         return None
-    tag, comp_len, raw_len, first_seq, count, payload_crc = CHUNK_FIELDS.unpack(fields)
-    if tag != CHUNK_TAG or first_seq < 1:
+    got, comp_len, raw_len, first_seq, count, payload_crc = CHUNK_FIELDS.unpack(fields)
+    if got != tag or first_seq < 1:
         return None
     return comp_len, raw_len, first_seq, count, payload_crc
 
@@ -219,6 +233,29 @@ class ChunkEncoder:
         parts += [p.pack_array_header(n), b"".join(self.args)]
         return b"".join(parts)
 
+    def marks(self):
+        """(events, strings, starts) so far: where the next piece begins."""
+        return len(self.args), len(self.table), len(self.argv0_at_start)
+
+    def piece(self, since=(0, 0, 0)) -> bytes:
+        """The payload of a piece: what was added after `since` (marks()).
+
+        [events from, strings from, starts from, the new strings, the new
+        starts, then each column's new values]: the slices of the lists the
+        chunk's own payload will hold, so a piece costs what its events add,
+        not what the whole chunk holds (a piece is written every few tens of
+        milliseconds). A piece's refs index the chunk's whole table: pieces
+        decode in a row from the first (merge_pieces).
+        """
+        e, t, s = since
+        p = self._packer
+        parts = [p.pack_array_header(5 + len(COLUMNS)), p.pack(e), p.pack(t), p.pack(s),
+                 p.pack(self.table[t:]), p.pack(self.argv0_at_start[s:])]
+        parts += [p.pack(self.cols[name][e:]) for name in COLUMNS[:-1]]
+        args = self.args[e:]
+        parts += [p.pack_array_header(len(args)), b"".join(args)]
+        return b"".join(parts)
+
 
 def decode_chunk(raw: bytes, first_seq: int):
     """(events, argv0 at chunk start {proc: argv0}) from a chunk payload."""
@@ -232,6 +269,43 @@ def decode_chunk(raw: bytes, first_seq: int):
         return _events_from_columns(table, n, cols, first_seq), _starts(table, starts)
     except (LookupError, TypeError, AttributeError, ValueError) as e:
         raise FormatError(f"bad payload: {e}") from None
+
+
+def piece_marks(raw: bytes):
+    """((events, strings, starts) of the chunk before the piece, and after
+    it) from a piece payload, or None if it is not one."""
+    try:
+        e, t, s, strings, starts, *cols = unpack(raw)
+        before = int(e), int(t), int(s)
+        return before, (before[0] + len(cols[0]), before[1] + len(strings),
+                        before[2] + len(starts))
+    except Exception:
+        return None
+
+
+def merge_pieces(raws: list, first_seq: int):
+    """(events, argv0 at chunk start) from a run of piece payloads, the first
+    one starting the chunk and each starting where the one before ended."""
+    table, starts, cols, n = [], [], [[] for _ in COLUMNS], 0
+    for raw in raws:
+        try:
+            e, t, s, strings, new_starts, *new_cols = unpack(raw)
+        except Exception as err:
+            raise FormatError(f"bad piece: {err}") from None
+        if (e, t, s) != (n, len(table), len(starts)) or len(new_cols) != len(COLUMNS):
+            raise FormatError("bad piece: not the next one")
+        count = len(new_cols[0])
+        if any(len(c) != count for c in new_cols):
+            raise FormatError("bad piece: column lengths differ")
+        table += strings
+        starts += new_starts
+        for col, new in zip(cols, new_cols):
+            col += new
+        n += count
+    try:
+        return _events_from_columns(table, n, cols, first_seq), _starts(table, starts)
+    except (LookupError, TypeError, AttributeError, ValueError) as err:
+        raise FormatError(f"bad piece: {err}") from None
 
 
 def _starts(table, starts) -> dict:

@@ -38,13 +38,16 @@ def open_trace(path) -> "TraceReader":
 
 
 class _Chunk:
-    """Where one chunk is and which events it holds; `bad` says why it is unusable."""
+    """Where one chunk is and which events it holds; `bad` says why it is
+    unusable. `pieces`: for the chunk a killed recorder was filling, the
+    offsets of the pieces that hold it (writer.py), else None."""
 
-    __slots__ = ("number", "offset", "first_seq", "count", "bad")
+    __slots__ = ("number", "offset", "first_seq", "count", "bad", "pieces")
 
-    def __init__(self, number, offset, first_seq, count, bad=None):
+    def __init__(self, number, offset, first_seq, count, bad=None, pieces=None):
         self.number, self.offset, self.first_seq, self.count = number, offset, first_seq, count
         self.bad = bad
+        self.pieces = pieces
 
     @property
     def last_seq(self):
@@ -243,6 +246,8 @@ class TraceReader:
                 continue
             if h is not None and off + fmt.CHUNK_HEAD_SIZE + h[0] > self._size:
                 break             # the torn last chunk of an interrupted recording
+            if head[:4] == fmt.TAIL_TAG:
+                break             # the pieces of the chunk it was filling
             nxt = self._resync(off + 1, expected)
             if nxt is None:
                 break
@@ -250,10 +255,74 @@ class TraceReader:
             self._chunks.append(_Chunk(len(self._chunks) + 1, off, expected,
                                        next_first - expected, bad="bad chunk header"))
             off, expected = bad_to, next_first
+        if interrupted:
+            expected += self._adopt_pieces(off, expected)
         self.last_seq = expected - 1
         if interrupted:
             self._interrupted = True
             self._head_problems.append(f"recording interrupted after event {self.last_seq}")
+
+    def _adopt_pieces(self, off: int, expected: int) -> int:
+        """The chunk a killed recorder was filling, from its pieces after
+        `off`: -> how many events it adds after `expected` - 1.
+
+        The pieces of a chunk follow each other, each starting where the one
+        before ended. A whole copy of a finished chunk (one piece) is there
+        when the recorder died while writing that chunk over its pieces: it
+        stands in for the last chunk if that one is torn."""
+        pieces = self._pieces(off)
+        last = self._chunks[-1] if self._chunks else None
+        if last is not None and not last.bad and last.pieces is None:
+            whole = [p for p in pieces if p[1] == last.first_seq and p[2] == last.count
+                     and p[3][0] == 0]
+            if whole and self._check(last, decode=False, report=False) is None:
+                self._chunks[-1] = _Chunk(last.number, whole[0][0], last.first_seq,
+                                          last.count, pieces=[whole[0][0]])
+        best = []
+        for i, start in enumerate(pieces):
+            if start[1] != expected or start[3] != (0, 0, 0):
+                continue
+            run, marks = [start], start[4]
+            for p in pieces[i + 1:]:
+                if p[1] == expected and p[3] == marks:
+                    run.append(p)
+                    marks = p[4]
+            if sum(p[2] for p in run) > sum(p[2] for p in best):
+                best = run
+        if not best:
+            return 0
+        count = sum(p[2] for p in best)
+        self._chunks.append(_Chunk(len(self._chunks) + 1, best[0][0], expected, count,
+                                   pieces=[p[0] for p in best]))
+        return count
+
+    def _pieces(self, off: int) -> list:
+        """[(offset, chunk's first seq, count, marks from, marks after)] of
+        every intact piece from `off` on, in file order (a piece's marks say
+        where in the chunk's events, strings and starts it begins)."""
+        found = []
+        while off < self._size:
+            window = self._pread(_RESYNC_WINDOW + fmt.CHUNK_HEAD_SIZE, off)
+            at = window.find(fmt.TAIL_TAG)
+            while 0 <= at < _RESYNC_WINDOW:       # the rest: the next window's
+                h = fmt.parse_chunk_head(window[at:at + fmt.CHUNK_HEAD_SIZE], fmt.TAIL_TAG)
+                raw = self._piece_payload(off + at, h) if h is not None else None
+                marks = fmt.piece_marks(raw) if raw is not None else None
+                if marks is not None:
+                    found.append((off + at, h[2], h[3]) + marks)
+                at = window.find(fmt.TAIL_TAG, at + 1)
+            off += _RESYNC_WINDOW
+        return found
+
+    def _piece_payload(self, offset: int, h):
+        comp_len, raw_len, _, _, want = h
+        if offset + fmt.CHUNK_HEAD_SIZE + comp_len > self._size:
+            return None
+        try:
+            return fmt.decode_block(self._pread(comp_len, offset + fmt.CHUNK_HEAD_SIZE),
+                                    raw_len, want)
+        except fmt.FormatError:
+            return None
 
     def _resync(self, off: int, expected: int):
         """(offset, first_seq) of the next good chunk after damaged bytes, or None."""
@@ -307,14 +376,17 @@ class TraceReader:
 
     # -- chunks ------------------------------------------------------------------
 
-    def _check(self, chunk: _Chunk, decode: bool):
+    def _check(self, chunk: _Chunk, decode: bool, report: bool = True):
         """The chunk's payload bytes (decoded to _Loaded if `decode`), or None if bad."""
+        if chunk.pieces is not None:
+            return self._check_pieces(chunk, decode)
         if chunk.bad:
             self._report(chunk, chunk.bad)
             return None
         h = fmt.parse_chunk_head(self._pread(fmt.CHUNK_HEAD_SIZE, chunk.offset))
         if h is None or h[2] != chunk.first_seq or h[3] != chunk.count:
-            self._report(chunk, "bad chunk header")
+            if report:
+                self._report(chunk, "bad chunk header")
             return None
         comp_len, raw_len, _, _, want = h
         try:
@@ -323,6 +395,27 @@ class TraceReader:
             if not decode:
                 return raw
             events, starts = fmt.decode_chunk(raw, chunk.first_seq)
+        except fmt.FormatError as e:
+            if report:
+                self._report(chunk, str(e))
+            return None
+        return _Loaded(events, starts)
+
+    def _check_pieces(self, chunk: _Chunk, decode: bool):
+        """As _check, for the chunk a killed recorder left in pieces (found
+        intact by _pieces: a failure here is a file changed since)."""
+        raws = []
+        for off in chunk.pieces:
+            h = fmt.parse_chunk_head(self._pread(fmt.CHUNK_HEAD_SIZE, off), fmt.TAIL_TAG)
+            raw = self._piece_payload(off, h) if h is not None else None
+            if raw is None:
+                self._report(chunk, "bad piece")
+                return None
+            raws.append(raw)
+        if not decode:
+            return raws
+        try:
+            events, starts = fmt.merge_pieces(raws, chunk.first_seq)
         except fmt.FormatError as e:
             self._report(chunk, str(e))
             return None

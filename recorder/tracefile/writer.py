@@ -1,12 +1,16 @@
 """TraceWriter: appends events to a .nixrec file, one self-contained chunk at a time.
 
 Crash safety comes from the order of writes, not from fsync: the header, then
-each chunk written whole with os.write as soon as it ends, then the index and
-the footer last. A recorder killed with SIGKILL leaves every chunk it wrote
-(the kernel still holds them), and the reader reads up to the last one; it
-loses only the chunk being filled, which is at most `chunk_events` events or
-about `max_chunk_age` seconds. fsync runs once, at close (a machine crash may
-lose more; a recorder crash does not).
+each chunk written whole as soon as it ends, then the index and the footer
+last. What a SIGKILLed recorder leaves is what it wrote (the page cache holds
+it; only a machine crash loses more). So that it loses at most the last
+~0.1 s of events, not the chunk being filled (up to `chunk_events` events or
+`max_chunk_age` seconds), the events of that chunk go to the file in pieces
+(tag TAIL) as soon as the oldest of them is `piece_age` old: each piece holds
+only what was added since the last one (ChunkEncoder.piece), and the finished
+chunk is written over them. Small chunks would do the same and cost 2-3x the
+bytes per event (each chunk has its own string table: docs/trace-format.md).
+fsync runs once, at close.
 """
 
 import errno as _errno
@@ -22,6 +26,20 @@ from nixrec.recorder.tracefile.procs import ProcessTracker
 # ran out of something while writing": they exit 2 (bad input), the rest 3.
 _PATH_ERRNOS = {_errno.ENOENT, _errno.ENOTDIR, _errno.EACCES, _errno.EISDIR,
                 _errno.EROFS, _errno.EPERM, _errno.ENAMETOOLONG}
+
+# How old the oldest event in memory may get before it goes to the file as
+# a piece: a SIGKILLed recorder loses what is younger. 40 ms, with the
+# watchdog's 20 ms tick and the C loop's 10 ms (fastpath.FLUSH_SECONDS),
+# keeps the loss under 100 ms (issue 17); GNU hello writes ~25 pieces a
+# second, each a few KiB.
+PIECE_AGE = 0.04
+# A chunk ends at chunk_events or when this old. It was 1 s while the chunk
+# in memory was what a crash lost; with pieces it only spares a slow build a
+# long run of pieces. 1 s made the bytes per event follow the build's speed:
+# GNU hello on a loaded VM (1,760 events/s) took 7.39 B/event in 1-s chunks,
+# and a slow hello trace re-chunked took 8.02 at 1 s, 5.57 at 10 s, 5.44 in
+# 8192-event chunks (docs/performance.md, issue 17).
+MAX_CHUNK_AGE = 10.0
 
 
 class TraceWriteError(NixrecError):
@@ -42,13 +60,19 @@ class TraceWriter:
     """
 
     def __init__(self, path, header: dict, chunk_events: int = 8192,
-                 max_chunk_age: float = 1.0, proc_block: int = 4096):
+                 max_chunk_age: float = MAX_CHUNK_AGE, proc_block: int = 4096,
+                 piece_age: float = PIECE_AGE):
         self.path = os.fspath(path)
         self.chunk_events = max(1, int(chunk_events))
-        # A SIGKILLed recorder loses the chunk in memory; 1 s bounds that loss
-        # in time as chunk_events bounds it in events.
+        # Chunks end at 8192 events (what lz4 and the string table need to
+        # reach ~5.6 bytes per event) or MAX_CHUNK_AGE; the pieces bound
+        # what a crash loses.
         self.max_chunk_age = max_chunk_age
-        self.bytes_written = 0
+        self.piece_age = piece_age
+        self.bytes_written = 0             # the end of the finished chunks and blocks
+        self._tail = 0                     # the end of the pieces after them
+        self._marks = (0, 0, 0)            # what of the chunk the pieces hold
+        self._unwritten_since = None       # monotonic time of the oldest event not in the file
         self.chunks = []                   # [offset, first_seq, count] per chunk
         self.proc_blocks = []              # offset of each PROC block
         self.proc_block = max(1, int(proc_block))
@@ -87,19 +111,46 @@ class TraceWriter:
         if event.kind == "exit":
             self._exited.append(event.proc)
         self._next_seq += 1
-        if len(self._enc) >= self.chunk_events or self._chunk_is_old():
+        # time.monotonic() is ~50 ns, small next to encoding one event, so it
+        # runs on every append: a slow trickle of events is written on time too.
+        now = time.monotonic()
+        if self._unwritten_since is None:
+            self._unwritten_since = now
+        if len(self._enc) >= self.chunk_events or now - self._chunk_started > self.max_chunk_age:
             self.flush()
+        elif now - self._unwritten_since >= self.piece_age:
+            self._write_piece()
         return event.seq
 
-    def _chunk_is_old(self) -> bool:
-        # time.monotonic() is ~50 ns, small next to encoding one event, so it
-        # runs on every append: a slow trickle of events is flushed on time too.
-        return time.monotonic() - self._chunk_started > self.max_chunk_age
+    def due(self, now: float) -> bool:
+        """Is something to be written by now? (a cheap look, no lock needed:
+        tick() looks again)."""
+        since = self._unwritten_since
+        return since is not None and now - since >= self.piece_age
 
     def tick(self) -> None:
-        """Flush the chunk if it is older than max_chunk_age; for an idle tracer loop."""
-        if not self._closed and not self._failed and len(self._enc) and self._chunk_is_old():
+        """For an idle tracer loop (the recorder's watchdog, every 20 ms):
+        write what waits as a piece once it is piece_age old, or end the chunk
+        once it is max_chunk_age old."""
+        if self._closed or self._failed or not len(self._enc):
+            return
+        now = time.monotonic()
+        if now - self._chunk_started > self.max_chunk_age:
             self.flush()
+        elif self.due(now):
+            self._write_piece()
+
+    def _write_piece(self) -> None:
+        """Append what the chunk gained since the last piece, after the pieces
+        before it (none is ever written over until the chunk is whole)."""
+        n = len(self._enc)
+        done = self._marks[0]
+        if n > done:
+            data = fmt.pack_piece(self._next_seq - n, n - done, self._enc.piece(self._marks))
+            self._write_at(data, self._tail)
+            self._tail += len(data)
+            self._marks = self._enc.marks()
+        self._unwritten_since = None
 
     def flush(self) -> None:
         """End the current chunk now and write it (no-op when it is empty)."""
@@ -110,9 +161,21 @@ class TraceWriter:
             return
         first = self._next_seq - n
         data = fmt.pack_chunk(first, n, self._enc.payload())
-        self._enc = fmt.ChunkEncoder()
         offset = self.bytes_written
-        self._write(data)
+        if self._tail > offset:
+            # The chunk goes where its pieces are. A kill in the middle of
+            # that write (a write is cut between pages when a fatal signal
+            # comes) would lose both, so first a whole copy as one piece,
+            # past the end of both; the truncate then drops the copy.
+            copy = fmt.pack_piece(first, n, self._enc.piece())
+            self._write_at(copy, max(self._tail, offset + len(data)))
+            self._write_at(data, offset, cut=False)
+            self._truncate(offset + len(data))
+        else:
+            self._write_at(data, offset)
+        self._enc = fmt.ChunkEncoder()
+        self.bytes_written = self._tail = offset + len(data)
+        self._marks, self._unwritten_since = (0, 0, 0), None
         self.chunks.append([offset, first, n])
         if len(self._exited) >= self.proc_block:
             self._write_procs()
@@ -211,23 +274,39 @@ class TraceWriter:
                                   code) from None
 
     def _write(self, data: bytes) -> None:
-        """Write all of `data` at the end, or undo the torn part and raise."""
-        view = memoryview(data)
+        """Write all of `data` at the end of the finished part (no piece is
+        waiting then), or undo the torn part and raise."""
+        self._write_at(data, self.bytes_written)
+        self.bytes_written = self._tail = self.bytes_written + len(data)
+
+    def _write_at(self, data: bytes, offset: int, cut=True) -> None:
+        """Write all of `data` at `offset`, or cut the file there (cut=False:
+        leave it as it is) and raise."""
+        start, view = offset, memoryview(data)
         try:
             while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+                n = os.pwrite(self._fd, view, offset)
+                view, offset = view[n:], offset + n
         except OSError as e:
-            self._fail(e)
-        self.bytes_written += len(data)
+            self._fail(e, start if cut else None)
 
-    def _fail(self, e: OSError):
-        # Cut the torn tail (best effort) so the file ends at a chunk boundary;
-        # the reader would cope anyway, but a clean end reads faster.
+    def _truncate(self, size: int) -> None:
         try:
-            os.ftruncate(self._fd, self.bytes_written)
-        except OSError:
-            pass
+            os.ftruncate(self._fd, size)
+        except OSError as e:
+            self._fail(e, None)
+
+    def _fail(self, e: OSError, cut=None):
+        # Cut the torn part (best effort) so the file ends where the last
+        # whole chunk, block or piece does (a disk-full trace keeps the
+        # pieces written before); the reader would cope anyway, but a clean
+        # end reads faster. cut None: a chunk torn over its pieces, whose
+        # whole copy lies past it, is left for the reader.
+        if cut is not None:
+            try:
+                os.ftruncate(self._fd, cut)
+            except OSError:
+                pass
         self._failed = TraceWriteError(f"cannot write trace {self.path}: {e.strerror}")
         raise self._failed from None
 
@@ -236,7 +315,7 @@ class TraceWriter:
             os.fsync(self._fd)
         except OSError as e:
             if e.errno != _errno.EINVAL:      # EINVAL: a pipe or special file
-                self._fail(e)
+                self._fail(e, None)
 
     def _close_fd(self) -> None:
         self._closed = True
