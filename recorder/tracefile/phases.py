@@ -206,6 +206,24 @@ def find(phases, name):
     return None
 
 
+def lookup(phases, name) -> dict:
+    """The phase `name` that ran, for --phase and --until-phase; BadInput
+    (one line) when the trace has none, it was skipped or never reached."""
+    from nixrec.recorder.errors import BadInput
+    if not phases:
+        raise BadInput("the trace has no phases: the build announced none (not a stdenv "
+                       "build: no 'Running phase:' line, @nix setPhase message or "
+                       "older header from its builder)")
+    p = find(phases, name)
+    if p is None:
+        raise BadInput(f"the trace has no phase {name} "
+                       f"(it has {', '.join(q['name'] for q in phases)})")
+    if p["first"] is None:
+        why = f": {p['why']}" if p.get("why") else ""
+        raise BadInput(f"phase {name} did not run: it was {p['status']}{why}")
+    return p
+
+
 def containing(phases, seq):
     """The phase that ran event `seq`, or None (before the first phase)."""
     for p in phases or ():
@@ -214,5 +232,6 @@ def containing(phases, seq):
     return None
 
 
-__all__ = ["PhaseTracker", "announcement", "expected", "skip_reason", "find", "containing",
+__all__ = ["PhaseTracker", "announcement", "expected", "skip_reason", "find", "lookup",
+           "containing",
            "STANDARD"]
