@@ -9,7 +9,9 @@ and announces each one before it runs it, in one of three forms:
     building                                             older nixpkgs' headers
 
 The announcement is a write of the builder, recorded anyway as an output
-event: a phase runs from its announcement to the event before the next one
+event (the first process to announce a phase is the one whose later
+announcements count; an older header only from the builder itself, `1`,
+since "building" is a line many tools print): a phase runs from its announcement to the event before the next one
 (the last phase: to the build's last event). The builder's environment (its
 exec event) says which phases were meant to run (`phases`, or the standard
 list with prePhases... spliced in) and which switches skip one (`dontBuild`,
@@ -150,6 +152,8 @@ class PhaseTracker:
             if found is None:
                 continue
             name, style = found
+            if style == "old" and ev.proc != "1":
+                continue            # "building" is a common line: only the builder's counts
             if self.runs and self.runs[-1]["first"] == ev.seq:
                 continue            # two announcements in one write: the first counts
             self.announcer = ev.proc
