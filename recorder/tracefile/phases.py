@@ -125,6 +125,12 @@ class PhaseTracker:
     def see(self, ev, refused=False) -> None:
         self.last_seq, self.last_time = ev.seq, ev.time
         kind = ev.kind
+        if kind == "syscall":
+            # Most events: only a refused call counts (the recorder calls
+            # this on every event it writes).
+            if refused and self.runs:
+                self.runs[-1]["refused"] += 1
+            return
         if kind == "output" and (self.announcer is None or ev.proc == self.announcer):
             self._announced(ev)
         cur = self.runs[-1] if self.runs else None
