@@ -123,7 +123,7 @@ def _state_argv(stop, session, bash, exec_cmd, interactive):
         state = shellstate.capture(stop.live_pid, session.plan.cwd)
         script = state.script(interactive, environ_names=env)
         _say(f"the command runs in the stopped builder's shell state ({len(state.variables)} "
-             f"variables, {state.functions.count(chr(10) + '}') + bool(state.functions)} "
+             f"variables, {len(state.function_names())} "
              f"functions, taken from process {stop.proc} in {state.took * 1000:.0f} ms)"
              + ("; errexit is off in an interactive shell" if interactive else ""))
     except shellstate.Unavailable as e:

@@ -59,6 +59,7 @@ _INTERACTIVE_OWN = ("errexit", "history", "monitor", "emacs", "vi", "interactive
                     "histexpand", "onecmd")
 _SHOPT_FIXED = ("login_shell", "restricted_shell")
 _DECL = re.compile(r"^declare -(\S+) ([A-Za-z_][A-Za-z0-9_]*)")
+_FUNC = re.compile(r"^(\S+) \(\) $", re.M)          # declare -f: "name () " opens one
 
 
 class Unavailable(Exception):
@@ -76,6 +77,9 @@ class State:
 
     def names(self):
         return [m.group(2) for m in (_DECL.match(v) for v in self.variables) if m]
+
+    def function_names(self):
+        return _FUNC.findall(self.functions)
 
     def script(self, interactive: bool, environ_names=()) -> str:
         """Bash code that gives a new bash this state. Variables the process
@@ -169,16 +173,27 @@ def _fork_frozen(pid: int) -> int:
     linux.set_regs(pid, regs)
     linux.ptrace(linux.PTRACE_SYSCALL, pid)
     status = _wait_stop(pid)
-    if status >> 8 != signal.SIGTRAP | (linux.PTRACE_EVENT_FORK << 8):
-        raise Unavailable(f"the injected fork did not happen (stop {status:#x})")
-    child = linux.geteventmsg(pid)
-    linux.ptrace(linux.PTRACE_SYSCALL, pid)
-    status = _wait_stop(pid)
+    child = None
+    if status >> 8 == signal.SIGTRAP | (linux.PTRACE_EVENT_FORK << 8):
+        child = linux.geteventmsg(pid)
+        linux.ptrace(linux.PTRACE_SYSCALL, pid)
+        status = _wait_stop(pid)
+    # At the fork's exit (or a fork that failed: no fork event): back
+    # before the same call, whatever happened.
     if not (os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP | 0x80):
-        _kill(child)
+        if child is not None:
+            _kill(child)
         raise Unavailable(f"the frozen process did not come back from the fork ({status:#x})")
-    # Back before the same call: re-executing `syscall` with the saved
-    # registers reaches the same seccomp stop the replay froze it in.
+    _back_to_entry(pid, saved, nr)
+    if child is None:
+        raise Unavailable("the injected fork failed")
+    _wait_stop(child)               # its first stop (auto-attached, as a fork of a tracee)
+    return child
+
+
+def _back_to_entry(pid, saved, nr) -> None:
+    """From a syscall-exit stop to the seccomp stop the replay froze it in:
+    re-executing `syscall` with the saved registers reaches it again."""
     regs = linux.copy_regs(saved)
     regs.rip -= _SYSCALL_INSN
     regs.rax = saved.orig_rax
@@ -187,10 +202,7 @@ def _fork_frozen(pid: int) -> int:
     status = _wait_stop(pid)
     if status >> 8 != signal.SIGTRAP | (linux.PTRACE_EVENT_SECCOMP << 8) \
             or linux.get_syscall_info(pid)[1] != nr:
-        _kill(child)
         raise Unavailable(f"the frozen process is not back at its call ({status:#x})")
-    _wait_stop(child)               # its first stop (auto-attached, as a fork of a tracee)
-    return child
 
 
 def _call(child: int, addr: int, code: str) -> None:

@@ -313,3 +313,44 @@ def test_each_fixture_does_the_same_under_real_nix(traces, attr, failed):
         return
     assert p.returncode == 100 and "failed with exit code 2" in log, log
     assert announced == ours and announced[-1] == failed == rep["failed"]
+
+
+# --- unit: the shell state's pieces ------------------------------------------------------
+
+def test_bash_exports_the_function_the_state_capture_calls():
+    from nixrec.replayer.shellstate import Unavailable, _dynsym
+    if not os.path.exists("/bin/bash"):
+        missing("/bin/bash is missing")
+    with open("/bin/bash", "rb") as f:
+        elf = f.read()
+    value, _ = _dynsym(elf, "parse_and_execute")
+    assert value > 0
+    with pytest.raises(Unavailable, match="does not export"):
+        _dynsym(elf, "no_such_function_here")
+
+
+def test_the_state_script_keeps_the_builds_variables_and_options_not_bashs_own():
+    from nixrec.replayer.shellstate import _parse
+    marks = {k: f"__m_{k}__" for k in "VFOE"}
+    dump = "\n".join([
+        "Running phase: installPhase",       # stdio the copy of the shell still held
+        "", marks["V"],
+        'declare -ir UID="1000"', 'declare -a FUNCNAME', 'declare -- BASH_COMMAND',
+        'declare -- sourceRoot="calc"', 'declare -x out="/nix/store/x-calc"',
+        # bash 5.2 writes a newline in a value as $'\\n'; an older one may not
+        "declare -- nl=$'a\\ndeclare -r b'", 'declare -- multi="a', 'b"',
+        marks["F"], "installPhase () ", "{ ", "    make install", "}", "runHook () ", "{ ",
+        "    :", "}",
+        marks["O"], "set -o errexit", "set +o history", "set -o pipefail",
+        "shopt -u login_shell", "shopt -s extglob", marks["E"], ""])
+    st = _parse(dump, marks, 0.0)
+    assert st.names() == ["sourceRoot", "out", "nl", "multi"]
+    assert st.function_names() == ["installPhase", "runHook"]
+    script = st.script(interactive=False, environ_names=["out", "gone", "UID"])
+    assert "unset -v gone" in script and "unset -v out" not in script \
+        and "unset -v UID" not in script
+    assert script.index("installPhase ()") < script.index("set -o errexit")
+    assert 'declare -- multi="a\nb"' in script and "nl=$'a\\ndeclare -r b'" in script
+    assert "login_shell" not in script and "shopt -s extglob" in script
+    shell = st.script(interactive=True)
+    assert "errexit" not in shell and "history" not in shell and "set -o pipefail" in shell
