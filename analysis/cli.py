@@ -35,11 +35,13 @@ def _store_peek(store_dir="/nix/store"):
 
 
 def why_report(path):
+    from nixrec.analysis.phases import failure_phase
     from nixrec.analysis.rootcause import explain
     r = _open(path)
     try:
         rep = explain(r.header, r.processes, r.events(), problems=r.problems,
                       summary=r.summary, trace_path=path, peek=_store_peek())
+        rep["phase"] = failure_phase(r.phases, rep)
     finally:
         r.close()
     top = (rep.get("root_causes") or [None])[0]
@@ -85,6 +87,22 @@ def deps_cmd(trace, as_json, markdown):
         if problems:
             click.echo(f"note: partial trace: {problems[0]}")
         click.echo(text.deps_text(rep), nl=False)
+
+
+@click.command("phases")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def phases_cmd(trace, as_json):
+    """The stdenv phases of the build: start, duration, processes, events, refused
+    calls; the failing one marked, the skipped ones said."""
+    from nixrec.analysis.phases import phases_report
+    from nixrec.analysis.render import json as rjson, text
+    r = _open(trace)
+    try:
+        rep = phases_report(r.phases, r.summary, trace_path=trace)
+    finally:
+        r.close()
+    click.echo(rjson.dumps(rep) if as_json else text.phases_text(rep), nl=as_json)
 
 
 GRAPH_FORMATS = (".dot", ".graphml", ".json")
@@ -169,4 +187,4 @@ def report_cmd(trace, output):
                f"{len(page.encode()) / 1024:.0f} KiB", err=True)
 
 
-COMMANDS = [why_cmd, deps_cmd, graph_cmd, report_cmd]
+COMMANDS = [why_cmd, deps_cmd, graph_cmd, phases_cmd, report_cmd]

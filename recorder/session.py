@@ -18,6 +18,7 @@ from nixrec.recorder.trace import syscalls
 from nixrec.recorder.nix import outputs as outputs_mod
 from nixrec.recorder.errors import BadInput, HostUnsupported, NixrecError
 from nixrec.recorder.tracefile.writer import TraceWriter
+from nixrec.recorder.tracefile.phases import PhaseTracker
 
 REFUSED_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOTSUP", "ENETUNREACH", "ECONNREFUSED",
                   "EHOSTUNREACH", "EAFNOSUPPORT"}
@@ -326,6 +327,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         writer.abandon()
         raise HostUnsupported(f"cannot create {workdir}: {e.strerror}") from None
     counts = {"events": 0, "refused": 0}
+    phases = PhaseTracker()          # the stdenv phases, for the summary (phases.py)
     roots = visible_roots(plan)
     lock = threading.Lock()
     build = None
@@ -343,8 +345,10 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                 build.tracer.kill_build()
                 return
         counts["events"] += 1
-        if ev.errno is not None and is_refused(ev, roots):
+        refused = ev.errno is not None and is_refused(ev, roots)
+        if refused:
             counts["refused"] += 1
+        phases.see(ev, refused)
         if ev.kind == "fork":
             watchdog.processes(len(build.tracer.tracees))
 
@@ -405,7 +409,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                "answered_at_entry": tracer.predictor.answered if tracer.predictor else 0,
                "log_bytes": build.pump.bytes, "outputs": outputs, "references": references,
                "output_check": output_check, "hidden_references": hidden,
-               "error": error,
+               "error": error, "phases": phases.result(),
                "interrupted": build.interrupted, "killed": killed}
     try:
         with lock:

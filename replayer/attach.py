@@ -86,6 +86,30 @@ def command_env(live_pid, shell, interactive) -> dict:
     return env
 
 
+def state_command(bash, script, exec_cmd, interactive):
+    """-> (argv, fd): `bash` given `script` (the builder's shell state,
+    shellstate.py) in a memfd it inherits, then exec_cmd or an interactive
+    shell. The caller closes fd after the command.
+
+    With --exec the state and the command are one script file that bash
+    runs, as the builder runs its own (`bash -c` differs: bash 5.2 says
+    "pop_var_context: head of shell_variables not a function context" when
+    errexit ends it inside a function called through eval, runPhase's way)."""
+    fd = os.memfd_create("nixrec-shell-state", 0)
+    if interactive:
+        # The rcfile is the state, then the prompt: the shell is left at it.
+        script += "PS1='[nixrec replay] $PWD \\$ '\n"
+    else:
+        script += exec_cmd + "\n"
+    os.write(fd, script.encode("utf-8", "surrogateescape"))
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.set_inheritable(fd, True)
+    src = f"/proc/self/fd/{fd}"
+    if interactive:
+        return [bash, "--noprofile", "--rcfile", src, "-i"], fd
+    return [bash, "--noprofile", "--norc", src], fd
+
+
 def _open_namespaces(live_pid):
     """fds of the process's namespaces that differ from ours (joining our own
     fails, and a fixed-output build shares the host network namespace)."""

@@ -6,6 +6,7 @@ The only place in replayer/ that prints or picks an exit code (style.md):
 (a missing or changed input: nothing runs), 3 this host cannot.
 """
 
+import os
 import sys
 import threading
 import time
@@ -14,7 +15,7 @@ import click
 
 from nixrec.recorder.cli.status import open_status
 from nixrec.recorder.errors import BadInput
-from nixrec.replayer import attach, targets
+from nixrec.replayer import attach, shellstate, targets
 from nixrec.replayer.session import ReplaySession, Stop
 
 EXIT_DIVERGED = 1
@@ -24,8 +25,11 @@ def _say(msg: str) -> None:
     click.echo(f"nixrec: {msg}", err=True)
 
 
-def _finder_for(until, until_fail, until_exec, until_path):
+def _finder_for(until, until_fail, until_exec, until_path, until_phase=None, phase_end=None):
     """-> callable(reader, plan) -> Finder, or None to replay to the end."""
+    if until_phase or phase_end:
+        return lambda r, plan: targets.until_phase(r, until_phase or phase_end,
+                                                   end=bool(phase_end))
     if until is not None:
         return lambda r, plan: targets.until_seq(until, r.last_seq)
     if until_fail:
@@ -51,6 +55,10 @@ def _report_stop(stop, session) -> None:
         _report_divergence(stop.divergence)
     elif t is not None and t.note:
         _say(t.note)
+    if stop.reason == "target" and t is not None and t.phase is not None:
+        p, end = t.phase
+        _say(f"{'the last event of' if end else 'the start of'} phase {p['name']} "
+             f"(events {p['first']}-{p['last']})")
     if stop.reason == "target" and t is not None and t.command is not None:
         cmd = targets.command_line(t.command, session.live_cwd(stop))
         if t.forked_only:
@@ -88,13 +96,48 @@ def _report_end(end, divergence_said) -> int:
     return EXIT_DIVERGED if (end.divergence or end.unreached) else 0
 
 
-def _attach(stop, plan, shell, exec_cmd, interactive, cont) -> int:
-    argv = [shell, "-c", exec_cmd] if exec_cmd is not None else [shell, "-i"]
+def _attach(stop, session, shell, exec_cmd, interactive, cont) -> int:
+    plan = session.plan
+    bash = session.phase_shell(stop)
+    fd = None
+    if bash is not None:
+        argv, fd = _state_argv(stop, session, bash, exec_cmd, interactive)
+        shell = bash if argv else shell
+    if fd is None:
+        argv = [shell, "-c", exec_cmd] if exec_cmd is not None else [shell, "-i"]
     env = attach.command_env(stop.live_pid, shell, interactive)
     if interactive:
         _say("a shell in the sandbox at the stop; exit it to "
              + ("let the build go on" if cont else "kill the build"))
-    return attach.run_in(stop.live_pid, argv, plan.uid, plan.gid, env, interactive=interactive)
+    try:
+        return attach.run_in(stop.live_pid, argv, plan.uid, plan.gid, env,
+                             interactive=interactive)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _state_argv(stop, session, bash, exec_cmd, interactive):
+    """At a phase stop: the builder's bash with its shell state (shellstate.py),
+    or with its setup re-sourced when the state cannot be taken.
+    -> (argv, memfd), or (None, None) for the plain shell."""
+    env = attach.read_environ(stop.live_pid)
+    try:
+        state = shellstate.capture(stop.live_pid, session.plan.cwd)
+        script = state.script(interactive, environ_names=env)
+        _say(f"the command runs in the stopped builder's shell state ({len(state.variables)} "
+             f"variables, {len(state.function_names())} "
+             f"functions, taken from process {stop.proc} in {state.took * 1000:.0f} ms)"
+             + ("; errexit is off in an interactive shell" if interactive else ""))
+    except shellstate.Unavailable as e:
+        script = shellstate.resourced(env)
+        if script is None:
+            _say(f"cannot take the builder's shell state ({e}); the command gets its "
+                 "environment only")
+            return None, None
+        _say(f"cannot take the builder's shell state ({e}); re-sourcing $stdenv/setup "
+             "instead: what earlier phases changed in the shell is not there")
+    return attach.state_command(bash, script, exec_cmd, interactive)
 
 
 class _Status(threading.Thread):
@@ -139,7 +182,7 @@ def _replay(session, shell, exec_cmd, interactive, cont, line=None, t0=0.0):
         _report_stop(res, session)
         said = res.reason == "divergence"
         if shell is not None:
-            status = _attach(res, session.plan, shell, exec_cmd, interactive, cont)
+            status = _attach(res, session, shell, exec_cmd, interactive, cont)
         if cont:
             res = _with_status(line, session, t0, session.resume)
     end = session.close() if isinstance(res, Stop) else res
@@ -158,6 +201,12 @@ def _replay(session, shell, exec_cmd, interactive, cont, line=None, t0=0.0):
               help="Stop before the first exec of a program matching GLOB (path or name).")
 @click.option("--until-path", metavar="PATH",
               help="Stop before the first call that names PATH (relative: to /build).")
+@click.option("--until-phase", metavar="NAME",
+              help="Stop at the start of stdenv phase NAME (its announcement; `nixrec "
+                   "phases` lists them); --shell/--exec there run in the builder's "
+                   "shell state (variables, functions, options).")
+@click.option("--until-phase-end", metavar="NAME",
+              help="Stop before the last event of phase NAME.")
 @click.option("--shell", is_flag=True,
               help="Open an interactive shell in the sandbox at the stop (the default "
                    "when stdin is a terminal).")
@@ -167,8 +216,8 @@ def _replay(session, shell, exec_cmd, interactive, cont, line=None, t0=0.0):
               help="After the shell or command, let the build run to its end (compared "
                    "with the recording) instead of killing it.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not stream the build log.")
-def replay_cmd(trace, until, until_fail, until_exec, until_path, shell, exec_cmd, cont,
-               quiet):
+def replay_cmd(trace, until, until_fail, until_exec, until_path, until_phase, until_phase_end,
+               shell, exec_cmd, cont, quiet):
     """Re-run the build recorded in TRACE in the same sandbox; stop before an event.
 
     The sandbox is rebuilt from the trace alone; every input must be present
@@ -182,7 +231,9 @@ def replay_cmd(trace, until, until_fail, until_exec, until_path, shell, exec_cmd
     diverged, the command's status with --exec.
     """
     given = [o for o, v in (("--until", until is not None), ("--until-fail", until_fail),
-                            ("--until-exec", until_exec), ("--until-path", until_path)) if v]
+                            ("--until-exec", until_exec), ("--until-path", until_path),
+                            ("--until-phase", until_phase),
+                            ("--until-phase-end", until_phase_end)) if v]
     if len(given) > 1:
         raise click.UsageError(f"{given[0]} and {given[1]} cannot be combined")
     if shell and exec_cmd is not None:
@@ -193,7 +244,8 @@ def replay_cmd(trace, until, until_fail, until_exec, until_path, shell, exec_cmd
     line = open_status(sys.stderr)
     if line is not None and log is not None:
         log = line.log
-    session = ReplaySession(trace, _finder_for(until, until_fail, until_exec, until_path),
+    session = ReplaySession(trace, _finder_for(until, until_fail, until_exec, until_path,
+                                                until_phase, until_phase_end),
                             log=log)
     t0 = time.monotonic()
     try:

@@ -346,6 +346,16 @@ class ReplaySession:
         return None
 
     # --- attaching ---------------------------------------------------------------------
+    def phase_shell(self, stop):
+        """At a phase stop (--until-phase) in a bash: that bash's path in the
+        sandbox, to run the command with the shell's state; else None."""
+        t = stop.target
+        if stop.reason != "target" or t is None or t.phase is None:
+            return None
+        q = self.reader.processes.get(stop.proc)
+        exe = getattr(q, "exe", None) or self.plan.builder
+        return exe if os.path.basename(exe or "").startswith("bash") else None
+
     def live_cwd(self, stop) -> str:
         """The stopped process's cwd inside the sandbox (the tracer follows chdir)."""
         return stop.cwd or self.plan.cwd

@@ -12,6 +12,7 @@ import os
 import shlex
 
 from nixrec.recorder.errors import BadInput
+from nixrec.recorder.tracefile import phases
 from nixrec.replayer.matcher import counted, hooked, same_path
 
 
@@ -26,6 +27,7 @@ class Target:
         self.command = command          # --until-fail: argv of the failing process
         self.forked_only = False
         self.seg = 0                    # execs/forks/exit of its process before it
+        self.phase = None               # --until-phase(-end): (phase dict, end?)
 
     def hit_loose(self, ev, seg) -> bool:
         """In a process that runs jobs in parallel and whose own calls went
@@ -64,6 +66,7 @@ class Finder:
 
     def __init__(self, pick, what, last=False):
         self.pick, self.what, self.last = pick, what, last
+        self.phase = None               # --until-phase(-end): (phase dict, end?)
         self.found = None               # (ev, loc)
         self.before = None              # the last call of its process before it
         self.after = None               # the first call of its process after it
@@ -81,6 +84,11 @@ class Finder:
             self._last_call[ev.proc] = (ev, loc)
 
     def target(self) -> Target:
+        t = self._target()
+        t.phase = self.phase
+        return t
+
+    def _target(self) -> Target:
         if self.found is None:
             raise BadInput(f"nothing to stop at: the recording has no {self.what}")
         ev, loc = self.found
@@ -102,6 +110,16 @@ def until_seq(n: int, last_seq: int) -> Finder:
     if not 1 <= n <= max(last_seq, 1):
         raise BadInput(f"--until {n}: the trace has events 1 to {last_seq}")
     return Finder(lambda ev: ev.seq == n, f"event {n}")
+
+
+def until_phase(reader, name: str, end: bool = False) -> Finder:
+    """--until-phase NAME: the phase's first event (its announcement, a write
+    of the builder's shell); --until-phase-end: its last event."""
+    p = phases.lookup(reader.phases, name)
+    seq = p["last"] if end else p["first"]
+    f = Finder(lambda ev: ev.seq == seq, f"event {seq}")
+    f.phase = (p, end)
+    return f
 
 
 def until_exec(glob: str) -> Finder:
@@ -159,5 +177,5 @@ def command_line(argv, cwd) -> str:
     return f"cd {shlex.quote(cwd)} && {cmd}" if cwd else cmd
 
 
-__all__ = ["Target", "Finder", "FailFinder", "until_seq", "until_exec",
+__all__ = ["Target", "Finder", "FailFinder", "until_seq", "until_phase", "until_exec",
            "until_path", "until_fail", "command_line"]

@@ -22,6 +22,8 @@ def why_text(rep: dict) -> str:
         out.append("failure chain: " + " <- ".join(
             f"{_argv0(e['argv'])} ({e['proc']}, {e.get('signal') or e['exit_code']})"
             for e in chain))
+    if rep.get("phase"):
+        out += _phase_line(rep["phase"])
     causes = rep["root_causes"]
     if causes:
         top = causes[0]
@@ -178,3 +180,48 @@ def diff_text(rep: dict) -> str:
 def _short(v, n=100) -> str:
     s = repr(v) if not isinstance(v, str) else v
     return s if len(s) <= n else s[:n] + "..."
+
+
+def _secs(us) -> str:
+    return "-" if us is None else f"{us / 1e6:.2f} s"
+
+
+def phases_text(rep: dict) -> str:
+    """The `nixrec phases` table: one row per phase, the failing one marked."""
+    rows = rep["phases"]
+    if not rows:
+        return ("no phases: the builder announced none (not a stdenv build: no "
+                "'Running phase:' line, @nix setPhase message or older header)\n")
+    width = max(len("phase"), *(len(p["name"]) for p in rows))
+    out = [f"{'phase':<{width}}  {'start':>9}  {'duration':>9}  {'procs':>5}  "
+           f"{'events':>7}  {'refused':>7}  events #"]
+    for p in rows:
+        if p["first"] is None:
+            why = f": {p['why']}" if p.get("why") else ""
+            out.append(f"{p['name']:<{width}}  {p['status']}{why}")
+            continue
+        refused = "?" if p.get("refused") is None else p["refused"]
+        mark = ""
+        if p["status"] == "failed":
+            mark = f"  <- failed (build exit code {rep.get('exit_status')})"
+        out.append(f"{p['name']:<{width}}  {_secs(p['start']):>9}  {_secs(p['duration']):>9}  "
+                   f"{p['processes']:>5}  {p['events']:>7}  {refused:>7}  "
+                   f"{str(p['first']) + '-' + str(p['last']):<13}{mark}".rstrip())
+    if rep.get("replay"):
+        out.append(f"replay: {rep['replay']}")
+    return "\n".join(out) + "\n"
+
+
+def _phase_line(ph) -> list:
+    """`why`'s lines about the phase the failure happened in."""
+    out = [f"phase: {ph['name']} (events {ph['first']}-{ph['last']})"]
+    if ph.get("command"):
+        cmd = " ".join(ph["command"])
+        if len(cmd) > 160:
+            cmd = cmd[:157] + "..."
+        out.append(f"  the command of {ph['name']} that failed: {cmd} "
+                   f"(process {ph['command_proc']}, {ph['command_exit']})")
+    else:
+        out.append(f"  no command of {ph['name']} failed: a shell builtin or function "
+                   "of the builder did (test, cd, a hook's false...)")
+    return out

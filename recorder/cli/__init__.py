@@ -28,6 +28,7 @@ VERBS = {
     "why": "nixrec.analysis.cli",
     "deps": "nixrec.analysis.cli",
     "graph": "nixrec.analysis.cli",
+    "phases": "nixrec.analysis.cli",
     "replay": "nixrec.replayer.cli",
     "diff": "nixrec.replayer.cmd_diff",
     "report": "nixrec.analysis.cli",

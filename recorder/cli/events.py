@@ -16,7 +16,7 @@ import click
 
 from nixrec.recorder.errors import BadInput
 from nixrec.recorder.trace import syscalls as syscall_table
-from nixrec.recorder.tracefile import open_trace
+from nixrec.recorder.tracefile import open_trace, phases
 
 # Longest output text shown on a text line (strace -s); --json shows it all.
 _TEXT_LIMIT = 200
@@ -272,11 +272,18 @@ def _warn(line: str) -> None:
 @click.option("--path", default=None, metavar="GLOB",
               help="Only events whose path (or second path) matches GLOB.")
 @click.option("--failed", is_flag=True, help="Only failed calls (those with an errno).")
+@click.option("--phase", default=None, metavar="NAME",
+              help="Only the events of stdenv phase NAME (buildPhase...; `nixrec phases` "
+                   "lists them); with --from/--to, the part of it they leave.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per line instead of strace-like text.")
-def events_cmd(trace, from_seq, to_seq, proc, syscalls, path, failed, as_json):
+def events_cmd(trace, from_seq, to_seq, proc, syscalls, path, failed, phase, as_json):
     """List the events of TRACE, strace-like (or --json, one object per line)."""
     reader = open_trace(trace)
+    if phase is not None:
+        p = phases.lookup(reader.phases, phase)
+        from_seq = max(from_seq, p["first"])
+        to_seq = p["last"] if to_seq is None else min(to_seq, p["last"])
     if reader.interrupted_after is not None:
         _warn(f"recording interrupted after event {reader.interrupted_after}; "
               "showing what was recorded")

@@ -226,6 +226,23 @@ def _set_regs(pid, regs):
             from None
 
 
+def get_regs(pid: int) -> "_Regs":
+    """A copy of the tracee's registers (at any ptrace stop)."""
+    regs = _Regs()
+    ptrace(PTRACE_GETREGS, pid, 0, ctypes.addressof(regs))
+    return regs
+
+
+def set_regs(pid: int, regs: "_Regs") -> None:
+    ptrace(PTRACE_SETREGS, pid, 0, ctypes.addressof(regs))
+
+
+def copy_regs(regs: "_Regs") -> "_Regs":
+    out = _Regs()
+    ctypes.pointer(out)[0] = regs
+    return out
+
+
 def skip_syscall(pid: int) -> None:
     """At a seccomp stop: make the kernel skip this call (nr = -1), with
     python-ptrace's user_regs_struct."""

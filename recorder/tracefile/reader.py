@@ -14,6 +14,7 @@ from nixrec.recorder.errors import BadInput
 from nixrec.recorder.tracefile import format as fmt
 from nixrec.recorder.tracefile.model import Process
 from nixrec.recorder.tracefile.procs import ProcessTracker, argv0_at, argv0_of
+from nixrec.recorder.tracefile.phases import PhaseTracker
 
 # Decoded chunks kept around: `event(seq)` and `argv0_at` calls cluster, and
 # one chunk of 8192 events is a few MB of Python objects.
@@ -93,6 +94,7 @@ class TraceReader:
         self._size = st.st_size
         self.header, self._data_start = self._read_header()
         self.summary = None
+        self._phases = None
         self.complete = False
         self.last_seq = 0
         self._chunks = []
@@ -499,6 +501,23 @@ class TraceReader:
             if loaded is not None and proc in loaded.execs:
                 return argv0_at(loaded.execs, proc, seq)
         return argv0_at(self._fold().execs, proc, seq)
+
+    @property
+    def phases(self) -> list:
+        """The stdenv phases (phases.py): the summary's, or folded from the
+        events for a trace recorded before the recorder kept them (their
+        refused calls are then unknown, None: which calls the sandbox refused
+        is the recorder's rule, from the plan)."""
+        if self._phases is None:
+            kept = (self.summary or {}).get("phases")
+            if isinstance(kept, list):
+                self._phases = kept
+            else:
+                tracker = PhaseTracker()
+                for ev in self.events():
+                    tracker.see(ev)
+                self._phases = [dict(p, refused=None) for p in tracker.result()]
+        return self._phases
 
     def _fold(self) -> ProcessTracker:
         if self._folded is None:
