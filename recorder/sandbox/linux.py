@@ -226,21 +226,19 @@ def _set_regs(pid, regs):
             from None
 
 
-def get_regs(pid: int) -> "_Regs":
-    """A copy of the tracee's registers (at any ptrace stop)."""
-    regs = _Regs()
-    ptrace(PTRACE_GETREGS, pid, 0, ctypes.addressof(regs))
-    return regs
+def get_regs(pid: int):
+    """A copy of the tracee's registers (at any ptrace stop): python-ptrace's
+    user_regs_struct, a new one each call."""
+    return _regs(pid)
 
 
-def set_regs(pid: int, regs: "_Regs") -> None:
-    ptrace(PTRACE_SETREGS, pid, 0, ctypes.addressof(regs))
+def set_regs(pid: int, regs) -> None:
+    _set_regs(pid, regs)
 
 
-def copy_regs(regs: "_Regs") -> "_Regs":
-    out = _Regs()
-    ctypes.pointer(out)[0] = regs
-    return out
+def copy_regs(regs):
+    """Another user_regs_struct with the same values (to change one, keep both)."""
+    return type(regs).from_buffer_copy(regs)
 
 
 def skip_syscall(pid: int) -> None:
