@@ -135,8 +135,9 @@ def chunk_offsets(data):
 @pytest.mark.e2e
 @pytest.mark.parametrize("cut", ["chunk-boundary", "mid-chunk"])
 def test_graph_says_a_trace_is_partial(recorded, tmp_path, cut):
-    # `forever` under --timeout is flushed every tick: a few chunks, a few events.
-    data = recorded("forever", "--timeout", "2").read_bytes()
+    # `busy` cut off by --timeout: tens of thousands of events, so several
+    # 8192-event chunks (a chunk also ends at 10 s, longer than this build).
+    data = recorded("busy", "--timeout", "3").read_bytes()
     offsets = chunk_offsets(data)
     assert len(offsets) >= 2, offsets
     at = offsets[-1] if cut == "chunk-boundary" else offsets[-1] + 20
@@ -156,5 +157,5 @@ def test_graph_says_a_trace_is_partial(recorded, tmp_path, cut):
     assert "interrupted" in g["graph"]["partial"]
     assert any(nd["id"] == "proc:1" for nd in g["nodes"])
     # A complete trace: no warning.
-    p = run_nixrec("graph", recorded("forever", "--timeout", "2"), "-o", out)
+    p = run_nixrec("graph", recorded("busy", "--timeout", "3"), "-o", out)
     assert p.returncode == 0 and "partial" not in p.stderr.decode()
