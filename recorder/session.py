@@ -12,7 +12,7 @@ import time
 
 from nixrec.recorder import __version__
 from nixrec.recorder.build import Build
-from nixrec.recorder.sandbox import plan as sandbox_plan, steps as sandbox_steps
+from nixrec.recorder.sandbox import nixversion, plan as sandbox_plan, steps as sandbox_steps
 from nixrec.recorder.nix import drv as drvmod, store
 from nixrec.recorder.trace import syscalls
 from nixrec.recorder.nix import outputs as outputs_mod
@@ -39,7 +39,8 @@ class RecordOptions:
                  keep_build_dir=False, no_sandbox=False, log=None, status=None,
                  timeout=0, max_silent_time=0, max_log_size=0,
                  max_processes=DEFAULT_MAX_PROCESSES, readlink=False, check=False,
-                 relaxed=False, impersonate_linux_26=None):
+                 relaxed=False, impersonate_linux_26=None, nix_version=None,
+                 nix_args=()):
         self.output = output
         self.attr = attr
         self.extra_sandbox_paths = extra_sandbox_paths or ""
@@ -56,6 +57,8 @@ class RecordOptions:
         self.check = check              # nix-build --check: compare with the store's outputs
         self.relaxed = relaxed          # Nix's `sandbox = relaxed` (sandboxed())
         self.impersonate_linux_26 = impersonate_linux_26   # None: nix.conf's
+        self.nix_version = nix_version  # the checked Nix to follow (choose_nix_version)
+        self.nix_args = list(nix_args)  # nix-instantiate's --arg/--argstr, as (kind, name, value)
 
 
 class RecordResult:
@@ -69,7 +72,27 @@ class RecordResult:
         return self.exit_status != 0
 
 
-def resolve_drv(target: str, attr=None) -> str:
+def choose_nix_version(asked=None):
+    """Whose sandbox to make: --nix-version, else the host's nix-build.
+    -> (the checked version followed, a one-line warning or None, the host's)."""
+    host = nixversion.host_version()
+    if asked is not None and nixversion.parse(asked) is None:
+        raise BadInput(f"--nix-version {asked}: not a version (X.Y, e.g. 2.26)")
+    want = asked or host
+    followed, exact = nixversion.follow(want)
+    checked = " and ".join(nixversion.CHECKED)
+    if want is None:
+        warning = (f"no nix-build here: nixrec follows Nix {followed}'s sandbox "
+                   f"(--nix-version X.Y to choose; checked: {checked})")
+    elif not exact:
+        warning = (f"Nix {want} is not one nixrec is checked against ({checked}): "
+                   f"it follows Nix {followed}'s sandbox")
+    else:
+        warning = None
+    return followed, warning, host
+
+
+def resolve_drv(target: str, attr=None, nix_args=()) -> str:
     """A .drv path from what the user typed: a .drv, or a .nix file with -A ATTR."""
     if not os.path.exists(target):
         raise BadInput(f"no such file: {target}")
@@ -79,7 +102,9 @@ def resolve_drv(target: str, attr=None) -> str:
         if not store.have_nix():
             raise BadInput(f"{target}: instantiating a .nix file needs Nix "
                            "(apt-get install nix-bin); or pass a .drv")
-        return store.instantiate(target, attr)
+        return store.instantiate(target, attr, nix_args)
+    if nix_args:
+        raise BadInput(f"--arg/--argstr are for a .nix file; {target} is a derivation")
     return os.path.abspath(target)
 
 
@@ -159,7 +184,7 @@ def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
     inputs = [p for p, _ in with_drvs]
     store.realise(with_drvs)
     extra = sandbox_plan.parse_sandbox_paths(opts.extra_sandbox_paths)
-    conf = sandbox_plan.read_nix_conf()
+    conf = sandbox_plan.host_nix_conf()
     store_sources = [p["source"] for p in extra + sandbox_plan.parse_sandbox_paths(
         conf["sandbox-paths"] + " " + conf["extra-sandbox-paths"])
         if p["source"].startswith(store.STORE_DIR + "/")]
@@ -170,7 +195,9 @@ def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
                              extra_sandbox_paths=opts.extra_sandbox_paths,
                              no_sandbox=no_sandbox, nix_conf=conf,
                              host_build_dir=host_build,
-                             impersonate_linux_26=opts.impersonate_linux_26)
+                             impersonate_linux_26=opts.impersonate_linux_26,
+                             nix_version=opts.nix_version or nixversion.DEFAULT,
+                             host_nix_version=nixversion.host_version())
     missing = sandbox_steps.check_sandbox_paths(plan)
     if missing:
         raise BadInput(f"sandbox path does not exist: {missing[0]} "
@@ -307,7 +334,7 @@ def is_refused(ev, roots) -> bool:
 def record(target: str, opts: RecordOptions) -> RecordResult:
     """Record one build end to end. Raises NixrecError for what is not a build failure."""
     check_host()
-    drv_path = resolve_drv(target, opts.attr)
+    drv_path = resolve_drv(target, opts.attr, opts.nix_args)
     out = os.path.abspath(opts.output or default_output(drv_path))
     workdir = out + ".d"
     d, plan, hashes, input_closure = plan_for(drv_path, opts, workdir)

@@ -96,7 +96,8 @@ def run_nixrec(*args, **kw) -> subprocess.CompletedProcess:
     if not NIXREC.exists():
         missing(f"{NIXREC} is missing (run bash scripts/setup.sh)")
     return subprocess.run([str(NIXREC), *map(str, args)], capture_output=True,
-                          env=nix_env(), timeout=kw.pop("timeout", 60), **kw)
+                          env=kw.pop("env", None) or nix_env(), timeout=kw.pop("timeout", 60),
+                          **kw)
 
 
 def nixrec_json(verb, trace, *args):

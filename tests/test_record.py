@@ -19,11 +19,12 @@ import subprocess
 import pytest
 
 from nixfix import events, instantiate, locked_tree, missing, nix_env, run_nixrec
+from nixoracle import ORACLES, oracle
 
 # Real Nix in its usual multi-user mode: with build users (the nixbld group that
 # Debian's nix-setup-systemd creates), which is what nixrec imitates as root.
-NIX_BUILD = ["nix-build", "--option", "sandbox", "true", "--option", "build-users-group",
-             "nixbld", "--option", "substituters", ""]
+NIX_BUILD = ["nix-build", "--option", "sandbox", "true", "--option", "sandbox-fallback",
+             "false", "--option", "build-users-group", "nixbld", "--option", "substituters", ""]
 
 pytestmark = pytest.mark.e2e
 
@@ -66,17 +67,35 @@ def normalise(log: bytes) -> str:
     return text.strip()
 
 
+@pytest.mark.parametrize("which", ORACLES)
 @pytest.mark.parametrize("attr", ["probe", "envPassAsFile", "envStructured"])
-def test_probe_sees_the_same_sandbox_as_nix(attr, tmp_path):
-    drv = instantiate("record.nix", attr)
-    nix_build(drv)
-    p, _ = record(drv, tmp_path)
+def test_probe_sees_the_same_sandbox_as_nix(attr, which, tmp_path):
+    """Against every real Nix here (tests/nixoracle.py): the host's, and
+    Debian 13's 2.26.3 in its root, nixrec following that version."""
+    nix = oracle(which)
+    drv = nix.instantiate("record.nix", attr)
+    nix.build(drv)
+    trace = tmp_path / "t.nixrec"
+    p = run_nixrec("record", drv, "-o", trace, *nix.nixrec_args(tmp_path), timeout=300,
+                   env=nix.nixrec_env(tmp_path))
     assert p.returncode == 0, p.stderr.decode(errors="replace")
-    ours, theirs = normalise(recorded_log(p)), normalise(nix_log(drv))
+    ours, theirs = normalise(recorded_log(p)), normalise(nix.log(drv))
     assert "NIX_BUILD_TOP=/build" in theirs
     if attr == "probe":
         assert "== done" in theirs and "uid=1000(nixbld) gid=100(nixbld)" in theirs
+        # What differs by version (docs/sandbox.md "Which Nix"), seen here.
+        etc = "dr-xr-xr-x" if nix.version.startswith("2.26") else "drwxr-xr-x"
+        assert re.search(rf"^{etc} .* DATE etc$", theirs, re.M), theirs
+        assert "ptmxmode=000" in theirs and "busybox/x: Permission denied" in theirs
     assert ours == theirs
+    assert summary_plan(trace)["nix_version"] == ("2.26" if nix.version.startswith("2.26")
+                                                  else "2.8")
+
+
+def summary_plan(trace) -> dict:
+    from nixrec.recorder.tracefile import open_trace
+    with open_trace(str(trace)) as r:
+        return r.header["plan"]
 
 
 def _tree(root):
@@ -96,10 +115,13 @@ def _tree(root):
     return out
 
 
-def test_deterministic_output_is_byte_identical(tmp_path):
-    drv = instantiate("record.nix", "deterministic")
-    theirs = nix_build(drv)
-    p, trace = record(drv, tmp_path)
+@pytest.mark.parametrize("which", ORACLES)
+def test_deterministic_output_is_byte_identical(which, tmp_path):
+    nix = oracle(which)
+    drv = nix.instantiate("record.nix", "deterministic")
+    nix.build(drv)
+    theirs = nix.out_path(nix.run(["nix-store", "-q", "--outputs", drv]).stdout.decode().strip())
+    p, trace = record(drv, tmp_path, "t", *nix.nixrec_args(tmp_path))
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     ours = tmp_path / "t.nixrec.d" / "outputs" / os.path.basename(theirs)
     assert _tree(ours) == _tree(theirs)

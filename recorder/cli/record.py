@@ -64,10 +64,17 @@ def _human_bytes(n: int) -> str:
               help="As nix-build --check: the outputs must be in the store already; the "
                    "build fails if it makes them differently (`nixrec why` names the files "
                    "and who wrote them).")
+@click.option("--arg", "nix_arg", nargs=2, multiple=True, metavar="NAME EXPR",
+              help="As nix-build: pass NAME = EXPR (a Nix expression) to a .nix file's function.")
+@click.option("--argstr", "nix_argstr", nargs=2, multiple=True, metavar="NAME VALUE",
+              help="As nix-build: pass NAME = \"VALUE\" (a string) to a .nix file's function.")
+@click.option("--nix-version", metavar="X.Y",
+              help="Imitate this Nix's sandbox (default: the host's nix-build; checked: "
+                   "2.8 and 2.26, docs/sandbox.md).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not stream the build log.")
 def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir, no_sandbox,
                relaxed, impersonate, timeout, max_silent_time, max_log_size, max_processes,
-               readlink, check, quiet):
+               readlink, check, nix_arg, nix_argstr, nix_version, quiet):
     """Build DRV in a Nix-faithful sandbox and record everything it does.
 
     DRV is a .drv path, or a .nix file with -A ATTR (instantiated with
@@ -75,6 +82,9 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
     never into the real store. Exit 0 if the build succeeded, 1 if it failed
     (the trace is complete either way), also when a limit killed it.
     """
+    followed, warning, _ = session.choose_nix_version(nix_version)
+    if warning:
+        click.echo(f"nixrec: warning: {warning}", err=True)
     log = status = line = None
     if not quiet:
         log = _stream_to(sys.stderr.buffer)
@@ -92,7 +102,10 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
                                  max_silent_time=max_silent_time, max_log_size=max_log_size,
                                  max_processes=max_processes, readlink=readlink,
                                  check=check, relaxed=relaxed,
-                                 impersonate_linux_26=impersonate or None)
+                                 impersonate_linux_26=impersonate or None,
+                                 nix_version=followed,
+                                 nix_args=[("arg", *a) for a in nix_arg]
+                                 + [("argstr", *a) for a in nix_argstr])
     try:
         res = session.record(target, opts)
     finally:

@@ -45,13 +45,17 @@ def _run_nix(argv, what):
     return p.stdout
 
 
-def instantiate(nix_file: str, attr: str = None) -> str:
-    """`nix-instantiate FILE [-A ATTR]` -> the .drv path (a real one, made by Nix)."""
+def instantiate(nix_file: str, attr: str = None, nix_args=()) -> str:
+    """`nix-instantiate FILE [-A ATTR] [--arg N E] [--argstr N V]` -> the .drv
+    path (a real one, made by Nix). nix_args: (kind, name, value), kind
+    "arg" or "argstr", passed on in order as nix-build passes them."""
     if not os.path.exists(nix_file):
         raise BadInput(f"no such file: {nix_file}")
     argv = ["nix-instantiate", nix_file]
     if attr:
         argv += ["-A", attr]
+    for kind, name, value in nix_args:
+        argv += [f"--{kind}", name, value]
     out = _run_nix(argv, f"cannot instantiate {nix_file}")
     paths = [l.strip() for l in out.splitlines() if l.strip().endswith(".drv")]
     if len(paths) != 1:

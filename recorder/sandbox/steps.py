@@ -1,4 +1,5 @@
-"""The sandbox's setup steps, as Nix 2.8 performs them (../shared/reference/nix-sandbox.md §2.2).
+"""The sandbox's setup steps, as Nix 2.8 and 2.26 perform them (../shared/reference/nix-sandbox.md §2.2;
+what differs by version: nixversion.py, recorded in the plan).
 
 `prepare_host` lays out the chroot and build directory on the host; `enter`
 runs in the child that becomes the builder (PID 1 of the new PID namespace)
@@ -21,7 +22,8 @@ import stat
 import struct
 
 from nixrec.recorder.sandbox import linux
-from nixrec.recorder.sandbox.plan import BUILD_DIR, DEV_LINKS, DEV_NODES, STORE_DIR, SandboxPlan, host_ids
+from nixrec.recorder.sandbox.plan import (BUILD_DIR, DEV_LINKS, DEV_NODES, STORE_DIR, SandboxPlan,
+                                          features_of, host_ids)
 
 # --- host side ----------------------------------------------------------------------
 
@@ -99,13 +101,50 @@ def prepare_host(plan: SandboxPlan, workdir: str) -> Layout:
         with open(os.path.join(lay.root, "etc", name), "w") as f:
             f.write(content)
         os.chmod(os.path.join(lay.root, "etc", name), 0o644)
+    for name in plan.etc_binds:
+        # The mount points of the binds the child makes: /etc may be 0555 then.
+        open(os.path.join(lay.root, "etc", name), "a").close()
+    if features_of(plan)["etc_readonly"]:
+        # Nix >= 2.14 (nixversion.ROWS): "Make /etc unwritable", after its binds.
+        os.chmod(lay.root + "/etc", 0o555)
     os.makedirs(lay.store)
     os.chmod(lay.store, 0o1775)
     _chown(lay.store, -1, gid)
-    for d in ("build", "dev", "proc"):
+    for d in (_sandbox_build_dir(plan).lstrip("/"), "dev", "proc"):
         os.makedirs(lay.root + "/" + d, exist_ok=True)
     os.chmod(lay.root + "/dev", 0o755)
     return lay
+
+
+def _sandbox_build_dir(plan) -> str:
+    """sandbox-build-dir: where /build is (plans before issue 24: /build)."""
+    return plan.build_dir or BUILD_DIR
+
+
+def input_bind_readonly(plan) -> bool:
+    """Are store inputs bound read-only? Nix binds them read-write (§2.2 10.10):
+    they are root's and 0444/0555, so a write fails with EACCES, which a build
+    (and `why`) can tell from EROFS. nixrec does the same when the build's host
+    id owns nothing (as root); run as a user, the build is that user, who may
+    own the store (a single-user install): then read-only, never writable."""
+    if plan.nix_version is None:
+        return True      # a trace from before issue 24 was recorded so
+    return build_ids(plan)[0] == os.getuid()
+
+
+def sandbox_path_readonly(source: str, plan) -> bool:
+    """A sandbox-paths entry: read-write as Nix binds it only when the build
+    could not write it anyway: a file (not a tree: a whole host tree cannot be
+    checked for a world-writable place) neither owned by the build's id nor
+    writable by others. Else read-only (docs/sandbox.md "Which Nix")."""
+    if input_bind_readonly(plan):
+        return True
+    try:
+        st = os.stat(source)
+    except OSError:
+        return True
+    return not stat.S_ISREG(st.st_mode) or st.st_uid == build_ids(plan)[0] \
+        or bool(st.st_mode & 0o002)
 
 
 def build_ids(plan):
@@ -246,23 +285,34 @@ def _chroot_view(plan, lay):
     linux.mount(root, root, None, linux.MS_BIND)
     linux.mount(lay.store, lay.store, None, linux.MS_BIND)
     linux.mount(None, lay.store, None, linux.MS_SHARED)
-    _populate_dev(root)
-    # Inputs: read-only, so a build can never write into the real store
-    # (Nix as root without build users would let it; docs/sandbox.md).
+    _populate_dev(root, plan)
+    # Inputs: a build can never write into the real store: they are bound
+    # as Nix binds them, read-write but root's and 0444/0555 (EACCES), or
+    # read-only where the build's id might own them (input_bind_readonly).
+    ro = input_bind_readonly(plan)
     for path in plan.inputs:
-        _bind(path, root + path, readonly=True)
+        _bind(path, root + path, readonly=ro)
     for sp in plan.sandbox_paths:
         if sp["optional"] and not os.path.exists(sp["source"]):
             continue
-        _bind(sp["source"], root + sp["target"], readonly=True)
+        _bind(sp["source"], root + sp["target"],
+              readonly=sandbox_path_readonly(sp["source"], plan))
     for name in plan.etc_binds:
         _bind("/etc/" + name, root + "/etc/" + name, readonly=True)
-    _bind(lay.build, root + BUILD_DIR)
+    _bind(lay.build, root + _sandbox_build_dir(plan))
     linux.mount("none", root + "/proc", "proc", 0)
     os.makedirs(root + "/dev/shm", exist_ok=True)
     linux.mount("none", root + "/dev/shm", "tmpfs", 0, f"size={plan.dev_shm_size}")
     os.makedirs(root + "/dev/pts", exist_ok=True)
-    linux.mount("none", root + "/dev/pts", "devpts", 0, "newinstance,mode=0620,ptmxmode=0666")
+    # Nix's options exactly (ptmxmode stays 000 in the mount's options), then
+    # its chmod of ptmx to 0666, which the kernel may refuse here as the
+    # node is the namespace's unmapped root's: ptmx is reached through the
+    # /dev/ptmx link either way.
+    linux.mount("none", root + "/dev/pts", "devpts", 0, "newinstance,mode=0620")
+    try:
+        os.chmod(root + "/dev/pts/ptmx", 0o666)
+    except OSError:
+        pass
 
 
 def _become_builder(plan, root):
@@ -286,15 +336,18 @@ def _become_builder(plan, root):
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
 
 
-def _kvm():
-    # Nix 2.8 puts "kvm" in its default system-features when /dev/kvm is
-    # usable, and then binds it into every sandbox (verified: `ls /dev`).
+def _kvm(plan):
+    # Nix binds /dev/kvm when "kvm" is in system-features (by default when
+    # /dev/kvm is usable; verified with 2.8: `ls /dev`). The plan says since
+    # issue 24 (plan.kvm_wanted reads nix.conf); older plans: the default.
+    if plan.kvm is not None:
+        return ("kvm",) if plan.kvm else ()
     return ("kvm",) if os.access("/dev/kvm", os.R_OK | os.W_OK) else ()
 
 
-def _populate_dev(root):
+def _populate_dev(root, plan):
     """§2.4 /dev: the host's harmless devices bound in, and the usual symlinks."""
-    for dev in DEV_NODES + _kvm():
+    for dev in DEV_NODES + _kvm(plan):
         if os.path.exists("/dev/" + dev):
             _bind("/dev/" + dev, f"{root}/dev/{dev}")
     for name, target in DEV_LINKS.items():
