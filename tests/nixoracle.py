@@ -30,7 +30,8 @@ OPTIONS = ["--option", "sandbox", "true", "--option", "sandbox-fallback", "false
            "--option", "build-users-group", "nixbld", "--option", "substituters", ""]
 # Settings that shape the sandbox, as the root's Nix reports them (the ones
 # compiled in, such as Debian 13's /bin/sh, are in no nix.conf).
-SHAPING = ("sandbox-paths", "sandbox-build-dir", "sandbox-dev-shm-size", "system-features")
+SHAPING = ("sandbox-paths", "sandbox-build-dir", "sandbox-dev-shm-size", "system-features",
+           "ssl-cert-file")
 
 
 class Oracle:
@@ -91,9 +92,14 @@ class Oracle:
         for key, val in self.settings().items():
             if key == "sandbox-paths":
                 val = " ".join(self._rooted(item) for item in val.split())
+            elif key == "ssl-cert-file" and val:
+                val = self.root + val
             lines.append(f"{key} = {val}\n")
         (conf / "nix.conf").write_text("".join(lines))
         env["NIX_CONF_DIR"] = str(conf)
+        # As the root's Nix runs (env -i): its ssl-cert-file, not the host's.
+        for var in ("NIX_SSL_CERT_FILE", "SSL_CERT_FILE"):
+            env.pop(var, None)
         return env
 
     def _rooted(self, item):

@@ -25,6 +25,13 @@ ROWS = (
      "2.26.3 src/libstore/unix/build/local-derivation-goal.cc:1991-1993 "
      "`chmod_(chrootRootDir + \"/etc\", 0555)`; absent from 2.8.0 "
      "src/libstore/build/local-derivation-goal.cc"),
+    ("fod_ca_bundle", (2, 16),
+     "a fixed-output build gets no CA bundle",
+     "a fixed-output build gets ssl-cert-file (default /etc/ssl/certs/ca-certificates.crt, "
+     "when it exists) bound at /etc/ssl/certs/ca-certificates.crt",
+     "2.26.3 local-derivation-goal.cc:1916-1919 `pathsInChroot.try_emplace("
+     "\"/etc/ssl/certs/ca-certificates.crt\", canonPath(caFile, true), true)`; "
+     "globals.cc:238 getDefaultSSLCertFile; absent from 2.8.0"),
     ("attrs_files_in_sandbox", (2, 15),
      "NIX_ATTRS_SH_FILE/NIX_ATTRS_JSON_FILE name the host's temporary directory "
      "(/tmp/nix-build-NAME.drv-0/.attrs.sh), which the build cannot see",

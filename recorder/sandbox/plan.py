@@ -90,7 +90,7 @@ NIX_CONF_DEFAULTS = {"sandbox-paths": "", "extra-sandbox-paths": "", "cores": No
                      "impersonate-linux-26": "false", "sandbox-build-dir": BUILD_DIR,
                      "sandbox-dev-shm-size": "50%", "system-features": None,
                      "extra-system-features": "", "build-users-group": None,
-                     "auto-allocate-uids": "false"}
+                     "auto-allocate-uids": "false", "ssl-cert-file": None}
 # Old names Nix still reads (globals.hh's aliases).
 NIX_CONF_ALIASES = {"build-sandbox-paths": "sandbox-paths", "build-chroot-dirs": "sandbox-paths",
                     "build-cores": "cores",
@@ -130,11 +130,11 @@ def host_nix_conf() -> dict:
     them: nix.conf ($NIX_CONF_DIR), NIX_CONFIG and the defaults compiled in,
     such as Debian 13's sandbox-paths `/bin/sh=/usr/bin/bash-static`, which
     is in no nix.conf. Without Nix: nix.conf alone."""
+    conf = read_nix_conf()
     text = _show_config(os.environ.get("NIX_CONF_DIR"), os.environ.get("NIX_CONFIG"))
-    if text is None:
-        return read_nix_conf()
-    conf = dict(NIX_CONF_DEFAULTS)
-    for line in text.splitlines():
+    # A setting this Nix does not know (2.8 has no ssl-cert-file) keeps its
+    # nix.conf value: it shapes the sandbox of the version followed.
+    for line in (text or "").splitlines():
         key, eq, val = (s.strip() for s in line.partition("="))
         if eq and key in conf:
             conf[key] = val
@@ -152,6 +152,21 @@ def _show_config(conf_dir, nix_config):
     except (OSError, subprocess.SubprocessError):
         return None
     return p.stdout if p.returncode == 0 else None
+
+
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def ca_file(conf: dict):
+    """ssl-cert-file as Nix resolves it (globals.cc: NIX_SSL_CERT_FILE or
+    SSL_CERT_FILE, else the first of its defaults that exists), its links
+    followed (canonPath(caFile, true)); None when there is none."""
+    ca = os.environ.get("NIX_SSL_CERT_FILE") or os.environ.get("SSL_CERT_FILE") \
+        or conf.get("ssl-cert-file")
+    if ca is None:
+        ca = next((f for f in (CA_BUNDLE, "/nix/var/nix/profiles/default/etc/ssl/certs/"
+                               "ca-bundle.crt") if os.access(f, os.R_OK)), "")
+    return os.path.realpath(ca) if ca and os.path.exists(ca) else None
 
 
 def kvm_wanted(conf: dict) -> bool:
@@ -286,6 +301,9 @@ def make_plan(drv, drv_path, inputs, cores=None, extra_sandbox_paths="",
         for f in ("resolv.conf", "services", "hosts"):
             if os.path.exists("/etc/" + f):
                 etc_binds.append(f)
+        ca = ca_file(conf)
+        if feats["fod_ca_bundle"] and ca:
+            spaths.append({"target": CA_BUNDLE, "source": ca, "optional": True})
     else:
         etc_files["hosts"] = ETC_HOSTS
     hostname, domainname, network = "localhost", "(none)", not fixed

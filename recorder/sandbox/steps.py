@@ -101,9 +101,17 @@ def prepare_host(plan: SandboxPlan, workdir: str) -> Layout:
         with open(os.path.join(lay.root, "etc", name), "w") as f:
             f.write(content)
         os.chmod(os.path.join(lay.root, "etc", name), 0o644)
-    for name in plan.etc_binds:
-        # The mount points of the binds the child makes: /etc may be 0555 then.
-        open(os.path.join(lay.root, "etc", name), "a").close()
+    # The mount points of the binds the child makes in /etc, made here: the
+    # child cannot write /etc (this process's, 0555 from Nix 2.14 on).
+    etc_targets = ["/etc/" + name for name in plan.etc_binds] + [
+        sp["target"] for sp in plan.sandbox_paths if sp["target"].startswith("/etc/")
+        and os.path.exists(sp["source"])]
+    for target in etc_targets:
+        os.makedirs(os.path.dirname(lay.root + target), exist_ok=True)
+        if os.path.isdir(target):
+            os.makedirs(lay.root + target, exist_ok=True)
+        else:
+            open(lay.root + target, "a").close()
     if features_of(plan)["etc_readonly"]:
         # Nix >= 2.14 (nixversion.ROWS): "Make /etc unwritable", after its binds.
         os.chmod(lay.root + "/etc", 0o555)
@@ -298,7 +306,8 @@ def _chroot_view(plan, lay):
         _bind(sp["source"], root + sp["target"],
               readonly=sandbox_path_readonly(sp["source"], plan))
     for name in plan.etc_binds:
-        _bind("/etc/" + name, root + "/etc/" + name, readonly=True)
+        _bind("/etc/" + name, root + "/etc/" + name,
+              readonly=sandbox_path_readonly("/etc/" + name, plan))
     _bind(lay.build, root + _sandbox_build_dir(plan))
     linux.mount("none", root + "/proc", "proc", 0)
     os.makedirs(root + "/dev/shm", exist_ok=True)
