@@ -296,8 +296,11 @@ def test_the_build_goes_on_unchanged_after_the_state_was_taken(traces):
 def test_each_fixture_does_the_same_under_real_nix(traces, attr, failed):
     if shutil.which("nix-build") is None:
         missing("nix-build is not installed (apt-get install nix-bin)")
+    # As a multi-user install builds (issue 24): with build users, never
+    # build-users-group = '' (host root as the builder), and no silent fallback.
     p = subprocess.run(["nix-build", "--option", "sandbox", "true", "--option",
-                        "build-users-group", "", "--option", "substituters", "",
+                        "build-users-group", "nixbld", "--option", "sandbox-fallback", "false",
+                        "--option", "substituters", "",
                         "--option", "extra-sandbox-paths", HOST_TREES, "--no-out-link",
                         str(STDENV), "-A", attr], capture_output=True, env=nix_env(),
                        timeout=300)
