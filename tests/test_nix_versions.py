@@ -126,3 +126,17 @@ def test_record_passes_arg_and_argstr_as_nix_build_does(tmp_path):
     assert p.returncode == 2
     assert p.stderr.decode().splitlines() == [
         f"nixrec: --arg/--argstr are for a .nix file; {want} is a derivation"]
+
+
+@pytest.mark.parametrize("version,mode", [("2.26", "dr-xr-xr-x"), ("2.8", "drwxr-xr-x")])
+def test_replay_rebuilds_the_sandbox_of_the_version_recorded(tmp_path, version, mode):
+    from nixfix import instantiate
+    drv = instantiate("replay.nix", "failSubdir")
+    trace = tmp_path / "t.nixrec"
+    p = run_nixrec("record", drv, "-o", trace, "-q", "--nix-version", version)
+    assert p.returncode == 1, p.stderr
+    # Replayed on this host whatever its Nix: the trace's version decides.
+    q = run_nixrec("replay", "-q", trace, "--until-fail", "--exec", "ls -ld /etc",
+                   stdin=subprocess.DEVNULL)
+    assert q.returncode == 0, q.stderr
+    assert q.stdout.decode().split()[0] == mode
