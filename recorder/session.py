@@ -346,7 +346,9 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                        "possible")
     # The trace first: a directory that does not exist is the user's mistake
     # (TraceWriter says so, exit 2); mkdir, not makedirs, so that it stays one.
-    calls = syscalls.recorded(("readlink",) if opts.readlink else ())
+    calls = syscalls.recorded((("readlink",) if opts.readlink else ())
+                              + (("xattr-read",) if sandbox_plan.features_of(plan)
+                                 ["xattr_read_refused"] else ()))
     writer = TraceWriter(out, header_for(drv_path, plan, hashes, calls))
     try:
         if os.path.exists(workdir):

@@ -39,10 +39,10 @@ ROWS = (
      "2.8.0 local-derivation-goal.cc:1098 `tmpDir + \"/.attrs.sh\"`; 2.26.3 "
      "local-derivation-goal.cc:1269 `tmpDirInSandbox + \"/.attrs.sh\"`"),
     ("xattr_read_refused", (2, 24),
-     "getxattr/listxattr and their l/f forms work",
-     "they fail with ENOTSUP, as setxattr always did",
-     "2.26.3 local-derivation-goal.cc:1761 `SCMP_ACT_ERRNO(ENOTSUP), "
-     "SCMP_SYS(getxattr)`; 2.8.0 :1550 has setxattr only"),
+     "getxattr, lgetxattr, fgetxattr work",
+     "they fail with ENOTSUP, as setxattr always did (listxattr still works)",
+     "2.26.3 local-derivation-goal.cc:1761-1763 `SCMP_ACT_ERRNO(ENOTSUP), "
+     "SCMP_SYS(getxattr)`, lgetxattr, fgetxattr; 2.8.0 :1550 has the set forms only"),
 )
 FEATURES = tuple(r[0] for r in ROWS)
 

@@ -177,8 +177,9 @@ def check_sandbox_paths(plan: SandboxPlan) -> list:
 
 def fixed_trees(plan: SandboxPlan) -> list:
     """The in-sandbox paths the build cannot change: what _chroot_view binds
-    read-only (inputs, sandbox paths, /etc files) and no writable place is
-    inside or on top of, and /etc when nixrec runs as root. recorder/trace/predict.py
+    (inputs, sandbox paths, /etc files: read-only, or read-write as Nix binds
+    them where they are not the build's and not writable by others) and no
+    writable place is inside or on top of, and /etc when nixrec runs as root. recorder/trace/predict.py
     answers lookups there at entry.
     --no-sandbox: none (the host's own / is the view)."""
     if plan.no_sandbox:

@@ -48,7 +48,8 @@ FLUSH_SECONDS = 10e-3
 # Calls with one path that change what the tracer knows of the process (its
 # cwd, its root) or are refused by the sandbox's rules: Python's, always.
 _PYTHON_ONLY = frozenset(("chdir", "chroot", "mount", "pivot_root")) \
-    | frozenset(syscalls.SETUID_CHMOD) | frozenset(syscalls.XATTR_SET)
+    | frozenset(syscalls.SETUID_CHMOD) | frozenset(syscalls.XATTR_SET) \
+    | frozenset(syscalls.XATTR_READ)
 
 _lib = None
 

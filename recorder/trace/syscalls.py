@@ -85,6 +85,12 @@ _ROWS = [
     (188, "setxattr", FILE, ("path",), True),
     (189, "lsetxattr", FILE, ("path",), True),
     (190, "fsetxattr", FILE, ("fd",), True),
+    # Reading xattrs: stopped on only where the Nix followed refuses them
+    # (2.24 on: ENOTSUP; OPTIONAL "xattr-read", chosen by the plan). 2.26.3
+    # lets *listxattr through (verified: it returns 0 there).
+    (191, "getxattr", FILE, ("path",), True),
+    (192, "lgetxattr", FILE, ("path",), True),
+    (193, "fgetxattr", FILE, ("fd",), True),
     (161, "chroot", FILE, ("path",), True),
     (165, "mount", FILE, ("skip", "path", "skip", "flags"), True),
     (155, "pivot_root", FILE, ("path", "path2"), True),
@@ -152,7 +158,8 @@ BY_NAME = {s.name: s for s in BY_NR.values()}
 # of GNU hello's stops and half its events, all about paths whose opens and
 # stats are recorded anyway; without them the recording is 24 % faster
 # (docs/performance.md). name of the group -> its calls.
-OPTIONAL = {"readlink": ("readlink", "readlinkat")}
+OPTIONAL = {"readlink": ("readlink", "readlinkat"),
+            "xattr-read": ("getxattr", "lgetxattr", "fgetxattr")}
 
 
 def recorded(extra=()) -> list:
@@ -170,9 +177,12 @@ def table_of(names) -> dict:
     return {BY_NAME[n].nr: BY_NAME[n] for n in names if n in BY_NAME}
 
 # Calls the sandbox's seccomp rules refuse (nix-sandbox.md §2.7): chmod-family
-# with S_ISUID/S_ISGID -> EPERM, *setxattr -> ENOTSUP. Name -> arg index of mode.
+# with S_ISUID/S_ISGID -> EPERM, *setxattr (and since 2.24 *getxattr)
+# -> ENOTSUP. Name -> arg index of mode.
 SETUID_CHMOD = {"chmod": 1, "fchmod": 1, "fchmodat": 2, "fchmodat2": 2}
 XATTR_SET = ("setxattr", "lsetxattr", "fsetxattr")
+# Refused since Nix 2.24; a recording stops on them only then (OPTIONAL).
+XATTR_READ = OPTIONAL["xattr-read"]
 S_ISUID, S_ISGID = 0o4000, 0o2000
 
 # Output writes worth a stop: only to fd 1 and 2 (the build log). The filter
