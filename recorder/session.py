@@ -198,7 +198,7 @@ def plan_for(drv_path: str, opts: RecordOptions, workdir: str = None):
                              no_sandbox=no_sandbox, nix_conf=conf,
                              host_build_dir=host_build,
                              impersonate_linux_26=opts.impersonate_linux_26,
-                             nix_version=opts.nix_version or nixversion.DEFAULT,
+                             nix_version=opts.nix_version or choose_nix_version()[0],
                              host_nix_version=nixversion.host_version())
     missing = sandbox_steps.check_sandbox_paths(plan)
     if missing:

@@ -27,12 +27,20 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 die() { echo "nix-root: $*" >&2; exit 2; }
 
-made() { [ -x "$ROOT/usr/bin/nix-build" ] && [ -f "$ROOT/.nixrec-made" ]; }
+# The root's build users get ids no host user has (nixbld1-10 = BASE+1..10,
+# group BASE): Nix kills every process of a build user's uid before it
+# builds, and the host's Nix, whose nixbld ids Debian numbers from 999 down
+# as Debian 13's numbers the root's, would otherwise kill a build of the other.
+UID_BASE=${NIXREC_NIX_ROOT_UID_BASE:-30000}
+MARK="nixrec-nix-root 2 uids=$UID_BASE"
+
+made() { [ -x "$ROOT/usr/bin/nix-build" ] && [ "$(cat "$ROOT/.nixrec-made" 2>/dev/null)" = "$MARK" ]; }
 
 make_root() {
+    if made; then echo "$ROOT"; return; fi
     [ "$(id -u)" = 0 ] || die "making the Nix 2.26 root needs root (debootstrap)"
     mkdir -p "$(dirname "$ROOT")"
-    exec 9>"$ROOT.lock"
+    exec 9>>"$ROOT.lock"
     flock 9
     if made; then echo "$ROOT"; return; fi
     if ! command -v debootstrap >/dev/null; then
@@ -55,7 +63,19 @@ make_root() {
     enter "$tmp" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nix-bin \
         >>"$ROOT.log" 2>&1 || die "apt-get install nix-bin failed in the root (see $ROOT.log)"
     enter "$tmp" apt-get clean >>"$ROOT.log" 2>&1 || true
-    touch "$tmp/.nixrec-made"
+    local i
+    for i in $(seq 0 10); do
+        ! getent passwd $((UID_BASE + i)) >/dev/null \
+            || die "uid $((UID_BASE + i)) is a host user's: set NIXREC_NIX_ROOT_UID_BASE"
+    done
+    getent group "$UID_BASE" >/dev/null && die "gid $UID_BASE is a host group's: set NIXREC_NIX_ROOT_UID_BASE"
+    enter "$tmp" groupmod -g "$UID_BASE" nixbld >>"$ROOT.log" 2>&1 \
+        || die "could not renumber the root's nixbld group (see $ROOT.log)"
+    for i in $(seq 1 10); do
+        enter "$tmp" usermod -u $((UID_BASE + i)) -g "$UID_BASE" "nixbld$i" >>"$ROOT.log" 2>&1 \
+            || die "could not renumber the root's nixbld$i (see $ROOT.log)"
+    done
+    echo "$MARK" >"$tmp/.nixrec-made"
     rm -rf "$ROOT"
     mv "$tmp" "$ROOT"
     echo "nix-root: made $ROOT in $((SECONDS - t0)) s ($(enter "$ROOT" nix-build --version))" >&2
@@ -94,6 +114,10 @@ case ${1:-} in
     run)
         shift
         [ "$(id -u)" = 0 ] || die "running the Nix 2.26 root needs root (unshare, pivot_root)"
+        # Shared: a `make` that replaces an outdated root waits for us.
+        made || die "the Nix 2.26 root is not made (scripts/nix-root.sh make)"
+        exec 9>>"$ROOT.lock"
+        flock -s 9
         made || die "the Nix 2.26 root is not made (scripts/nix-root.sh make)"
         enter "$ROOT" "$@" ;;
     *) echo "usage: $0 make | path | run CMD..." >&2; exit 2 ;;
