@@ -3,7 +3,8 @@
 see. One table, ROWS; docs/sandbox.md "Which Nix" shows it with the Nix
 source line behind each row.
 
-nixrec is checked against two real Nix builds (tests/test_nix_versions.py):
+nixrec is checked against two real Nix builds (tests/test_record.py,
+tests/test_nix_versions.py; tests/nixoracle.py runs them):
 Debian 12's 2.8.0 and Debian 13's 2.26.3. Any other version follows the
 checked one whose rows it shares (`follow`), with a warning from `record`.
 """
