@@ -373,10 +373,13 @@ def test_output_checks_fail_the_build_as_nix_does(attr, which, tmp_path):
         assert theirs in first
 
 
-def test_fixed_output_with_the_right_nar_hash_is_canonical(tmp_path):
-    drv = instantiate("record.nix", "fodRight")
-    theirs = nix_build(drv)
-    p, trace = record(drv, tmp_path, "fod", "-q")
+@pytest.mark.parametrize("which", ORACLES)
+def test_fixed_output_with_the_right_nar_hash_is_canonical(which, tmp_path):
+    nix = oracle(which)
+    drv = nix.instantiate("record.nix", "fodRight")
+    nix.build(drv)
+    theirs = nix.out_path(nix.run(["nix-store", "-q", "--outputs", drv]).stdout.decode().strip())
+    p, trace = record(drv, tmp_path, "fod", "-q", *nix.nixrec_args(tmp_path))
     assert p.returncode == 0, p.stderr.decode()
     ours = tmp_path / "fod.nixrec.d" / "outputs" / os.path.basename(theirs)
     for rel in ("", "f", "l"):
