@@ -96,11 +96,8 @@ def resolve_drv(target: str, attr=None, nix_args=()) -> str:
     """A .drv path from what the user typed: a .drv, or a .nix file with -A ATTR."""
     if not os.path.exists(target):
         raise BadInput(f"no such file: {target}")
-    if target.endswith(".drv") and attr is None:
-        if nix_args:
-            raise BadInput(f"--arg/--argstr are for a .nix file; {target} is a derivation")
-        return os.path.abspath(target)
-    if target.endswith(".nix") or attr is not None or os.path.isdir(target):
+    is_drv = target.endswith(".drv") and attr is None
+    if not is_drv and (target.endswith(".nix") or attr is not None or os.path.isdir(target)):
         if not store.have_nix():
             raise BadInput(f"{target}: instantiating a .nix file needs Nix "
                            "(apt-get install nix-bin); or pass a .drv")
