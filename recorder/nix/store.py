@@ -272,29 +272,38 @@ def _s(b: bytes) -> bytes:
 
 
 def nar(path):
-    """The NAR serialisation of `path`, in chunks (libutil/archive.cc dump)."""
+    """The NAR serialisation of `path`, in chunks (libutil/archive.cc dump).
+    With its own stack: a build chooses its outputs' depth (issue 23)."""
     yield _s(b"nix-archive-1")
-    yield from _nar_node(path)
-
-
-def _nar_node(path):
-    st = os.lstat(path)
-    yield _s(b"(")
-    if stat.S_ISLNK(st.st_mode):
-        yield _s(b"type") + _s(b"symlink") + _s(b"target") + _s(os.fsencode(os.readlink(path)))
-    elif stat.S_ISDIR(st.st_mode):
-        yield _s(b"type") + _s(b"directory")
-        for name in sorted(os.listdir(path), key=os.fsencode):
-            yield _s(b"entry") + _s(b"(") + _s(b"name") + _s(os.fsencode(name)) + _s(b"node")
-            yield from _nar_node(os.path.join(path, name))
-            yield _s(b")")
-    else:
-        yield _s(b"type") + _s(b"regular")
-        if st.st_mode & 0o100:
-            yield _s(b"executable") + _s(b"")
-        yield _s(b"contents") + st.st_size.to_bytes(8, "little")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                yield block
-        yield b"\0" * (-st.st_size % 8)
-    yield _s(b")")
+    # The stack holds what is still to be written: a path to dump as a node,
+    # or bytes (the closing of an entry or a directory).
+    todo = [path]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, bytes):
+            yield item
+            continue
+        st = os.lstat(item)
+        yield _s(b"(")
+        if stat.S_ISLNK(st.st_mode):
+            yield _s(b"type") + _s(b"symlink") + _s(b"target") + _s(os.fsencode(os.readlink(item)))
+        elif stat.S_ISDIR(st.st_mode):
+            yield _s(b"type") + _s(b"directory")
+            later = [_s(b")")]
+            for name in sorted(os.listdir(item), key=os.fsencode):
+                later.append(_s(b"entry") + _s(b"(") + _s(b"name") + _s(os.fsencode(name))
+                             + _s(b"node"))
+                later.append(os.path.join(item, name))
+                later.append(_s(b")"))
+            todo.extend(reversed(later[1:] + later[:1]))
+            continue
+        else:
+            yield _s(b"type") + _s(b"regular")
+            if st.st_mode & 0o100:
+                yield _s(b"executable") + _s(b"")
+            yield _s(b"contents") + st.st_size.to_bytes(8, "little")
+            with open(item, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    yield block
+            yield b"\0" * (-st.st_size % 8)
+        yield _s(b")")
