@@ -31,6 +31,16 @@ def deep(top, depth=DEPTH):
     os.close(fd)
 
 
+@pytest.fixture
+def tmp_path(tmp_path):
+    """pytest's own, emptied with tree.remove afterwards: pytest cleans old
+    numbered directories with shutil.rmtree, which a deep tree would crash
+    (for every later session on this machine)."""
+    yield tmp_path
+    for name in os.listdir(tmp_path):
+        tree.remove(str(tmp_path / name), ignore_errors=True)
+
+
 def readonly(top):
     for p in reversed(list(tree.entries(top))):
         os.chmod(p, 0o555 if os.path.isdir(p) else 0o444)
