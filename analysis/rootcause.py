@@ -24,6 +24,8 @@ from nixrec.analysis.deps import (PROCESS_CALLS, PathClassifier, access_of, base
                                   store_path_of)
 from nixrec.analysis.facts import collect, is_ancestor, no_cycle_gc, parent_of
 from nixrec.analysis import hints
+from nixrec.analysis.incomplete import (decided_failure, forget_interrupt, incompleteness,
+                                       last_failure)
 from nixrec.analysis.limits import limit_cause, limit_chain
 from nixrec.analysis.outputcheck import output_cause
 from nixrec.analysis.producers import find_producer, missing_product
@@ -440,8 +442,18 @@ def _explain(header, processes, events, problems, summary, trace_path, peek):
     output = output_cause(facts, summary, root.exit_status if root else None, trace_path)
     _apply_summary(facts, summary)
     cls = PathClassifier(facts.plan)
-    chain = [] if output else failure_chain(facts)
-    status = "failed" if chain or output else "succeeded"
+    # A recording without its end has no verdict (incomplete.py); `why`
+    # explains the last failure it saw, if any.
+    inc = incompleteness(summary, problems, facts)
+    if inc:
+        forget_interrupt(facts, summary)
+    if inc and not decided_failure(facts, summary):
+        last = None if output else last_failure(facts)
+        chain = _chain_from(facts, last) if last else []
+        status = "incomplete"
+    else:
+        chain = [] if output else failure_chain(facts)
+        status = "failed" if chain or output else "succeeded"
     ranked = [output] if output else []
     if chain:
         ranked = rank(candidates(facts, chain, cls), facts, chain)
@@ -463,6 +475,7 @@ def _explain(header, processes, events, problems, summary, trace_path, peek):
         "exit_signal": root.exit_signal if root else None,
         "killed": facts.killed,
         "partial": list(problems or ()),
+        "incomplete": inc,
         "failure_chain": [_chain_entry(facts, p) for p in chain],
         "root_causes": [_public(c) for c in ranked[:10]],
         "stderr_tail": _stderr_tail(facts, chain),

@@ -1,0 +1,72 @@
+"""Where a recording goes: TRACE and TRACE.d, replaced only once the new
+recording exists (issue 23).
+
+Before, `record -o same.nixrec` truncated the good trace to a new header,
+then failed removing same.nixrec.d (read-only outputs of a non-root user, or
+1,500 nested directories): the old trace was lost and no new one made.
+Now the new trace is written to `TRACE.tmp-PID` and TRACE.d is moved aside
+to `TRACE.d.old-PID` (a rename: it cannot fail on what is inside); the
+build's sandbox is made in a fresh TRACE.d. Once the builder has started
+(the new recording then has something to say, and a kill -9 from there on
+should leave it where the user looks), `commit` renames the new trace into
+place and removes the old directory. Any failure or interrupt before that:
+`rollback` removes the new ones and puts TRACE.d back; TRACE was never
+touched.
+"""
+
+import os
+
+from nixrec.recorder import tree
+from nixrec.recorder.errors import HostUnsupported
+
+
+class Destination:
+    def __init__(self, trace: str):
+        self.trace = trace
+        self.workdir = trace + ".d"
+        pid = os.getpid()
+        self.tmp = f"{trace}.tmp-{pid}"
+        self.aside = f"{self.workdir}.old-{pid}"
+        self.moved = False
+        self.committed = False
+
+    @property
+    def previous_kept(self) -> bool:
+        """Is there a previous trace that a failure now leaves as it was?"""
+        return not self.committed and os.path.exists(self.trace)
+
+    def make_workdir(self) -> None:
+        """Move the previous TRACE.d aside, make an empty one."""
+        try:
+            if os.path.lexists(self.workdir):
+                os.rename(self.workdir, self.aside)
+                self.moved = True
+            os.mkdir(self.workdir)
+        except OSError as e:
+            raise HostUnsupported(f"cannot create {self.workdir}: {e.strerror}") from None
+
+    def commit(self) -> str:
+        """The new trace into place, the old directory removed. -> a warning
+        (the old directory could not all be removed) or None."""
+        os.replace(self.tmp, self.trace)
+        self.committed = True
+        if not self.moved:
+            return None
+        try:
+            tree.remove(self.aside)
+        except OSError as e:
+            return f"could not remove the previous {self.aside}: {e.strerror}"
+        return None
+
+    def rollback(self) -> None:
+        """Undo everything since the start: no new trace, TRACE.d as it was."""
+        if self.committed:
+            return
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+        tree.remove(self.workdir, ignore_errors=True)
+        if self.moved and not os.path.lexists(self.workdir):
+            os.rename(self.aside, self.workdir)
+            self.moved = False
