@@ -102,7 +102,13 @@ class Build:
         except launch.SetupError as e:
             os.close(master)
             os.close(slave)
-            raise NixrecError(f"sandbox setup failed: {e}", EXIT_HOST)
+            advice = ""
+            if str(e).startswith("creating the namespaces"):
+                # check_host saw them enabled: a container's policy (seccomp,
+                # AppArmor) refuses them to this process.
+                advice = (" (user namespaces are refused to nixrec here, as to Nix's "
+                          "sandbox: allow them, or record outside this container)")
+            raise NixrecError(f"sandbox setup failed: {e}{advice}", EXIT_HOST)
         os.close(slave)
         try:
             self.tracer.seize(self.spawned.builder_pid)

@@ -15,6 +15,7 @@ touched.
 """
 
 import os
+import signal
 
 from nixrec.recorder import tree
 from nixrec.recorder.errors import HostUnsupported
@@ -27,8 +28,10 @@ class Destination:
         pid = os.getpid()
         self.tmp = f"{trace}.tmp-{pid}"
         self.aside = f"{self.workdir}.old-{pid}"
-        self.moved = False
+        self.moved = False               # the previous TRACE.d is at `aside`
+        self.made = False                # TRACE.d is the new one, ours
         self.committed = False
+        self.reaper = None
 
     @property
     def previous_kept(self) -> bool:
@@ -42,6 +45,7 @@ class Destination:
                 os.rename(self.workdir, self.aside)
                 self.moved = True
             os.mkdir(self.workdir)
+            self.made = True
         except OSError as e:
             raise HostUnsupported(f"cannot create {self.workdir}: {e.strerror}") from None
 
@@ -60,13 +64,60 @@ class Destination:
 
     def rollback(self) -> None:
         """Undo everything since the start: no new trace, TRACE.d as it was."""
+        if self.reaper is not None:
+            self.reaper.done()           # before TRACE.d is the old one again
         if self.committed:
             return
         try:
             os.unlink(self.tmp)
         except FileNotFoundError:
             pass
-        tree.remove(self.workdir, ignore_errors=True)
+        if self.made:
+            tree.remove(self.workdir, ignore_errors=True)
+            self.made = False
         if self.moved and not os.path.lexists(self.workdir):
             os.rename(self.aside, self.workdir)
             self.moved = False
+
+
+class Reaper:
+    """Removes the sandbox's host directories if nixrec dies without doing it
+    (kill -9, the OOM killer): a child that waits on a pipe only nixrec
+    writes. An orderly end writes a byte first (`done`), whatever it kept;
+    end of file alone means nixrec is gone. The build's processes die with
+    nixrec (PTRACE_O_EXITKILL, PR_SET_PDEATHSIG) and their mounts with their
+    namespace; this takes care of the files (issue 23: "no sandbox
+    directory left"). Started before any thread of the recording, so the
+    fork copies nothing half-held."""
+
+    def __init__(self, paths):
+        r, w = os.pipe()                 # both close-on-exec
+        pid = os.fork()
+        if pid == 0:                     # the reaper: never returns
+            try:
+                os.setsid()              # a terminal's Ctrl-C is for nixrec, not for it
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_IGN)
+                os.closerange(0, r)
+                os.closerange(r + 1, 65536)
+                if not os.read(r, 1):
+                    for path in paths:
+                        tree.remove(path, ignore_errors=True)
+            finally:
+                os._exit(0)
+        os.close(r)
+        self.pid, self._w = pid, w
+
+    def done(self) -> None:
+        """nixrec ends in order: the reaper leaves everything as it is."""
+        if self._w is None:
+            return
+        try:
+            os.write(self._w, b"D")
+        finally:
+            os.close(self._w)
+            self._w = None
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass

@@ -12,7 +12,7 @@ import threading
 import time
 
 from nixrec.recorder import __version__, interrupts, tree
-from nixrec.recorder.destination import Destination
+from nixrec.recorder.destination import Destination, Reaper
 from nixrec.recorder.build import Build
 from nixrec.recorder.sandbox import plan as sandbox_plan, steps as sandbox_steps
 from nixrec.recorder.nix import drv as drvmod, store
@@ -349,6 +349,19 @@ def _record(target, opts, guard):
         writer.abandon()
         dest.rollback()
         raise _kept(e, dest)
+    # What a kill -9 of nixrec would leave: the sandbox (and --no-sandbox's
+    # build directory on the host), removed by a reaper (destination.py).
+    dest.reaper = Reaper([os.path.join(workdir, "sandbox")]
+                         + ([plan.build_dir] if plan.no_sandbox else []))
+    try:
+        return _run(dest, writer, d, plan, drv_path, input_closure, calls, opts, guard)
+    finally:
+        dest.reaper.done()
+
+
+def _run(dest, writer, d, plan, drv_path, input_closure, calls, opts, guard):
+    """The build, from the sandbox's start to the trace's close."""
+    out, workdir = dest.trace, dest.workdir
     counts = {"events": 0, "refused": 0}
     phases = PhaseTracker()          # the stdenv phases, for the summary (phases.py)
     roots = visible_roots(plan)
