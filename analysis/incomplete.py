@@ -55,10 +55,10 @@ def forget_interrupt(facts, summary) -> None:
         facts.killed = None
 
 
-def decided_failure(facts, summary) -> bool:
+def decided_failure(facts) -> bool:
     """Did the builder's own failure, recorded before the end, decide the
     build? (It exited non-zero, or a signal other than the interrupt's
-    SIGKILL ended it.)"""
+    SIGKILL ended it.) Before the summary is applied to `facts`."""
     root = facts.procs.get("1")
     if root is None or root.exit_seq is None:
         return False

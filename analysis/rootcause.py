@@ -440,14 +440,16 @@ def _explain(header, processes, events, problems, summary, trace_path, peek):
     # The builder's own exit, before the summary's (which counts Nix's checks
     # on the outputs): a builder that exited 0 failed no call worth blaming.
     output = output_cause(facts, summary, root.exit_status if root else None, trace_path)
+    # A recording without its end has no verdict (incomplete.py); `why`
+    # explains the last failure it saw, if any. The builder's own exit
+    # decides, not the summary's (an interrupt makes that 1).
+    inc = incompleteness(summary, problems, facts)
+    decided = bool(inc) and decided_failure(facts)
     _apply_summary(facts, summary)
     cls = PathClassifier(facts.plan)
-    # A recording without its end has no verdict (incomplete.py); `why`
-    # explains the last failure it saw, if any.
-    inc = incompleteness(summary, problems, facts)
     if inc:
         forget_interrupt(facts, summary)
-    if inc and not decided_failure(facts, summary):
+    if inc and not decided:
         last = None if output else last_failure(facts)
         chain = _chain_from(facts, last) if last else []
         status = "incomplete"

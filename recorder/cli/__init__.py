@@ -11,7 +11,20 @@ import signal
 import sys
 import traceback
 
-import click
+
+def _quit_while_starting(signum, frame):
+    os.write(2, f"nixrec: interrupted ({signal.Signals(signum).name})\n".encode())
+    os._exit(128 + signum)
+
+
+# A Ctrl-C or SIGTERM while the console script is still importing (a third
+# of a second): the documented code and one line, not an import traceback.
+# main() installs the handling of every later moment.
+if os.path.basename(sys.argv[0] or "") == "nixrec":
+    for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(_sig, _quit_while_starting)
+
+import click  # noqa: E402 - after the handlers above
 
 from nixrec.recorder import __version__
 from nixrec.recorder.errors import (
@@ -85,6 +98,7 @@ def main(argv=None) -> int:
     """Entry point of the console script; never lets a traceback reach the user."""
     # As Ctrl-C (KeyboardInterrupt, 130): one line and the shell's code,
     # 128 + the signal (143 for SIGTERM), never a traceback.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
     try:
