@@ -107,3 +107,39 @@ def test_disk_bytes(tmp_path):
     (tmp_path / "a").write_bytes(b"x" * 100_000)
     assert tree.disk_bytes(str(tmp_path)) >= 100_000
     assert tree.disk_bytes(str(tmp_path / "nothing")) == 0
+
+
+# -- destination.py: the previous trace replaced only once the new one exists --
+
+def _previous(tmp_path):
+    from nixrec.recorder.destination import Destination
+    trace = tmp_path / "t.nixrec"
+    trace.write_bytes(b"previous")
+    deep(str(trace) + ".d", 1200)
+    readonly(str(trace) + ".d")
+    return Destination(str(trace)), trace
+
+
+def test_destination_rollback_leaves_the_previous_trace(tmp_path):
+    dest, trace = _previous(tmp_path)
+    with open(dest.tmp, "wb") as f:
+        f.write(b"new header")
+    dest.make_workdir()
+    os.mkdir(os.path.join(dest.workdir, "sandbox"))
+    dest.rollback()
+    assert trace.read_bytes() == b"previous"
+    assert sorted(os.listdir(tmp_path)) == ["t.nixrec", "t.nixrec.d"]
+    assert sum(1 for _ in tree.walk(str(trace) + ".d")) == 1201      # all of it, back
+
+
+def test_destination_commit_replaces_both(tmp_path):
+    dest, trace = _previous(tmp_path)
+    with open(dest.tmp, "wb") as f:
+        f.write(b"new")
+    dest.make_workdir()
+    assert dest.commit() is None
+    assert trace.read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["t.nixrec", "t.nixrec.d"]
+    assert os.listdir(str(trace) + ".d") == []
+    dest.rollback()                     # after the commit: nothing to undo
+    assert trace.read_bytes() == b"new"

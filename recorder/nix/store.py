@@ -10,7 +10,7 @@ from typing import Optional
 import shutil
 import subprocess
 
-from nixrec.recorder.errors import BadInput
+from nixrec.recorder.errors import BadInput, HostUnsupported
 
 STORE_DIR = "/nix/store"
 
@@ -38,11 +38,31 @@ def _run_nix(argv, what):
     except FileNotFoundError:
         raise BadInput(f"{what}: {argv[0]} is not installed (apt-get install nix-bin)")
     if p.returncode != 0:
-        lines = [l for l in p.stderr.strip().splitlines() if l.strip()
-                 and not l.startswith("warning:")]
-        msg = lines[-1].strip() if lines else f"exit code {p.returncode}"
+        msg = nix_error(p.stderr) or f"exit code {p.returncode}"
+        if "daemon-socket" in msg and os.geteuid() != 0:
+            # A user asks Nix through its daemon; root talks to the store itself.
+            raise HostUnsupported(f"{what}: {msg}: Nix needs its daemon for a user who is not "
+                                  "root: start it (systemctl start nix-daemon) or join the "
+                                  "group that may use its socket, or pass a .drv path")
         raise BadInput(f"{what}: {msg}")
     return p.stdout
+
+
+def nix_error(stderr: str):
+    """The message of Nix's error output, on one line: its `error:` line
+    (Nix prints the source excerpt and a caret after it, and a
+    `--show-trace` hint last), with the `at FILE:LINE:COL` that follows.
+    None if there is nothing."""
+    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    first = next((i for i, l in enumerate(lines) if l.startswith("error:")), None)
+    if first is None:
+        rest = [l for l in lines if not l.startswith("warning:")]
+        return rest[-1] if rest else None
+    msg = lines[first][len("error:"):].strip()
+    nxt = lines[first + 1] if first + 1 < len(lines) else ""
+    if nxt.startswith("at ") and nxt.endswith(":"):
+        msg += f" ({nxt[:-1]})"
+    return msg
 
 
 def instantiate(nix_file: str, attr: str = None) -> str:
