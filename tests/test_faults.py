@@ -314,3 +314,26 @@ def test_no_user_namespaces_keeps_the_previous_trace(steady, previous, tmp_path)
     assert trace.read_bytes() == previous and previous_dir_intact(trace)
     assert sorted(os.listdir(tmp_path)) == ["same.nixrec", "same.nixrec.d"]
     assert verdict(trace, "no userns")[0] == "succeeded"     # the previous one's truth
+
+
+# -- re-recording over what a build left -----------------------------------------
+
+def test_a_deep_output_recorded_twice_to_the_same_trace(tmp_path):
+    """An output 1,500 directories deep: canonicalised, scanned, handed over,
+    then moved aside and removed by the next recording to the same -o
+    (os.walk and shutil.rmtree raised RecursionError on it: issue 23)."""
+    from nixrec.recorder import tree
+    drv = instantiate(FAULTS, "deep")
+    trace = tmp_path / "deep.nixrec"
+    try:
+        for n in range(2):
+            p = run_nixrec("record", drv, "-o", trace, "-q")
+            assert p.returncode == 0, (n, p.stderr)
+            assert b"Traceback" not in p.stderr
+            assert run_nixrec("why", trace).stdout == b"the build succeeded: nothing to explain\n"
+            (out,) = os.listdir(str(trace) + ".d/outputs")
+            depth = sum(1 for _ in tree.walk(str(trace) + ".d/outputs/" + out))
+            assert depth == 1501, depth
+            assert sorted(os.listdir(tmp_path)) == ["deep.nixrec", "deep.nixrec.d"]
+    finally:
+        tree.remove(str(trace) + ".d", ignore_errors=True)   # pytest's cleanup recurses
