@@ -41,7 +41,8 @@ pytestmark = pytest.mark.e2e
 
 FAULTS = str(FIXTURES / "faults.nix")
 # README, "Exit codes": 128 + the signal, as a shell shows it.
-DOCUMENTED = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: 137}
+DOCUMENTED = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129,
+              signal.SIGKILL: 137}
 MOMENTS = [("setup", 0.35), ("setup", 0.7), ("early", 0.0), ("early", 0.15),
            ("mid", 0.6), ("mid", 1.2), ("mid", 1.8),
            ("checking", 0.0), ("checking", 0.15), ("checking", 0.4)]
@@ -216,6 +217,11 @@ def test_interrupted_at_ten_moments(sig, steady, previous, tmp_path):
         assert got.count("killed, partial trace") >= 5, results
     else:
         assert "building" in got and "checking the outputs" in got, results
+
+
+def test_sighup_mid_build(steady, previous, tmp_path):
+    """A closed terminal (SIGHUP): as SIGTERM, exit 129."""
+    assert one_run(signal.SIGHUP, ("mid", 0.6), steady, previous, tmp_path) == "building"
 
 
 # -- disk full ------------------------------------------------------------------
