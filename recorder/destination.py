@@ -33,6 +33,35 @@ class Destination:
         self.committed = False
         self.reaper = None
 
+    def recover(self) -> None:
+        """Undo what a recorder killed outright (kill -9) left at this -o:
+        before its commit, a TRACE.tmp-PID and the previous TRACE.d at
+        TRACE.d.old-PID (put back: the trace there is still its own); after
+        it, only a TRACE.d.old-PID half removed (removed). Only names of
+        processes that are gone are touched."""
+        folder, base = os.path.split(self.trace)
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:
+            return
+        for name in names:
+            pid = _dead_pid(name, base + ".d.old-")
+            if pid is None:
+                continue
+            path = os.path.join(folder, name)
+            if os.path.exists(f"{self.trace}.tmp-{pid}"):
+                # Killed before its commit: TRACE.d is the aborted one.
+                tree.remove(self.workdir, ignore_errors=True)
+                os.rename(path, self.workdir)
+            else:
+                tree.remove(path, ignore_errors=True)
+        for name in names:
+            if _dead_pid(name, base + ".tmp-") is not None:
+                try:
+                    os.unlink(os.path.join(folder, name))
+                except OSError:
+                    pass
+
     @property
     def previous_kept(self) -> bool:
         """Is there a previous trace that a failure now leaves as it was?"""
@@ -78,6 +107,22 @@ class Destination:
         if self.moved and not os.path.lexists(self.workdir):
             os.rename(self.aside, self.workdir)
             self.moved = False
+
+
+def _dead_pid(name, prefix):
+    """The pid in `prefix<pid>` if that process is gone, else None."""
+    pid = name[len(prefix):] if name.startswith(prefix) else ""
+    return int(pid) if pid.isdigit() and not _alive(int(pid)) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Reaper:

@@ -326,6 +326,7 @@ def _record(target, opts, guard):
     check_host()
     drv_path = resolve_drv(target, opts.attr)
     dest = Destination(os.path.abspath(opts.output or default_output(drv_path)))
+    dest.recover()                   # what a kill -9 of an earlier recording left
     out, workdir = dest.trace, dest.workdir
     guard.dest = dest                # for record()'s message
     d, plan, hashes, input_closure = plan_for(drv_path, opts, workdir)

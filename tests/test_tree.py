@@ -143,3 +143,25 @@ def test_destination_commit_replaces_both(tmp_path):
     assert os.listdir(str(trace) + ".d") == []
     dest.rollback()                     # after the commit: nothing to undo
     assert trace.read_bytes() == b"new"
+
+
+def test_destination_recovers_what_a_kill_9_left(tmp_path):
+    """Killed before its commit: TRACE.tmp-PID and TRACE.d.old-PID (the
+    previous directory) are left; the next recording puts it back."""
+    from nixrec.recorder.destination import Destination
+    dead = subprocess.Popen(["true"])
+    dead.wait()                                     # a pid that is gone
+    trace = tmp_path / "t.nixrec"
+    trace.write_bytes(b"previous")
+    os.makedirs(f"{trace}.d.old-{dead.pid}/outputs")
+    os.makedirs(f"{trace}.d/sandbox")                # the aborted recording's
+    open(f"{trace}.tmp-{dead.pid}", "w").close()
+    open(f"{trace}.tmp-{os.getpid()}", "w").close()  # a live recorder's: left alone
+    Destination(str(trace)).recover()
+    assert sorted(os.listdir(tmp_path)) == ["t.nixrec", "t.nixrec.d",
+                                            f"t.nixrec.tmp-{os.getpid()}"]
+    assert os.listdir(f"{trace}.d") == ["outputs"]
+    # Killed after its commit, while removing the old directory: removed.
+    os.makedirs(f"{trace}.d.old-{dead.pid}/x")
+    Destination(str(trace)).recover()
+    assert not os.path.exists(f"{trace}.d.old-{dead.pid}")
