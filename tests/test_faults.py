@@ -10,7 +10,8 @@ read-only output as Nix leaves them) and checks, whatever happened:
   then say so truthfully;
 - the trace at -o is readable, and is either the previous one, byte for
   byte (the new recording was not written: then TRACE.d is the previous one
-  too, except after a kill -9, which may leave it as TRACE.d.old-PID), or a
+  too; a kill -9 may leave it as TRACE.d.old-PID, which the next record puts
+  back: Destination.recover), or a
   new one whose `why` and `report` verdict is "incomplete", never
   "succeeded";
 - no process, mount or sandbox directory of the recording is left.
@@ -187,9 +188,14 @@ def one_run(sig, moment, drv, data, tmp):
         assert not [n for n in os.listdir(tmp) if ".tmp-" in n or ".d.old-" in n], \
             (what, os.listdir(tmp))
     if trace.read_bytes() == data:
-        # Not written: the previous trace and (bar a kill -9) its directory stay.
+        # Not written: the previous trace and its directory stay.
+        if sig == signal.SIGKILL:
+            # What the kill left, the next record undoes first (destination.py).
+            from nixrec.recorder.destination import Destination
+            Destination(str(trace)).recover()
+            assert sorted(os.listdir(tmp)) == ["same.nixrec", "same.nixrec.d"], what
+        assert previous_dir_intact(trace), what
         if sig != signal.SIGKILL:
-            assert previous_dir_intact(trace), what
             # One line: "interrupted" (still starting) or "... nothing recorded,
             # the previous TRACE is kept" (setting up).
             # (click echoes a newline on Ctrl-C, as after a ^C on a terminal)
