@@ -209,6 +209,8 @@ def one_run(sig, moment, drv, data, tmp):
         assert summary is None, what
         return "killed, partial trace"
     assert summary["interrupted"] is True and summary["killed"] is None, what
+    with open_trace(trace) as t:       # every event recorded so far is kept
+        assert sum(1 for _ in t.events()) == t.last_seq == summary["events"] > 0, what
     assert summary["interrupted_by"] == signal.Signals(sig).name, what
     assert f"interrupted ({signal.Signals(sig).name}) while " \
            f"{summary['interrupted_while']}" in text, (what, text)
