@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from nixfix import require_nix, run_nixrec
+from nixfix import missing, require_nix, run_nixrec
 from nixrec.recorder.errors import EXIT_BAD_INPUT, EXIT_HOST, HostUnsupported
 from nixrec.recorder.nix import store
 
@@ -51,7 +51,7 @@ def test_no_daemon_socket_says_what_to_do(public_dir, monkeypatch):
     nixrec's own call into Nix."""
     require_nix()
     if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root and setpriv to run Nix as another user")
+        missing("needs root and setpriv to run Nix as another user")
     nix = os.path.join(public_dir, "x.nix")
     with open(nix, "w") as f:
         f.write('derivation { name = "x"; system = "x86_64-linux"; builder = "/bin/sh"; }\n')

@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 
+from nixfix import missing
 from nixrec.recorder import tree
 from nixrec.recorder.nix import store
 
@@ -83,7 +84,7 @@ def test_remove_as_a_user_who_is_not_root():
     """A user's own read-only output (0555 directories, as canonicalised):
     shutil.rmtree fails with EACCES, tree.remove empties it."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root and setpriv to become another user")
+        missing("needs root and setpriv to become another user")
     base = tempfile.mkdtemp(prefix="nixrec-tree-")      # pytest's tmp_path is 0700
     try:
         os.chmod(base, 0o777)
