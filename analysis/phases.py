@@ -14,9 +14,15 @@ def phases_report(phases, summary, trace_path="TRACE") -> dict:
     rows = [dict(p) for p in phases]
     failed = next((p["name"] for p in rows if p["status"] == "failed"), None)
     summary = summary or {}
+    # No summary, or an interrupted one: the last phase shown did not end
+    # as the build would have ended it (analysis/incomplete.py).
+    incomplete = summary.get("exit_status") is None or bool(summary.get("interrupted"))
+    if summary.get("interrupted"):
+        failed = None          # the interrupt's kill is not the phase's failure
     return {
         "phases": rows,
         "failed": failed,
+        "incomplete": incomplete,
         "exit_status": summary.get("exit_status"),
         "replay": (f"nixrec replay {trace_path} --until-phase {failed}" if failed else None),
     }

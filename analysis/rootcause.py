@@ -24,6 +24,8 @@ from nixrec.analysis.deps import (PROCESS_CALLS, PathClassifier, access_of, base
                                   store_path_of)
 from nixrec.analysis.facts import collect, is_ancestor, no_cycle_gc, parent_of
 from nixrec.analysis import hints
+from nixrec.analysis.incomplete import (decided_failure, forget_interrupt, incompleteness,
+                                       last_failure)
 from nixrec.analysis.limits import limit_cause, limit_chain
 from nixrec.analysis.outputcheck import output_cause
 from nixrec.analysis.producers import find_producer, missing_product
@@ -438,10 +440,22 @@ def _explain(header, processes, events, problems, summary, trace_path, peek):
     # The builder's own exit, before the summary's (which counts Nix's checks
     # on the outputs): a builder that exited 0 failed no call worth blaming.
     output = output_cause(facts, summary, root.exit_status if root else None, trace_path)
+    # A recording without its end has no verdict (incomplete.py); `why`
+    # explains the last failure it saw, if any. The builder's own exit
+    # decides, not the summary's (an interrupt makes that 1).
+    inc = incompleteness(summary, problems, facts)
+    decided = bool(inc) and decided_failure(facts)
     _apply_summary(facts, summary)
     cls = PathClassifier(facts.plan)
-    chain = [] if output else failure_chain(facts)
-    status = "failed" if chain or output else "succeeded"
+    if inc:
+        forget_interrupt(facts, summary)
+    if inc and not decided:
+        last = None if output else last_failure(facts)
+        chain = _chain_from(facts, last) if last else []
+        status = "incomplete"
+    else:
+        chain = [] if output else failure_chain(facts)
+        status = "failed" if chain or output else "succeeded"
     ranked = [output] if output else []
     if chain:
         ranked = rank(candidates(facts, chain, cls), facts, chain)
@@ -463,6 +477,7 @@ def _explain(header, processes, events, problems, summary, trace_path, peek):
         "exit_signal": root.exit_signal if root else None,
         "killed": facts.killed,
         "partial": list(problems or ()),
+        "incomplete": inc,
         "failure_chain": [_chain_entry(facts, p) for p in chain],
         "root_causes": [_public(c) for c in ranked[:10]],
         "stderr_tail": _stderr_tail(facts, chain),

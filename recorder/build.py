@@ -67,6 +67,7 @@ class Build:
         self.before = before
         self.ran = ran
         self.interrupted = False
+        self.interrupt_signal = None # the first stop signal (SIGINT, ...), its number
         self.eof_kill = False        # killed because every copy of the pty was closed
         self.lay = None
         self.tracer = None
@@ -101,7 +102,13 @@ class Build:
         except launch.SetupError as e:
             os.close(master)
             os.close(slave)
-            raise NixrecError(f"sandbox setup failed: {e}", EXIT_HOST)
+            advice = ""
+            if str(e).startswith("creating the namespaces"):
+                # check_host saw them enabled: a container's policy (seccomp,
+                # AppArmor) refuses them to this process.
+                advice = (" (user namespaces are refused to nixrec here, as to Nix's "
+                          "sandbox: allow them, or record outside this container)")
+            raise NixrecError(f"sandbox setup failed: {e}{advice}", EXIT_HOST)
         os.close(slave)
         try:
             self.tracer.seize(self.spawned.builder_pid)
@@ -120,12 +127,16 @@ class Build:
     def _on_eof(self):
         # §2.2 step 12: Nix SIGKILLs the builder at pty EOF. If the builder
         # had not exited yet, that kill is what ends it (`exec >/dev/null 2>&1`).
-        self.eof_kill = self.tracer.builder_status is None
+        # An interrupt's kill closes the pty too: that EOF is not the
+        # builder's doing (issue 23: `why` blamed its output redirection).
+        self.eof_kill = self.tracer.builder_status is None and not self.interrupted
         self.tracer.kill_build()
 
     def _on_int(self, signum, frame):
         # Ctrl-C (or SIGTERM, SIGHUP): kill the build; the loop then drains
         # and the trace is closed, so an interrupted recording stays whole.
+        if self.interrupt_signal is None:
+            self.interrupt_signal = signum
         self.interrupted = True
         self.tracer.kill_build()
 

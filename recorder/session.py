@@ -3,6 +3,7 @@
 Steps and returns a RecordResult value; printing is cli's job (cli/record.py).
 """
 
+import errno
 import os
 import platform
 import shutil
@@ -10,7 +11,8 @@ import stat
 import threading
 import time
 
-from nixrec.recorder import __version__
+from nixrec.recorder import __version__, interrupts, tree
+from nixrec.recorder.destination import Destination, Reaper
 from nixrec.recorder.build import Build
 from nixrec.recorder.sandbox import nixversion, plan as sandbox_plan, steps as sandbox_steps
 from nixrec.recorder.nix import drv as drvmod, store
@@ -331,29 +333,64 @@ def is_refused(ev, roots) -> bool:
 
 
 def record(target: str, opts: RecordOptions) -> RecordResult:
-    """Record one build end to end. Raises NixrecError for what is not a build failure."""
+    """Record one build end to end. Raises NixrecError for what is not a build
+    failure; an interrupt (Ctrl-C, SIGTERM, SIGHUP) before the build started
+    is one of those (exit 128 + the signal: interrupts.py), after it a result."""
+    with interrupts.Guard() as guard:
+        try:
+            return _record(target, opts, guard)
+        except interrupts.Interrupted as e:
+            # Only raised while setting up: nothing was recorded.
+            dest = getattr(guard, "dest", None)
+            kept = f", the previous {dest.trace} is kept" if dest and dest.previous_kept else ""
+            raise NixrecError(f"interrupted ({interrupts.name(e.signum)}) while setting up, "
+                              f"before the build started: nothing recorded{kept}",
+                              interrupts.exit_code(e.signum)) from None
+
+
+def _record(target, opts, guard):
     check_host()
     drv_path = resolve_drv(target, opts.attr, opts.nix_args)
-    out = os.path.abspath(opts.output or default_output(drv_path))
-    workdir = out + ".d"
+    dest = Destination(os.path.abspath(opts.output or default_output(drv_path)))
+    dest.recover()                   # what a kill -9 of an earlier recording left
+    out, workdir = dest.trace, dest.workdir
+    guard.dest = dest                # for record()'s message
     d, plan, hashes, input_closure = plan_for(drv_path, opts, workdir)
     if opts.check and not store.valid([o.path for o in d.outputs.values()]):
         # Nix's words, and as in Nix before anything is built.
         raise BadInput(f"some outputs of '{drv_path}' are not valid, so checking is not "
                        "possible")
-    # The trace first: a directory that does not exist is the user's mistake
-    # (TraceWriter says so, exit 2); mkdir, not makedirs, so that it stays one.
+    # From here to the builder's start a signal only counts (interrupts.py).
+    guard.allow(False)
+    # The trace first, under a temporary name (destination.py): a directory
+    # that does not exist is the user's mistake (TraceWriter says so, exit 2).
     calls = syscalls.recorded((("readlink",) if opts.readlink else ())
                               + (("xattr-read",) if sandbox_plan.features_of(plan)
                                  ["xattr_read_refused"] else ()))
-    writer = TraceWriter(out, header_for(drv_path, plan, hashes, calls))
     try:
-        if os.path.exists(workdir):
-            shutil.rmtree(workdir)
-        os.mkdir(workdir)
-    except OSError as e:
+        writer = TraceWriter(dest.tmp, header_for(drv_path, plan, hashes, calls), name=out)
+    except NixrecError as e:
+        dest.rollback()
+        raise _kept(e, dest)
+    try:
+        dest.make_workdir()
+    except NixrecError as e:
         writer.abandon()
-        raise HostUnsupported(f"cannot create {workdir}: {e.strerror}") from None
+        dest.rollback()
+        raise _kept(e, dest)
+    # What a kill -9 of nixrec would leave: the sandbox (and --no-sandbox's
+    # build directory on the host), removed by a reaper (destination.py).
+    dest.reaper = Reaper([os.path.join(workdir, "sandbox")]
+                         + ([plan.build_dir] if plan.no_sandbox else []))
+    try:
+        return _run(dest, writer, d, plan, drv_path, input_closure, calls, opts, guard)
+    finally:
+        dest.reaper.done()
+
+
+def _run(dest, writer, d, plan, drv_path, input_closure, calls, opts, guard):
+    """The build, from the sandbox's start to the trace's close."""
+    out, workdir = dest.trace, dest.workdir
     counts = {"events": 0, "refused": 0}
     phases = PhaseTracker()          # the stdenv phases, for the summary (phases.py)
     roots = visible_roots(plan)
@@ -395,10 +432,18 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     watchdog = Watchdog(opts, lambda: build.tracer.kill_build(), writer, lock, progress)
     try:
         build.start()
-    except NixrecError:
+    except NixrecError as e:
         writer.abandon()
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
+        dest.rollback()
+        raise _kept(e, dest)
+    if guard.signum is not None:
+        # Interrupted while the sandbox was set up: no build ran; as above.
+        build.tracer.kill_build()
+        build.stop()
+        writer.abandon()
+        dest.rollback()
+        raise interrupts.Interrupted(guard.signum)
+    warning = dest.commit()
     watchdog.start()
     try:
         build.run()
@@ -408,28 +453,39 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     if watchdog.write_error is not None:
         # The trace cannot be written (disk full): the build is stopped; keep
         # what was written (it reads as interrupted), leave no sandbox behind.
+        err = _write_error(watchdog.write_error, build, out)
         _abandon(build, writer)
-        raise watchdog.write_error
+        raise err
     tracer = build.tracer
-    if opts.status:
-        opts.status(dict(progress("checking the outputs"), elapsed=build.duration))
-    outputs, output_error, output_check = _collect_outputs(plan, build.lay, workdir,
-                                                           tracer.builder_status)
-    references, hidden = {}, {}
-    if output_error is None and tracer.builder_status == ("exit", 0):
-        # §2.8: Nix's checks on what the builder left (they canonicalise it).
-        verdict = outputs_mod.check(d, plan, os.path.join(workdir, "outputs"),
-                                    input_closure, against_store=opts.check)
-        output_error, references = verdict["error"], verdict["references"]
-        output_check, hidden = verdict["failed"], verdict["hidden"]
-    else:
-        for path in outputs.values():
-            outputs_mod.canonicalise(path)      # the store's modes, as Nix leaves them
+    signum = build.interrupt_signal
+    during = "building" if signum else None
+    outputs, output_error, output_check, references, hidden = {}, None, None, {}, {}
+    try:
+        guard.allow(True)
+        if opts.status:
+            opts.status(dict(progress("checking the outputs"), elapsed=build.duration))
+        outputs, output_error, output_check = _collect_outputs(plan, build.lay, workdir,
+                                                               tracer.builder_status)
+        if output_error is None and tracer.builder_status == ("exit", 0) and not signum:
+            # §2.8: Nix's checks on what the builder left (they canonicalise it).
+            verdict = outputs_mod.check(d, plan, os.path.join(workdir, "outputs"),
+                                        input_closure, against_store=opts.check)
+            output_error, references = verdict["error"], verdict["references"]
+            output_check, hidden = verdict["failed"], verdict["hidden"]
+        else:
+            for path in outputs.values():
+                outputs_mod.canonicalise(path)      # the store's modes, as Nix leaves them
+        guard.allow(False)
+    except interrupts.Interrupted as e:
+        # Nix's checks were cut: the outputs' verdict is unknown, and so the build's.
+        signum, during = e.signum, "checking the outputs"
+        output_error = output_check = None
+        references, hidden = {}, {}
     error = build.exec_error or output_error
     killed = watchdog.reason
     if killed is None and build.eof_kill and tracer.builder_status == ("signal", "SIGKILL"):
         killed = "killed when it closed its standard output and error (as Nix does)"
-    status, sig = _exit_of(tracer.builder_status, error or killed, build.interrupted)
+    status, sig = _exit_of(tracer.builder_status, error or killed, signum)
     summary = {"exit_status": status, "exit_signal": sig, "events": counts["events"],
                "processes": tracer.nprocesses, "refused": counts["refused"],
                "duration": round(build.duration, 3), "stops": tracer.stops,
@@ -438,7 +494,11 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                "log_bytes": build.pump.bytes, "outputs": outputs, "references": references,
                "output_check": output_check, "hidden_references": hidden,
                "error": error, "phases": phases.result(),
-               "interrupted": build.interrupted, "killed": killed}
+               "interrupted": bool(signum), "killed": killed}
+    if signum:
+        # docs/trace-format.md: which signal, and what nixrec was doing.
+        summary["interrupted_by"] = interrupts.name(signum)
+        summary["interrupted_while"] = during
     try:
         with lock:
             writer.close(summary, None)
@@ -452,8 +512,46 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                         refused=counts["refused"], duration=build.duration,
                         trace_bytes=os.path.getsize(out), outputs=outputs, error=error,
                         hidden_references=hidden, output_check=output_check,
-                        interrupted=build.interrupted, killed=killed,
+                        interrupted=bool(signum), interrupt_signal=signum,
+                        interrupted_while=during, killed=killed, warning=warning,
                         build_dir=build.lay.build if opts.keep_build_dir else None)
+
+
+def _kept(err, dest):
+    """The error, saying that the previous trace is kept (if there is one)."""
+    if dest.previous_kept:
+        return type(err)(f"{err}; nothing recorded, the previous {dest.trace} is kept",
+                         err.exit_code)
+    return err
+
+
+def _write_error(err, build, trace):
+    """The disk-full message, naming what filled it: the build's own files
+    (/build and the outputs, on the trace's filesystem) or the trace."""
+    if getattr(err, "errno", None) != errno.ENOSPC:
+        return err
+    try:
+        same_disk = os.stat(build.lay.build).st_dev == os.stat(os.path.dirname(trace)).st_dev
+        trace_bytes = os.path.getsize(trace)
+    except OSError:
+        return err
+    build_bytes = tree.disk_bytes(build.lay.workdir) if same_disk else 0
+    kept = "the trace is kept up to where it was cut"
+    if build_bytes > trace_bytes:
+        where = os.path.relpath(build.lay.workdir)
+        return type(err)(f"{err}: the build filled the disk (its sandbox {where} took "
+                         f"{_size(build_bytes)}, the trace {_size(trace_bytes)}); {kept}; free "
+                         "space or record with -o on a larger filesystem", err.exit_code)
+    return type(err)(f"{err}: the trace filled the disk ({_size(trace_bytes)}); {kept}; "
+                     "free space or record with -o on a larger filesystem", err.exit_code)
+
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def _abandon(build, writer):
@@ -465,6 +563,7 @@ def _abandon(build, writer):
 
 
 def _exit_of(builder_status, error, interrupted):
+    # (cli/record.py exits 128 + the signal for an interrupted recording.)
     """-> (exit status for the user, signal name): 0 only for a clean build."""
     if builder_status is None:
         return 1, None
@@ -487,7 +586,7 @@ def _give_to_caller(path):
     nixrec, as Nix hands outputs to the store's owner."""
     if os.geteuid() != 0:
         return
-    for root, dirs, files in os.walk(path):
+    for root, dirs, files in tree.walk(path):      # the build chose the depth
         for name in dirs + files:
             os.lchown(os.path.join(root, name), 0, 0)
     os.lchown(path, 0, 0)

@@ -12,10 +12,9 @@ code. A divergence is one of those values, never an exception.
 """
 
 import os
-import shutil
 import tempfile
 
-from nixrec.recorder import session as rsession
+from nixrec.recorder import session as rsession, tree
 from nixrec.recorder.nix import store
 from nixrec.recorder.trace import syscalls
 from nixrec.recorder.build import Build
@@ -200,7 +199,7 @@ class ReplaySession:
             self.build.stop()
             self.build = None
         if self.workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            tree.remove(self.workdir, ignore_errors=True)
             self.workdir = None
         if self.reader is not None:
             self.reader.close()

@@ -6,7 +6,8 @@
   those are), says it is partial, `why` and `events` work on it, and no
   build process or mount is left (PTRACE_O_EXITKILL and PR_SET_PDEATHSIG
   take the build down).
-- SIGINT (Ctrl-C): the build is killed and the trace closed cleanly.
+- SIGINT (Ctrl-C): the build is killed and the trace closed cleanly (exit
+  130; SIGTERM 143). test_faults.py interrupts at more moments.
 - Disk full (a small tmpfs for the trace): one clear line, exit 3, the trace
   readable up to there, no traceback.
 
@@ -26,6 +27,7 @@ import time
 import pytest
 
 from nixfix import FIXTURES, NIXREC, instantiate, missing, nix_env, run_nixrec
+from procwatch import build_of, survivors
 from nixrec.recorder.tracefile import open_trace
 
 pytestmark = pytest.mark.e2e
@@ -57,45 +59,6 @@ def wait_for_events(trace, deadline=10.0):
         time.sleep(0.05)
 
 
-def _procs():
-    """{pid: (ppid, tracer pid, start time)} of every host process."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            stat = open(f"/proc/{pid}/stat").read()
-            status = open(f"/proc/{pid}/status").read()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        tracer = int(status.split("TracerPid:", 1)[1].split()[0])
-        out[int(pid)] = (int(fields[1]), tracer, fields[19])
-    return out
-
-
-def build_of(recorder_pid):
-    """The processes of a recording: descendants or tracees of the recorder,
-    as (pid, start time) so a reused pid is not mistaken for a survivor.
-    (Other builds may run on this machine: a command line does not tell.)"""
-    procs = _procs()
-    mine = {recorder_pid}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, tracer, _) in procs.items():
-            if pid not in mine and (ppid in mine or tracer in mine):
-                mine.add(pid)
-                grew = True
-    mine.discard(recorder_pid)
-    return {(pid, procs[pid][2]) for pid in mine}
-
-
-def survivors(build):
-    procs = _procs()
-    return [pid for pid, start in build if pid in procs and procs[pid][2] == start]
-
-
 def assert_nothing_left(trace, build):
     # PDEATHSIG and EXITKILL act as the recorder dies; give the kernel a moment.
     for _ in range(50):
@@ -120,6 +83,8 @@ def assert_partial_trace_usable(trace):
     why = run_nixrec("why", trace)
     assert why.returncode == 0, why.stderr
     assert why.stdout.startswith(b"note: partial trace: recording interrupted"), why.stdout
+    assert b"\nincomplete: no end of the build was recorded" in why.stdout, why.stdout
+    assert b"succeeded" not in why.stdout
     deps = run_nixrec("deps", trace)
     assert deps.returncode == 0 and b"partial trace" in deps.stdout
     return n
@@ -170,7 +135,9 @@ def test_sigkill_loses_at_most_the_last_100_ms(kill_no, tmp_path):
     drv = ticks_drv()
     trace = tmp_path / "ticks.nixrec"
     t0 = time.monotonic()
-    p = start(drv, trace)
+    # --keep-build-dir: /build/ticks is then left for this test to read
+    # (without it the reaper removes a killed recorder's sandbox).
+    p = start(drv, trace, "--keep-build-dir")
     time.sleep(max(0.0, t0 + delay - time.monotonic()))
     build = build_of(p.pid)
     # The build's clock: its lines carry /proc/uptime, CLOCK_BOOTTIME.
@@ -229,15 +196,18 @@ def test_ctrl_c_kills_the_build_and_closes_the_trace(tmp_path):
     build = build_of(p.pid)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=30)
-    assert p.returncode == 1, err
+    assert p.returncode == 130, err          # README: 130 for Ctrl-C
     text = err.decode()
-    assert "(interrupted)" in text and "Traceback" not in text, text
+    assert "interrupted (SIGINT) while building" in text and "Traceback" not in text, text
     assert_nothing_left(trace, build)
     with open_trace(trace) as r:
         assert r.complete and r.problems == []
         assert r.summary["interrupted"] is True
+        assert r.summary["interrupted_by"] == "SIGINT"
+        assert r.summary["interrupted_while"] == "building"
         assert r.summary["exit_signal"] == "SIGKILL"
-        assert sum(1 for _ in r.events()) == r.last_seq
+        assert r.summary["killed"] is None    # not "closed its standard output"
+        assert sum(1 for _ in r.events()) == r.last_seq > 0
 
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
@@ -246,9 +216,10 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     wait_for_events(trace)
     p.send_signal(signal.SIGTERM)
     p.communicate(timeout=30)
-    assert p.returncode == 1
+    assert p.returncode == 143               # README: 128 + SIGTERM
     with open_trace(trace) as r:
         assert r.complete and r.summary["interrupted"] is True
+        assert r.summary["interrupted_by"] == "SIGTERM"
 
 
 @pytest.fixture
@@ -272,7 +243,10 @@ def test_disk_full_is_one_line_and_a_readable_trace(small_tmpfs):
     out, err = p.communicate(timeout=60)
     lines = err.decode().splitlines()
     assert p.returncode == 3, lines
-    assert lines == [f"nixrec: cannot write trace {trace}: No space left on device"], lines
+    # One line, naming what filled the disk (here the trace: busy's /build is small).
+    assert len(lines) == 1 and lines[0].startswith(
+        f"nixrec: cannot write trace {trace}: No space left on device: the trace filled "
+        "the disk ("), lines
     assert_nothing_left(trace, build)
     assert not os.path.exists(trace + ".d/sandbox"), "the sandbox was left behind"
     assert assert_partial_trace_usable(trace) > 0

@@ -13,13 +13,24 @@ def why_text(rep: dict) -> str:
     if rep["status"] == "succeeded":
         out.append("the build succeeded: nothing to explain")
         return "\n".join(out) + "\n"
-    code = rep.get("exit_signal") or f"exit code {rep.get('exit_code')}"
-    if rep.get("killed"):
-        code += f": {rep['killed']}"
-    out.append(f"build failed ({code})")
+    inc = rep.get("incomplete")
+    if rep["status"] == "incomplete":
+        out += _incomplete_lines(inc)
+        if not rep["failure_chain"]:
+            out.append("no failure was recorded before the end")
+            out.append(f"replay: {rep['replay']}")
+            return "\n".join(out) + "\n"
+    else:
+        code = rep.get("exit_signal") or f"exit code {rep.get('exit_code')}"
+        if rep.get("killed"):
+            code += f": {rep['killed']}"
+        out.append(f"build failed ({code})")
+        if inc:
+            out.append(f"note: incomplete recording: {inc['reason']}")
     chain = rep["failure_chain"]
     if chain:
-        out.append("failure chain: " + " <- ".join(
+        label = "last failure seen" if rep["status"] == "incomplete" else "failure chain"
+        out.append(f"{label}: " + " <- ".join(
             f"{_argv0(e['argv'])} ({e['proc']}, {e.get('signal') or e['exit_code']})"
             for e in chain))
     if rep.get("phase"):
@@ -43,6 +54,22 @@ def why_text(rep: dict) -> str:
         out.append(rep["diff"])
     out.append(f"replay: {rep['replay']}")
     return "\n".join(out) + "\n"
+
+
+def _incomplete_lines(inc) -> list:
+    """`why`'s first lines for a recording without its end: no verdict,
+    what it holds."""
+    rec = inc["recorded"]
+    last = ""
+    if rec.get("last_proc"):
+        last = f"; the last event was of {_argv0(rec['last_argv'])} ({rec['last_proc']})"
+    if not rec["events"]:
+        return [f"incomplete: {inc['reason']}: no verdict on the build",
+                "recorded: no event (the build had not started)"]
+    running = f", {rec['running']} still running at the end" if rec["running"] else ""
+    return [f"incomplete: {inc['reason']}: no verdict on the build",
+            f"recorded: {rec['events']} events of {rec['processes']} processes"
+            f"{running}{last}"]
 
 
 def what_of(g) -> str:
@@ -202,11 +229,14 @@ def phases_text(rep: dict) -> str:
             continue
         refused = "?" if p.get("refused") is None else p["refused"]
         mark = ""
-        if p["status"] == "failed":
+        if p["status"] == "failed" and rep.get("failed"):
             mark = f"  <- failed (build exit code {rep.get('exit_status')})"
         out.append(f"{p['name']:<{width}}  {_secs(p['start']):>9}  {_secs(p['duration']):>9}  "
                    f"{p['processes']:>5}  {p['events']:>7}  {refused:>7}  "
                    f"{str(p['first']) + '-' + str(p['last']):<13}{mark}".rstrip())
+    if rep.get("incomplete"):
+        out.append("note: incomplete recording (interrupted, or no end recorded): "
+                   "the last phase shown did not finish")
     if rep.get("replay"):
         out.append(f"replay: {rep['replay']}")
     return "\n".join(out) + "\n"

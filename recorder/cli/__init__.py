@@ -7,10 +7,24 @@ every failure into one line on stderr with the documented exit code (README, "Ex
 
 import importlib
 import os
+import signal
 import sys
 import traceback
 
-import click
+
+def _quit_while_starting(signum, frame):
+    os.write(2, f"nixrec: interrupted ({signal.Signals(signum).name})\n".encode())
+    os._exit(128 + signum)
+
+
+# A Ctrl-C or SIGTERM while the console script is still importing (a third
+# of a second): the documented code and one line, not an import traceback.
+# main() installs the handling of every later moment.
+if os.path.basename(sys.argv[0] or "") == "nixrec":
+    for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(_sig, _quit_while_starting)
+
+import click  # noqa: E402 - after the handlers above
 
 from nixrec.recorder import __version__
 from nixrec.recorder.errors import (
@@ -57,7 +71,8 @@ def root():
     """Record, replay and explain Nix derivation builds.
 
     Exit codes: 0 success; 1 the build failed (the trace is complete);
-    2 bad input or usage; 3 this host cannot do it; 70 internal error.
+    2 bad input or usage; 3 this host cannot do it; 70 internal error;
+    130 Ctrl-C, 143 SIGTERM (128 + the signal).
     """
 
 
@@ -67,8 +82,25 @@ def _say(message: str) -> None:
     click.echo(f"nixrec: {first}", err=True)
 
 
+class _Terminated(Exception):
+    """SIGTERM or SIGHUP outside a recording (record installs its own handling)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise _Terminated(signum)
+
+
 def main(argv=None) -> int:
     """Entry point of the console script; never lets a traceback reach the user."""
+    # As Ctrl-C (KeyboardInterrupt, 130): one line and the shell's code,
+    # 128 + the signal (143 for SIGTERM), never a traceback.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     try:
         rc = root.main(args=argv, prog_name="nixrec", standalone_mode=False)
     except NixrecError as e:
@@ -91,6 +123,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _say("interrupted")
         sys.exit(130)
+    except _Terminated as e:
+        _say(f"interrupted ({signal.Signals(e.signum).name})")
+        sys.exit(128 + e.signum)
     except Exception as e:  # noqa: BLE001 - the last line of defence
         if os.environ.get("NIXREC_DEBUG"):
             traceback.print_exc()

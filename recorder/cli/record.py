@@ -6,7 +6,7 @@ import sys
 import click
 
 from nixrec.recorder.trace import fastpath
-from nixrec.recorder import session
+from nixrec.recorder import interrupts, session
 from nixrec.recorder.cli.status import open_status
 from nixrec.recorder.errors import EXIT_BUILD_FAILED
 
@@ -80,7 +80,9 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
     DRV is a .drv path, or a .nix file with -A ATTR (instantiated with
     nix-instantiate). The trace goes to -o TRACE; outputs to TRACE.d/outputs/,
     never into the real store. Exit 0 if the build succeeded, 1 if it failed
-    (the trace is complete either way), also when a limit killed it.
+    (the trace is complete either way), also when a limit killed it; 130
+    after Ctrl-C, 143 after SIGTERM (the trace keeps what was recorded).
+    The previous trace at -o is replaced only once the build has started.
     """
     followed, warning, _ = session.choose_nix_version(nix_version)
     if warning:
@@ -111,7 +113,11 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
     finally:
         if line is not None:
             line.close()
-    if res.killed:
+    if res.interrupted:
+        # The trace is closed and says so; its verdict is "incomplete".
+        outcome = (f"interrupted ({interrupts.name(res.interrupt_signal)}) while "
+                   f"{res.interrupted_while}: the recording is incomplete")
+    elif res.killed:
         # Nix's words: "building of '…' timed out after 2 seconds".
         outcome = res.killed
     elif res.exit_signal:
@@ -121,8 +127,7 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
     else:
         outcome = "succeeded"
     click.echo(f"nixrec: build {outcome}"
-               + (f" ({res.error})" if res.error else "")
-               + (" (interrupted)" if res.interrupted else ""), err=True)
+               + (f" ({res.error})" if res.error else ""), err=True)
     click.echo(f"nixrec: {res.processes} processes, {res.events} events, "
                f"{res.refused} refused, {res.duration:.1f} s, "
                f"trace {_human_bytes(res.trace_bytes)}", err=True)
@@ -141,7 +146,11 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
         click.echo(f"nixrec: {diff_hint(res.trace, res.drv_path)}", err=True)
     if res.build_dir:
         click.echo(f"nixrec: kept build directory {res.build_dir}", err=True)
+    if res.warning:
+        click.echo(f"nixrec: warning: {res.warning}", err=True)
     click.echo(res.trace)
+    if res.interrupted:
+        sys.exit(interrupts.exit_code(res.interrupt_signal))
     if res.failed:
         sys.exit(EXIT_BUILD_FAILED)
 

@@ -13,6 +13,7 @@ import hashlib
 import os
 import stat
 
+from nixrec.recorder import tree
 from nixrec.recorder.nix import store
 
 # registerOutputs' file types: anything else is "an unsupported type".
@@ -92,25 +93,21 @@ def differing(copy, stored, limit):
     an entry only in one, another type, executable bit, link target or
     contents (modes and mtimes are canonical in both)."""
     found = []
-
-    def walk(rel):
-        if len(found) >= limit:
-            return
+    todo = [""]                 # its own stack: the build chose the depth (issue 23)
+    while todo and len(found) < limit:
+        rel = todo.pop()
         a, b = copy + rel, stored + rel
         ka, kb = _kind(a), _kind(b)
         if ka != kb:
             found.append(stored + rel)
         elif ka == "dir":
             names = sorted(set(os.listdir(a)) | set(os.listdir(b)), key=os.fsencode)
-            for n in names:
-                walk(f"{rel}/{n}")
+            todo.extend(f"{rel}/{n}" for n in reversed(names))
         elif ka == "link":
             if os.readlink(a) != os.readlink(b):
                 found.append(stored + rel)
         elif ka is not None and not _same_file(a, b):
             found.append(stored + rel)
-
-    walk("")
     return found
 
 
@@ -315,10 +312,7 @@ def _referring(copy, out_path, targets, limit=10):
 
 def _entries(path):
     """`path`, then everything under it (a directory's entries by name)."""
-    yield path
-    for root, dirs, files in _walk(path):
-        for n in sorted(dirs + files):
-            yield os.path.join(root, n)
+    return tree.entries(path)
 
 
 def _requisites(path, paths, refs):
@@ -364,12 +358,6 @@ def _check_sizes(path, found, paths, refs, rules):
 
 def _json_type(v):
     return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(type(v), "null")
-
-
-def _walk(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        return os.walk(path)
-    return [(path, [], [])]
 
 
 def _check_fixed(plan, name, out, path, refs):

@@ -10,7 +10,7 @@ from typing import Optional
 import shutil
 import subprocess
 
-from nixrec.recorder.errors import BadInput
+from nixrec.recorder.errors import BadInput, HostUnsupported
 
 STORE_DIR = "/nix/store"
 
@@ -38,11 +38,31 @@ def _run_nix(argv, what):
     except FileNotFoundError:
         raise BadInput(f"{what}: {argv[0]} is not installed (apt-get install nix-bin)")
     if p.returncode != 0:
-        lines = [l for l in p.stderr.strip().splitlines() if l.strip()
-                 and not l.startswith("warning:")]
-        msg = lines[-1].strip() if lines else f"exit code {p.returncode}"
+        msg = nix_error(p.stderr) or f"exit code {p.returncode}"
+        if "daemon-socket" in msg and os.geteuid() != 0:
+            # A user asks Nix through its daemon; root talks to the store itself.
+            raise HostUnsupported(f"{what}: {msg}: Nix needs its daemon for a user who is not "
+                                  "root: start it (systemctl start nix-daemon) or join the "
+                                  "group that may use its socket, or pass a .drv path")
         raise BadInput(f"{what}: {msg}")
     return p.stdout
+
+
+def nix_error(stderr: str):
+    """The message of Nix's error output, on one line: its `error:` line
+    (Nix prints the source excerpt and a caret after it, and a
+    `--show-trace` hint last), with the `at FILE:LINE:COL` that follows.
+    None if there is nothing."""
+    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    first = next((i for i, l in enumerate(lines) if l.startswith("error:")), None)
+    if first is None:
+        rest = [l for l in lines if not l.startswith("warning:")]
+        return rest[-1] if rest else None
+    msg = lines[first][len("error:"):].strip()
+    nxt = lines[first + 1] if first + 1 < len(lines) else ""
+    if nxt.startswith("at ") and nxt.endswith(":"):
+        msg += f" ({nxt[:-1]})"
+    return msg
 
 
 def instantiate(nix_file: str, attr: str = None, nix_args=()) -> str:
@@ -276,29 +296,38 @@ def _s(b: bytes) -> bytes:
 
 
 def nar(path):
-    """The NAR serialisation of `path`, in chunks (libutil/archive.cc dump)."""
+    """The NAR serialisation of `path`, in chunks (libutil/archive.cc dump).
+    With its own stack: a build chooses its outputs' depth (issue 23)."""
     yield _s(b"nix-archive-1")
-    yield from _nar_node(path)
-
-
-def _nar_node(path):
-    st = os.lstat(path)
-    yield _s(b"(")
-    if stat.S_ISLNK(st.st_mode):
-        yield _s(b"type") + _s(b"symlink") + _s(b"target") + _s(os.fsencode(os.readlink(path)))
-    elif stat.S_ISDIR(st.st_mode):
-        yield _s(b"type") + _s(b"directory")
-        for name in sorted(os.listdir(path), key=os.fsencode):
-            yield _s(b"entry") + _s(b"(") + _s(b"name") + _s(os.fsencode(name)) + _s(b"node")
-            yield from _nar_node(os.path.join(path, name))
-            yield _s(b")")
-    else:
-        yield _s(b"type") + _s(b"regular")
-        if st.st_mode & 0o100:
-            yield _s(b"executable") + _s(b"")
-        yield _s(b"contents") + st.st_size.to_bytes(8, "little")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                yield block
-        yield b"\0" * (-st.st_size % 8)
-    yield _s(b")")
+    # The stack holds what is still to be written: a path to dump as a node,
+    # or bytes (the closing of an entry or a directory).
+    todo = [path]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, bytes):
+            yield item
+            continue
+        st = os.lstat(item)
+        yield _s(b"(")
+        if stat.S_ISLNK(st.st_mode):
+            yield _s(b"type") + _s(b"symlink") + _s(b"target") + _s(os.fsencode(os.readlink(item)))
+        elif stat.S_ISDIR(st.st_mode):
+            yield _s(b"type") + _s(b"directory")
+            later = [_s(b")")]
+            for name in sorted(os.listdir(item), key=os.fsencode):
+                later.append(_s(b"entry") + _s(b"(") + _s(b"name") + _s(os.fsencode(name))
+                             + _s(b"node"))
+                later.append(os.path.join(item, name))
+                later.append(_s(b")"))
+            todo.extend(reversed(later[1:] + later[:1]))
+            continue
+        else:
+            yield _s(b"type") + _s(b"regular")
+            if st.st_mode & 0o100:
+                yield _s(b"executable") + _s(b"")
+            yield _s(b"contents") + st.st_size.to_bytes(8, "little")
+            with open(item, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    yield block
+            yield b"\0" * (-st.st_size % 8)
+        yield _s(b")")

@@ -16,11 +16,11 @@ and has no --argv0; each step below is a few lines here instead.
 import fcntl
 import os
 import resource
-import shutil
 import socket
 import stat
 import struct
 
+from nixrec.recorder import tree
 from nixrec.recorder.sandbox import linux
 from nixrec.recorder.sandbox.plan import (BUILD_DIR, DEV_LINKS, DEV_NODES, STORE_DIR, SandboxPlan,
                                           features_of, host_ids)
@@ -43,9 +43,10 @@ class Layout:
 
     def remove(self) -> None:
         """Remove every host directory of this sandbox (the mounts died with it)."""
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        # tree.remove: the build chose the depth and modes of /build (issue 23).
+        tree.remove(self.workdir, ignore_errors=True)
         if not self.build.startswith(self.workdir + "/"):
-            shutil.rmtree(self.build, ignore_errors=True)
+            tree.remove(self.build, ignore_errors=True)
 
 
 def host_build_dir(drv_path: str) -> str:

@@ -43,9 +43,11 @@ MAX_CHUNK_AGE = 10.0
 
 
 class TraceWriteError(NixrecError):
-    """The trace file cannot be written; the chunks already written stay readable."""
+    """The trace file cannot be written; the chunks already written stay readable.
+    `errno`: the OS's (ENOSPC: the caller may say what filled the disk)."""
 
     exit_code = EXIT_HOST
+    errno = None
 
 
 class TraceWriter:
@@ -61,8 +63,11 @@ class TraceWriter:
 
     def __init__(self, path, header: dict, chunk_events: int = 8192,
                  max_chunk_age: float = MAX_CHUNK_AGE, proc_block: int = 4096,
-                 piece_age: float = PIECE_AGE):
+                 piece_age: float = PIECE_AGE, name=None):
         self.path = os.fspath(path)
+        # What messages call it: the recorder writes to a temporary name and
+        # renames it into place (destination.py); the user knows the final one.
+        self.name = os.fspath(name) if name is not None else self.path
         self.chunk_events = max(1, int(chunk_events))
         # Chunks end at 8192 events (what lz4 and the string table need to
         # reach ~5.6 bytes per event) or MAX_CHUNK_AGE; the pieces bound
@@ -270,8 +275,9 @@ class TraceWriter:
                            0o644)
         except OSError as e:
             code = EXIT_BAD_INPUT if e.errno in _PATH_ERRNOS else EXIT_HOST
-            raise TraceWriteError(f"cannot create trace {self.path}: {e.strerror}",
-                                  code) from None
+            err = TraceWriteError(f"cannot create trace {self.name}: {e.strerror}", code)
+            err.errno = e.errno
+            raise err from None
 
     def _write(self, data: bytes) -> None:
         """Write all of `data` at the end of the finished part (no piece is
@@ -307,7 +313,8 @@ class TraceWriter:
                 os.ftruncate(self._fd, cut)
             except OSError:
                 pass
-        self._failed = TraceWriteError(f"cannot write trace {self.path}: {e.strerror}")
+        self._failed = TraceWriteError(f"cannot write trace {self.name}: {e.strerror}")
+        self._failed.errno = e.errno
         raise self._failed from None
 
     def _fsync(self) -> None:
