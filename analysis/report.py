@@ -14,7 +14,7 @@ event, and the failed calls it marks on the timeline are bucketed.
 
 import collections
 
-from nixrec.analysis.facts import plain
+from nixrec.analysis.loglines import LineSplitter
 
 # Per process: the failed calls listed in its details (the last ones: a
 # compiler's header search fails hundreds of times before it finds one).
@@ -47,8 +47,7 @@ def call_line(ev) -> str:
 
 
 class _Proc:
-    __slots__ = ("start", "end", "cwd", "calls", "nfailed", "failed", "marks", "log",
-                 "pending")
+    __slots__ = ("start", "end", "cwd", "calls", "nfailed", "failed", "marks", "log")
 
     def __init__(self, start, cwd):
         self.start, self.end, self.cwd = start, None, cwd
@@ -57,7 +56,6 @@ class _Proc:
         self.failed = collections.deque(maxlen=FAILED_KEPT)
         self.marks = []                  # times of failed calls (bucketed at the end)
         self.log = collections.deque(maxlen=TAIL_LINES)
-        self.pending = ""                # a line not ended yet (split across writes)
 
 
 def report_data(header, processes, events, why, deps, trace_path="TRACE") -> dict:
@@ -66,6 +64,7 @@ def report_data(header, processes, events, why, deps, trace_path="TRACE") -> dic
     plan = header.get("plan") or {}
     procs = {"1": _Proc(0, plan.get("cwd") or "/build")}
     last_time, last_writers = 0, collections.OrderedDict()
+    splitter = LineSplitter(TAIL_LINES)     # linear in the log (loglines.py)
     for ev in events:
         last_time = max(last_time, ev.time)
         p = procs.get(ev.proc)
@@ -80,7 +79,8 @@ def report_data(header, processes, events, why, deps, trace_path="TRACE") -> dic
             p.end = ev.time
             continue
         if ev.kind == "output":
-            _log(p, ev)
+            lines = splitter.feed(ev.proc, ev.args.get("data"))
+            p.log.extend(line[:LINE_CHARS] for line in lines)
             last_writers[ev.proc] = None
             last_writers.move_to_end(ev.proc)
             continue
@@ -93,9 +93,8 @@ def report_data(header, processes, events, why, deps, trace_path="TRACE") -> dic
             p.nfailed += 1
             p.failed.append((ev.seq, call_line(ev)))
             p.marks.append(ev.time)
-    for p in procs.values():
-        if p.pending.strip():
-            p.log.append(p.pending)
+    for q, line in splitter.flush().items():
+        procs[q].log.append(line[:LINE_CHARS])
     chain = [c["proc"] for c in why.get("failure_chain") or ()]
     causes = why.get("root_causes") or []
     rows = _rows(processes, procs, last_time, set(chain),
@@ -113,16 +112,6 @@ def report_data(header, processes, events, why, deps, trace_path="TRACE") -> dic
                   "lines": list(procs[q].log)} for q in logged if q in procs],
         "replay": f"nixrec replay {trace_path} --until ",
     }
-
-
-def _log(p, ev):
-    data = ev.args.get("data") or b""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
-    lines = (p.pending + plain(text)).split("\n")
-    p.pending = lines.pop()[-LINE_CHARS:]
-    for line in lines:
-        if line.strip():
-            p.log.append(line.rstrip("\r")[:LINE_CHARS])
 
 
 def _argv0(proc):
