@@ -174,7 +174,8 @@ def report_cmd(trace, output):
     r = _open(trace)
     try:
         deps = undeclared_accesses(r.header, r.events(), r.summary)
-        data = report_data(r.header, r.processes, r.events(), why, deps, trace_path=trace)
+        data = report_data(r.header, r.processes, r.events(), why, deps, trace_path=trace,
+                           phases=r.phases)
     finally:
         r.close()
     page = report_html(data)

@@ -58,9 +58,9 @@ class _Proc:
         self.log = collections.deque(maxlen=TAIL_LINES)
 
 
-def report_data(header, processes, events, why, deps, trace_path="TRACE") -> dict:
+def report_data(header, processes, events, why, deps, trace_path="TRACE", phases=()) -> dict:
     """-> everything the page shows (render/html.py): `why` and `deps` are
-    the two verbs' reports of this trace."""
+    the two verbs' reports of this trace, `phases` the reader's."""
     plan = header.get("plan") or {}
     procs = {"1": _Proc(0, plan.get("cwd") or "/build")}
     last_time, last_writers = 0, collections.OrderedDict()
@@ -101,11 +101,15 @@ def report_data(header, processes, events, why, deps, trace_path="TRACE") -> dic
                  causes[0]["proc"] if causes else None)
     logged = [r for r in chain if procs.get(r) and procs[r].log]
     logged += [q for q in reversed(last_writers) if q not in logged][:LOG_PROCS]
+    ran = [p for p in phases or () if p.get("first") is not None]
+    undeclared = deps.get("undeclared") or []
     return {
         "trace": trace_path, "name": plan.get("name") or header.get("drv_path"),
         "drv": header.get("drv_path"), "why": why, "duration_us": last_time,
-        "rows": rows, "chain": chain,
-        "undeclared": deps.get("undeclared") or [],
+        "rows": rows, "chain": chain, "phases": ran, "groups": _groups(rows, ran),
+        # Absent probes folded, as `deps` does (deps.py: not dependencies).
+        "undeclared": [u for u in undeclared if u.get("category") != "probe"],
+        "probes": [u for u in undeclared if u.get("category") == "probe"],
         "network": [u for u in deps.get("undeclared") or ()
                     if u.get("category") in ("network", "dns")],
         "logs": [{"proc": q, "argv0": _argv0(processes.get(q)),
@@ -144,6 +148,45 @@ def _rows(processes, procs, total, chain, origin):
             "failed_exit": status not in (0, None),
         })
     return rows
+
+
+def _groups(rows, phases) -> list:
+    """The timeline as groups of process subtrees, without recursion (a fork
+    bomb is thousands of levels deep): [{"phase": phase or None, "roots":
+    [row index]}], and in every row "kids" (row indexes, by start), "depth",
+    "subtree" (processes under it) and "span_left"/"span_width" (its subtree's
+    extent). A process is in the phase it started in; a child that started in
+    another phase than its parent heads a subtree of that phase's group."""
+    index = {r["proc"]: i for i, r in enumerate(rows)}
+
+    def phase_of(r):
+        for k, p in enumerate(phases):
+            end = p["start"] + (p.get("duration") or 0)
+            if p["start"] <= r["start"] and (r["start"] < end or k == len(phases) - 1):
+                return k
+        return None
+
+    groups = {}
+    for i, r in enumerate(rows):
+        r["kids"], r["group"] = [], phase_of(r) if phases else None
+        up = r["proc"]
+        parent = None
+        while "." in up and parent is None:
+            up = up.rsplit(".", 1)[0]
+            parent = index.get(up)
+        r["depth"] = r["proc"].count(".")
+        if parent is not None and rows[parent]["group"] == r["group"]:
+            rows[parent]["kids"].append(i)
+        else:
+            groups.setdefault(r["group"], []).append(i)
+    # Subtree sizes and extents, children before parents (deeper paths first).
+    for i in sorted(range(len(rows)), key=lambda i: -rows[i]["depth"]):
+        r = rows[i]
+        r["subtree"] = sum(1 + rows[k]["subtree"] for k in r["kids"])
+        r["span_l"] = min([r["left"]] + [rows[k]["span_l"] for k in r["kids"]])
+        r["span_r"] = max([r["left"] + r["width"]] + [rows[k]["span_r"] for k in r["kids"]])
+    order = ([None] if None in groups else []) + [k for k in range(len(phases)) if k in groups]
+    return [{"phase": phases[k] if k is not None else None, "roots": groups[k]} for k in order]
 
 
 def _tree_key(proc):
