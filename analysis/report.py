@@ -61,6 +61,22 @@ class _Proc:
 def report_data(header, processes, events, why, deps, trace_path="TRACE", phases=()) -> dict:
     """-> everything the page shows (render/html.py): `why` and `deps` are
     the two verbs' reports of this trace, `phases` the reader's."""
+    return assemble(header, processes, collect(header, events), why, deps, trace_path, phases)
+
+
+class Collected:
+    """What one pass over the events keeps for the page (collect)."""
+
+    __slots__ = ("procs", "last_time", "last_writers")
+
+    def __init__(self, procs, last_time, last_writers):
+        self.procs, self.last_time, self.last_writers = procs, last_time, last_writers
+
+
+def collect(header, events) -> Collected:
+    """The pass over the events: per process its times, cwd, calls, failed
+    calls and last log lines (a function of the events alone, so it can share
+    one read of the trace with `why` and `deps`: onepass.py)."""
     plan = header.get("plan") or {}
     procs = {"1": _Proc(0, plan.get("cwd") or "/build")}
     last_time, last_writers = 0, collections.OrderedDict()
@@ -95,6 +111,14 @@ def report_data(header, processes, events, why, deps, trace_path="TRACE", phases
             p.marks.append(ev.time)
     for q, line in splitter.flush().items():
         procs[q].log.append(line[:LINE_CHARS])
+    return Collected(procs, last_time, last_writers)
+
+
+def assemble(header, processes, got: Collected, why, deps, trace_path="TRACE",
+             phases=()) -> dict:
+    """The page's data from the pass (collect) and the `why` and `deps` reports."""
+    plan = header.get("plan") or {}
+    procs, last_time, last_writers = got.procs, got.last_time, got.last_writers
     chain = [c["proc"] for c in why.get("failure_chain") or ()]
     causes = why.get("root_causes") or []
     rows = _rows(processes, procs, last_time, set(chain),

@@ -117,3 +117,26 @@ def test_a_recorded_progress_bar_through_why_and_report(tmp_path):
     assert run_nixrec("report", trace, "-o", page).returncode == 0
     html = page.read_text()
     assert "19999/20000" in html and "19998/20000" not in html
+
+
+def test_one_pass_feeds_every_analysis_the_same_events():
+    from nixrec.analysis.onepass import one_pass
+    reads = []
+
+    def events():
+        for i in range(10000):
+            reads.append(i)
+            yield i
+
+    def first_ten(evs):             # stops early: the others still get everything
+        return [e for _, e in zip(range(10), evs)]
+
+    total, ten, count = one_pass(events(), sum, first_ten, lambda evs: sum(1 for _ in evs))
+    assert (total, ten, count) == (sum(range(10000)), list(range(10)), 10000)
+    assert len(reads) == 10000                  # read once
+
+    def broken(evs):
+        next(iter(evs))
+        raise ValueError("analysis failed")
+    with pytest.raises(ValueError, match="analysis failed"):
+        one_pass(iter(range(5000)), sum, broken)
