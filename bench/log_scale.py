@@ -30,13 +30,16 @@ READ_ONLY = ("import sys\nfrom nixrec.recorder.tracefile import open_trace\n"
 
 
 def timed(argv, env):
-    """(exit status, seconds, peak RSS in MiB, stdout) of one child, by wait4."""
+    """(exit status, seconds, peak RSS in MiB, stdout, CPU seconds) of one
+    child, by wait4 (CPU: user + system; on a shared machine the wall clock
+    waits for other work too)."""
     t0 = time.monotonic()
     p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = p.stdout.read()
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, time.monotonic() - t0, usage.ru_maxrss / 1024, out
+    return (p.returncode, time.monotonic() - t0, usage.ru_maxrss / 1024, out,
+            usage.ru_utime + usage.ru_stime)
 
 
 def instantiate(expr, env):
@@ -49,23 +52,24 @@ def record(name, expr, trace, env):
         print(f"{name}: reusing {trace}")
         return
     drv = instantiate(expr, env)
-    rc, secs, rss, _ = timed([NIXREC, "record", drv, "-o", trace, "-q"], env)
+    rc, secs, rss, _, _ = timed([NIXREC, "record", drv, "-o", trace, "-q"], env)
     print(f"{name}: recorded in {secs:.1f} s (exit {rc}), recorder peak RSS {rss:.0f} MiB, "
           f"trace {os.path.getsize(trace) / 2**20:.1f} MiB")
 
 
 def measure(name, trace, env, workdir):
-    rc, read_s, read_rss, out = timed([PYTHON, "-c", READ_ONLY, trace], env)
+    rc, read_s, read_rss, out, read_cpu = timed([PYTHON, "-c", READ_ONLY, trace], env)
     events = out.decode().strip()
-    print(f"{name}: {events} events; reading them once: {read_s:.2f} s, {read_rss:.0f} MiB")
+    print(f"{name}: {events} events; reading them once: {read_s:.2f} s (CPU {read_cpu:.2f} s), "
+          f"{read_rss:.0f} MiB")
     ok = True
     for verb, argv in (("why", [NIXREC, "why", trace]),
                        ("report", [NIXREC, "report", trace, "-o",
                                    os.path.join(workdir, f"{name}.html")])):
-        rc, secs, rss, out = timed(argv, env)
+        rc, secs, rss, out, cpu = timed(argv, env)
         met = secs <= TARGETS[verb]
         ok = ok and met and rc in (0, 1)
-        print(f"  {verb:6} {secs:6.2f} s  ({secs / max(read_s, 1e-3):.1f}x the read)  "
+        print(f"  {verb:6} {secs:6.2f} s  CPU {cpu:5.2f} s ({cpu / max(read_cpu, 1e-3):.1f}x the read)  "
               f"peak RSS {rss:5.0f} MiB  exit {rc}  target <= {TARGETS[verb]:.0f} s: "
               f"{'met' if met else 'MISSED'}")
         if verb == "why":

@@ -25,9 +25,33 @@ _CACHE_BYTES = 32 << 20
 _RESYNC_WINDOW = 1 << 20
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3      # glibc's mallopt parameters
+_malloc_tuned = False
+
+
+def _keep_big_buffers() -> None:
+    """Have glibc's malloc serve a chunk's decompressed buffer (up to 8 MB,
+    format.CHUNK_BYTES) from its heap and keep it for the next chunk, rather
+    than map fresh zeroed pages for each: reading a 2 GiB log spent 1.8 s of
+    its 3.2 s of CPU in the kernel faulting them in, 0.06 s so (issue 23).
+    Freed memory is reused, not grown: peak RSS went from 67 to 75 MB."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return
+    _malloc_tuned = True
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+    except (OSError, AttributeError):
+        pass                    # not glibc: slower, the same result
+
+
 def open_trace(path) -> "TraceReader":
     """Open a trace for reading, or raise BadInput saying in one line why not."""
     path = os.fspath(path)
+    _keep_big_buffers()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
