@@ -44,25 +44,30 @@ class _Pending:
         self.head, self.tail, self.cut = b"", b"", False
 
     def add(self, s: bytes) -> None:
+        # Called for every write of a long line (352,000 for a 2 GiB one):
+        # locals, and no copy of more than TAIL bytes.
+        head, tail = self.head, self.tail
         body = s.rstrip(b"\r")
-        ends_cr = (self.tail or self.head).endswith(b"\r")
+        ends_cr = (tail or head).endswith(b"\r")
         if not body:                    # only \r: a redraw begins, or a CR LF ends
             if not s or ends_cr:
                 return
             s = b"\r"
         elif ends_cr or b"\r" in body:   # redrawn: only what follows the last \r shows
-            self.head, self.tail, self.cut = b"", b"", False
+            head, tail, self.cut = b"", b"", False
             s = s[body.rfind(b"\r") + 1:]
-        if len(self.head) < HEAD and not self.tail:
-            room = HEAD - len(self.head)
-            self.head += s[:room]
+        if len(head) < HEAD and not tail:
+            room = HEAD - len(head)
+            head += s[:room]
             s = s[room:]
         if s:
-            if len(self.tail) + len(s) > TAIL:
+            over = len(tail) + len(s) - TAIL
+            if over > 0:
                 self.cut = True
-                self.tail = (self.tail + s[-TAIL:])[-TAIL:]
+                tail = s[-TAIL:] if len(s) >= TAIL else tail[over:] + s
             else:
-                self.tail += s
+                tail += s
+        self.head, self.tail = head, tail
 
     def text(self) -> str:
         raw = self.head

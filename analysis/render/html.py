@@ -127,7 +127,7 @@ def _row(r, i) -> str:
     span = (f'<span class="span" style="left:{r["span_l"]:.2f}%;'
             f'width:{max(0.2, r["span_r"] - r["span_l"]):.2f}%"></span>' if r["kids"] else "")
     marks = "".join(f'<i style="left:{m * 25}%"></i>' for m in r["marks"])
-    return (f'<div class="{cls}" data-i="{i}"><span class="lbl" style="padding-left:{pad}px"'
-            f' title="{html_escape(r["argv"])}">{html_escape(r["proc"])} '
+    return (f'<div class="{cls}" data-i="{i}"><span class="lbl" style="padding-left:{pad}px">'
+            f'{html_escape(r["proc"])} '
             f'{html_escape(r["argv0"])}{more}</span><span class="trk">{span}<span class="bar" '
             f'style="left:{r["left"]}%;width:{r["width"]}%">{marks}</span></span></div>')
