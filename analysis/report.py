@@ -150,7 +150,9 @@ def _rows(processes, procs, total, chain, origin):
     """One timeline row per process, in the order they started."""
     total = max(total, 1)
     rows = []
-    for name in sorted(procs, key=lambda q: (procs[q].start, _tree_key(q))):
+    # Ties in start time in tree order, without splitting every path (a fork
+    # bomb's are thousands of levels deep): fewer levels, then shorter, first.
+    for name in sorted(procs, key=lambda q: (procs[q].start, q.count("."), len(q), q)):
         p, meta = procs[name], processes.get(name)
         end = p.end if p.end is not None else total
         status = None
@@ -212,6 +214,3 @@ def _groups(rows, phases) -> list:
     order = ([None] if None in groups else []) + [k for k in range(len(phases)) if k in groups]
     return [{"phase": phases[k] if k is not None else None, "roots": groups[k]} for k in order]
 
-
-def _tree_key(proc):
-    return [int(x) for x in proc.split(".") if x.isdigit()]

@@ -125,3 +125,29 @@ def test_the_report_of_gnu_hello_at_1400_px(tmp_path):
     chromium("--window-size=1400,1400", f"--screenshot={shot}", page.as_uri())
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
+
+
+def test_the_timeline_of_a_deep_tree_groups_without_recursion():
+    """A fork bomb's tree is thousands of levels deep: the nested subtrees
+    are written with a stack, the chain's are open, the rest collapsed."""
+    import sys
+    from nixrec.analysis.render.html import report_html
+    from nixrec.analysis.report import report_data
+    from tracebuild import TraceBuilder
+    t = TraceBuilder()
+    proc = t.builder(argv=["sh", "-c", "f"])
+    chain = [proc]
+    for _ in range(sys.getrecursionlimit() + 500):
+        proc = t.fork(proc, argv=["sh"])
+        chain.append(proc)
+    side = t.fork("1", argv=["side"])
+    t.fork(side, argv=["leaf"])
+    why = {"status": "failed", "exit_code": 1, "root_causes": [],
+           "failure_chain": [{"proc": p, "argv": ["sh"], "exit_code": 1} for p in chain]}
+    data = report_data({"plan": {}}, {}, t.events, why, {"undeclared": []})
+    page = report_html(data)
+    assert len(re.findall(r'<div class="row[^"]*" data-i="\d+">', page)) == len(chain) + 2
+    assert page.count('<details class="sub" open>') == len(chain) - 1      # the chain, open
+    assert page.count('<details class="sub">') == 1                          # side, collapsed
+    assert "... " not in page.split('<div class="chainlist">')[1][:20]
+    assert re.search(r'<span class="muted">\d+ more</span>', page)           # chain cut

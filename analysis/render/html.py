@@ -114,8 +114,11 @@ def _opened(rows) -> list:
             up = r["proc"]
             while "." in up:
                 up = up.rsplit(".", 1)[0]
-                if up in index:
-                    opened[index[up]] = True
+                k = index.get(up)
+                if k is not None:
+                    if opened[k] and up != "1":
+                        break           # and so are its ancestors: linear in the tree
+                    opened[k] = True
     return opened
 
 
