@@ -34,16 +34,20 @@ def _store_peek(store_dir="/nix/store"):
     return peek
 
 
-def why_report(path):
+def why_report(path, reader=None, events=None):
+    """`why`'s report of the trace at `path`; `reader` and `events`, when
+    given, are an open reader of it and its events (report's one pass)."""
     from nixrec.analysis.phases import failure_phase
     from nixrec.analysis.rootcause import explain
-    r = _open(path)
+    r = reader if reader is not None else _open(path)
     try:
-        rep = explain(r.header, r.processes, r.events(), problems=r.problems,
-                      summary=r.summary, trace_path=path, peek=_store_peek())
+        rep = explain(r.header, r.processes, r.events() if events is None else events,
+                      problems=r.problems, summary=r.summary, trace_path=path,
+                      peek=_store_peek())
         rep["phase"] = failure_phase(r.phases, rep)
     finally:
-        r.close()
+        if reader is None:
+            r.close()
     top = (rep.get("root_causes") or [None])[0]
     if top and top.get("check") == "deterministic":
         # The store's copy has no trace: diff needs another recording.
@@ -168,13 +172,21 @@ def report_cmd(trace, output):
     """Write one HTML page a person reads: verdict, root cause, process
     timeline, undeclared dependencies, network attempts, last log lines."""
     from nixrec.analysis.deps import undeclared_accesses
+    from nixrec.analysis.onepass import one_pass
     from nixrec.analysis.render.html import report_html
-    from nixrec.analysis.report import report_data
-    why = why_report(trace)
+    from nixrec.analysis import report
     r = _open(trace)
     try:
-        deps = undeclared_accesses(r.header, r.events(), r.summary)
-        data = report_data(r.header, r.processes, r.events(), why, deps, trace_path=trace)
+        # Read once for all three (onepass.py): what the reader knows
+        # besides the events is taken first, in this thread.
+        header, processes, summary, phases = r.header, r.processes, r.summary, r.phases
+        r.problems
+        why, deps, got = one_pass(
+            r.events(), lambda evs: why_report(trace, r, evs),
+            lambda evs: undeclared_accesses(header, evs, summary),
+            lambda evs: report.collect(header, evs))
+        data = report.assemble(header, processes, got, why, deps, trace_path=trace,
+                               phases=phases)
     finally:
         r.close()
     page = report_html(data)

@@ -9,7 +9,6 @@ the process exits 0 (docs/analysis.md, "Scale").
 import collections
 import contextlib
 import gc
-import re
 import sys
 import types
 
@@ -17,6 +16,7 @@ from nixrec.analysis.deps import PathClassifier, access_of, basename, creates, d
 from nixrec.analysis.filestate import FileState
 from nixrec.analysis.graph import GraphBuilder, parent_of
 from nixrec.analysis.includes import is_include_dir
+from nixrec.analysis.loglines import LineSplitter
 from nixrec.analysis.noise import path_noise
 from nixrec.analysis.searches import hidden_lookups
 from nixrec.recorder.tracefile.model import Event
@@ -27,16 +27,6 @@ STDERR_LINES_OK = 20
 # Per path, the (seq, proc) of creations and writes kept: the first ones (races,
 # producers) and, in the last slot, the latest (check-before-create).
 PER_PATH = 16
-
-# Nix gives the builder a pseudo-terminal, so gcc, make and friends colour their
-# messages; the rules read the words ("fatal error: zlib.h: ..."), not the colours.
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
-
-
-def plain(text: str) -> str:
-    """A log's text without its colours (Nix gives the builder a pty)."""
-    return _ANSI.sub("", text)
-
 
 # Every wait call (wait4 is the one the tracer records): an answer, never a failure.
 _WAIT_CALLS = frozenset(("wait4", "waitid", "waitpid", "wait3", "wait"))
@@ -213,7 +203,7 @@ class Facts:
         self.killed = None                      # the limit the recorder killed it for
         self.stderr = collections.defaultdict(
             lambda: collections.deque(maxlen=STDERR_LINES))  # proc -> (seq, line)
-        self._partial = {}
+        self._lines = LineSplitter(STDERR_LINES)    # linear in the log (loglines.py)
         self._q = None                          # the Proc of the last event
         self._failures = None                   # all FailLogs merged (failures)
         self._queries = {}                      # (proc, address, question) -> event
@@ -333,16 +323,11 @@ class Facts:
                     list(lines)[-STDERR_LINES_OK:], maxlen=STDERR_LINES)
 
     def _on_output(self, ev, q):
-        data = ev.args.get("data") or b""
-        if isinstance(data, bytes):
-            data = data.decode("utf-8", "replace")
-        text = self._partial.pop(ev.proc, "") + _ANSI.sub("", data)
-        lines = text.split("\n")
-        if lines[-1]:
-            self._partial[ev.proc] = lines[-1]
-        for line in lines[:-1]:
-            if line.strip():
-                self.stderr[ev.proc].append((ev.seq, line))
+        lines = self._lines.feed(ev.proc, ev.args.get("data"))
+        if lines:
+            kept = self.stderr[ev.proc]
+            for line in lines:
+                kept.append((ev.seq, line))
 
     def _on_syscall(self, ev, q):
         args = ev.args
@@ -417,10 +402,8 @@ class Facts:
         self._failures = None
         self.network = sorted(self._queries.values(), key=lambda e: e.seq)
         self.home_writes = sorted(self._home_writes.values(), key=lambda e: e.seq)
-        for proc, text in self._partial.items():
-            if text.strip():
-                self.stderr[proc].append((self.last_seq, text))
-        self._partial = {}
+        for proc, text in self._lines.flush().items():
+            self.stderr[proc].append((self.last_seq, text))
 
     # -- queries ----------------------------------------------------------------
 

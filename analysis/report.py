@@ -14,7 +14,7 @@ event, and the failed calls it marks on the timeline are bucketed.
 
 import collections
 
-from nixrec.analysis.facts import plain
+from nixrec.analysis.loglines import LineSplitter
 
 # Per process: the failed calls listed in its details (the last ones: a
 # compiler's header search fails hundreds of times before it finds one).
@@ -47,8 +47,7 @@ def call_line(ev) -> str:
 
 
 class _Proc:
-    __slots__ = ("start", "end", "cwd", "calls", "nfailed", "failed", "marks", "log",
-                 "pending")
+    __slots__ = ("start", "end", "cwd", "calls", "nfailed", "failed", "marks", "log")
 
     def __init__(self, start, cwd):
         self.start, self.end, self.cwd = start, None, cwd
@@ -57,15 +56,31 @@ class _Proc:
         self.failed = collections.deque(maxlen=FAILED_KEPT)
         self.marks = []                  # times of failed calls (bucketed at the end)
         self.log = collections.deque(maxlen=TAIL_LINES)
-        self.pending = ""                # a line not ended yet (split across writes)
 
 
-def report_data(header, processes, events, why, deps, trace_path="TRACE") -> dict:
+def report_data(header, processes, events, why, deps, trace_path="TRACE", phases=()) -> dict:
     """-> everything the page shows (render/html.py): `why` and `deps` are
-    the two verbs' reports of this trace."""
+    the two verbs' reports of this trace, `phases` the reader's."""
+    return assemble(header, processes, collect(header, events), why, deps, trace_path, phases)
+
+
+class Collected:
+    """What one pass over the events keeps for the page (collect)."""
+
+    __slots__ = ("procs", "last_time", "last_writers")
+
+    def __init__(self, procs, last_time, last_writers):
+        self.procs, self.last_time, self.last_writers = procs, last_time, last_writers
+
+
+def collect(header, events) -> Collected:
+    """The pass over the events: per process its times, cwd, calls, failed
+    calls and last log lines (a function of the events alone, so it can share
+    one read of the trace with `why` and `deps`: onepass.py)."""
     plan = header.get("plan") or {}
     procs = {"1": _Proc(0, plan.get("cwd") or "/build")}
     last_time, last_writers = 0, collections.OrderedDict()
+    splitter = LineSplitter(TAIL_LINES)     # linear in the log (loglines.py)
     for ev in events:
         last_time = max(last_time, ev.time)
         p = procs.get(ev.proc)
@@ -80,7 +95,8 @@ def report_data(header, processes, events, why, deps, trace_path="TRACE") -> dic
             p.end = ev.time
             continue
         if ev.kind == "output":
-            _log(p, ev)
+            lines = splitter.feed(ev.proc, ev.args.get("data"))
+            p.log.extend(line[:LINE_CHARS] for line in lines)
             last_writers[ev.proc] = None
             last_writers.move_to_end(ev.proc)
             continue
@@ -93,36 +109,37 @@ def report_data(header, processes, events, why, deps, trace_path="TRACE") -> dic
             p.nfailed += 1
             p.failed.append((ev.seq, call_line(ev)))
             p.marks.append(ev.time)
-    for p in procs.values():
-        if p.pending.strip():
-            p.log.append(p.pending)
+    for q, line in splitter.flush().items():
+        procs[q].log.append(line[:LINE_CHARS])
+    return Collected(procs, last_time, last_writers)
+
+
+def assemble(header, processes, got: Collected, why, deps, trace_path="TRACE",
+             phases=()) -> dict:
+    """The page's data from the pass (collect) and the `why` and `deps` reports."""
+    plan = header.get("plan") or {}
+    procs, last_time, last_writers = got.procs, got.last_time, got.last_writers
     chain = [c["proc"] for c in why.get("failure_chain") or ()]
     causes = why.get("root_causes") or []
     rows = _rows(processes, procs, last_time, set(chain),
                  causes[0]["proc"] if causes else None)
     logged = [r for r in chain if procs.get(r) and procs[r].log]
     logged += [q for q in reversed(last_writers) if q not in logged][:LOG_PROCS]
+    ran = [p for p in phases or () if p.get("first") is not None]
+    undeclared = deps.get("undeclared") or []
     return {
         "trace": trace_path, "name": plan.get("name") or header.get("drv_path"),
         "drv": header.get("drv_path"), "why": why, "duration_us": last_time,
-        "rows": rows, "chain": chain,
-        "undeclared": deps.get("undeclared") or [],
+        "rows": rows, "chain": chain, "phases": ran, "groups": _groups(rows, ran),
+        # Absent probes folded, as `deps` does (deps.py: not dependencies).
+        "undeclared": [u for u in undeclared if u.get("category") != "probe"],
+        "probes": [u for u in undeclared if u.get("category") == "probe"],
         "network": [u for u in deps.get("undeclared") or ()
                     if u.get("category") in ("network", "dns")],
         "logs": [{"proc": q, "argv0": _argv0(processes.get(q)),
                   "lines": list(procs[q].log)} for q in logged if q in procs],
         "replay": f"nixrec replay {trace_path} --until ",
     }
-
-
-def _log(p, ev):
-    data = ev.args.get("data") or b""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
-    lines = (p.pending + plain(text)).split("\n")
-    p.pending = lines.pop()[-LINE_CHARS:]
-    for line in lines:
-        if line.strip():
-            p.log.append(line.rstrip("\r")[:LINE_CHARS])
 
 
 def _argv0(proc):
@@ -133,7 +150,9 @@ def _rows(processes, procs, total, chain, origin):
     """One timeline row per process, in the order they started."""
     total = max(total, 1)
     rows = []
-    for name in sorted(procs, key=lambda q: (procs[q].start, _tree_key(q))):
+    # Ties in start time in tree order, without splitting every path (a fork
+    # bomb's are thousands of levels deep): fewer levels, then shorter, first.
+    for name in sorted(procs, key=lambda q: (procs[q].start, q.count("."), len(q), q)):
         p, meta = procs[name], processes.get(name)
         end = p.end if p.end is not None else total
         status = None
@@ -157,5 +176,41 @@ def _rows(processes, procs, total, chain, origin):
     return rows
 
 
-def _tree_key(proc):
-    return [int(x) for x in proc.split(".") if x.isdigit()]
+def _groups(rows, phases) -> list:
+    """The timeline as groups of process subtrees, without recursion (a fork
+    bomb is thousands of levels deep): [{"phase": phase or None, "roots":
+    [row index]}], and in every row "kids" (row indexes, by start), "depth",
+    "subtree" (processes under it) and "span_left"/"span_width" (its subtree's
+    extent). A process is in the phase it started in; a child that started in
+    another phase than its parent heads a subtree of that phase's group."""
+    index = {r["proc"]: i for i, r in enumerate(rows)}
+
+    def phase_of(r):
+        for k, p in enumerate(phases):
+            end = p["start"] + (p.get("duration") or 0)
+            if p["start"] <= r["start"] and (r["start"] < end or k == len(phases) - 1):
+                return k
+        return None
+
+    groups = {}
+    for i, r in enumerate(rows):
+        r["kids"], r["group"] = [], phase_of(r) if phases else None
+        up = r["proc"]
+        parent = None
+        while "." in up and parent is None:
+            up = up.rsplit(".", 1)[0]
+            parent = index.get(up)
+        r["depth"] = r["proc"].count(".")
+        if parent is not None and rows[parent]["group"] == r["group"]:
+            rows[parent]["kids"].append(i)
+        else:
+            groups.setdefault(r["group"], []).append(i)
+    # Subtree sizes and extents, children before parents (deeper paths first).
+    for i in sorted(range(len(rows)), key=lambda i: -rows[i]["depth"]):
+        r = rows[i]
+        r["subtree"] = sum(1 + rows[k]["subtree"] for k in r["kids"])
+        r["span_l"] = min([r["left"]] + [rows[k]["span_l"] for k in r["kids"]])
+        r["span_r"] = max([r["left"] + r["width"]] + [rows[k]["span_r"] for k in r["kids"]])
+    order = ([None] if None in groups else []) + [k for k in range(len(phases)) if k in groups]
+    return [{"phase": phases[k] if k is not None else None, "roots": groups[k]} for k in order]
+

@@ -15,6 +15,7 @@ import click
 
 from nixrec.recorder.cli.status import open_status
 from nixrec.recorder.errors import BadInput
+from nixrec.recorder.tracefile.printable import LogFilter, escape
 from nixrec.replayer import attach, shellstate, targets
 from nixrec.replayer.session import ReplaySession, Stop
 
@@ -22,7 +23,8 @@ EXIT_DIVERGED = 1
 
 
 def _say(msg: str) -> None:
-    click.echo(f"nixrec: {msg}", err=True)
+    # One line each: a recorded call, argv or path in it is the build's text.
+    click.echo(f"nixrec: {escape(msg)}", err=True)
 
 
 def _finder_for(until, until_fail, until_exec, until_path, until_phase=None, phase_end=None):
@@ -244,6 +246,8 @@ def replay_cmd(trace, until, until_fail, until_exec, until_path, until_phase, un
     line = open_status(sys.stderr)
     if line is not None and log is not None:
         log = line.log
+    if log is not None:
+        log = LogFilter(log)            # the build's colours, not its other escapes
     session = ReplaySession(trace, _finder_for(until, until_fail, until_exec, until_path,
                                                 until_phase, until_phase_end),
                             log=log)

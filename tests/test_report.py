@@ -10,6 +10,7 @@ screenshot (`--screenshot`) is kept as an artifact in out/test-report/
 """
 
 import html
+import os
 import re
 import shutil
 import subprocess
@@ -83,3 +84,71 @@ def test_report_needs_an_output_and_a_trace(tmp_path):
     assert p.returncode == 2 and p.stderr.startswith(b"nixrec: ")
     assert p.stderr.decode().count("\n") == 1
     assert run_nixrec("report", tmp_path / "none.nixrec").returncode == 2
+
+
+@pytest.mark.e2e
+def test_the_report_of_gnu_hello_at_1400_px(tmp_path):
+    """GNU hello's 4,700 processes (issue 23): a time axis, the processes
+    grouped in collapsed subtrees (the builder's children listed), absent
+    probes folded as `deps` folds them, no replay command cut off by its
+    column. The screenshot is kept for a person to look at."""
+    if not os.path.exists("/usr/bin/cc"):
+        missing("no host C toolchain (/usr/bin/cc) for fixtures/hello.nix")
+    drv = instantiate("hello.nix", "hello")
+    trace = tmp_path / "hello.nixrec"
+    p = run_nixrec("record", "-q", drv, "-o", trace, "--extra-sandbox-paths",
+                   "/usr /bin /lib /lib64", timeout=900)
+    assert p.returncode == 0, p.stderr
+    page = tmp_path / "hello.html"
+    assert run_nixrec("report", trace, "-o", page).returncode == 0
+    nprocs = summary(trace)["processes"]
+    assert nprocs > 1000
+    dom = chromium("--window-size=1400,1000", "--dump-dom", page.as_uri())
+    assert len(re.findall(r'<div class="row[^"]*" data-i="\d+">', dom)) == nprocs
+    ticks = re.findall(r'<span class="tick(?: end)?" style="left:([0-9.]+)%">([0-9.]+) s</span>',
+                       dom)
+    assert len(ticks) >= 4 and float(ticks[0][0]) == 0.0
+    # Collapsed: the rows shown at first are the builder's children, not 4,700.
+    closed = len(re.findall(r'<details class="sub">', dom))
+    assert closed >= 3
+    deps = nixrec_json("deps", trace)
+    probes = [u for u in deps["undeclared"] if u["category"] == "probe"]
+    folded = re.search(r'<details id="probes"><summary class="muted">(.*?)</summary>', dom)
+    assert probes and folded and f"{len(probes)} paths" in folded.group(1)
+    main_table = dom.split('<details id="probes">')[0].split('<section id="deps">')[1]
+    assert "<td>probe</td>" not in main_table
+    assert re.search(r'data-replay-cut="0"', dom), "a replay command is cut off"
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "hello-1400.png"
+    if shot.exists():
+        shot.unlink()
+    chromium("--window-size=1400,1400", f"--screenshot={shot}", page.as_uri())
+    print(f"screenshot: {shot}")
+    assert shot.stat().st_size > 10_000
+
+
+def test_the_timeline_of_a_deep_tree_groups_without_recursion():
+    """A fork bomb's tree is thousands of levels deep: the nested subtrees
+    are written with a stack, the chain's are open, the rest collapsed."""
+    import sys
+    from nixrec.analysis.render.html import report_html
+    from nixrec.analysis.report import report_data
+    from tracebuild import TraceBuilder
+    t = TraceBuilder()
+    proc = t.builder(argv=["sh", "-c", "f"])
+    chain = [proc]
+    for _ in range(sys.getrecursionlimit() + 500):
+        proc = t.fork(proc, argv=["sh"])
+        chain.append(proc)
+    side = t.fork("1", argv=["side"])
+    t.fork(side, argv=["leaf"])
+    why = {"status": "failed", "exit_code": 1, "root_causes": [],
+           "failure_chain": [{"proc": p, "argv": ["sh"], "exit_code": 1} for p in chain]}
+    data = report_data({"plan": {}}, {}, t.events, why, {"undeclared": []})
+    page = report_html(data)
+    assert len(re.findall(r'<div class="row[^"]*" data-i="\d+">', page)) == len(chain) + 2
+    assert page.count('<details class="sub" open>') == len(chain) - 1      # the chain, open
+    assert page.count('<details class="sub">') == 1                          # side, collapsed
+    assert "... " not in page.split('<div class="chainlist">')[1][:20]
+    assert re.search(r'<span class="muted">\d+ more</span>', page)           # chain cut

@@ -1,9 +1,11 @@
 """Markdown for `deps --markdown` (to paste into an issue)."""
 
 from nixrec.analysis.render.text import GROUP_TITLES, TITLES, probe_line, what_of
+from nixrec.recorder.tracefile.printable import escape_all
 
 
 def deps_markdown(rep: dict) -> str:
+    rep = escape_all(rep)
     out = ["# Undeclared accesses", ""]
     if not any(g["category"] != "probe" for g in rep["undeclared"]):
         out += ["None: the build touched only its declared inputs.", ""]

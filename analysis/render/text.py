@@ -1,11 +1,23 @@
-"""Short human text for `why` and `deps`."""
+"""Short human text for `why`, `deps`, `phases` and `diff`.
+
+Each renderer first escapes every string of its report (printable.py): paths,
+argv and log lines are the build's, and reach a terminal.
+"""
+
+from nixrec.recorder.tracefile.printable import escape_all
 
 TITLES = {"host": "Host paths", "store": "Store paths not in the closure",
           "home": "HOME", "network": "Network", "dns": "DNS",
           "process": "Other processes (signals and ptrace refused)"}
 
 
+# A failure chain longer than this (a fork bomb's is thousands of shells) shows
+# its first and last links and how many are left out between them.
+CHAIN_SHOWN = 8
+
+
 def why_text(rep: dict) -> str:
+    rep = escape_all(rep)
     out = []
     for p in rep.get("partial") or ():
         out.append(f"note: partial trace: {p}")
@@ -30,9 +42,7 @@ def why_text(rep: dict) -> str:
     chain = rep["failure_chain"]
     if chain:
         label = "last failure seen" if rep["status"] == "incomplete" else "failure chain"
-        out.append(f"{label}: " + " <- ".join(
-            f"{_argv0(e['argv'])} ({e['proc']}, {e.get('signal') or e['exit_code']})"
-            for e in chain))
+        out.append(f"{label}: " + _chain_text(chain))
     if rep.get("phase"):
         out += _phase_line(rep["phase"])
     causes = rep["root_causes"]
@@ -72,6 +82,23 @@ def _incomplete_lines(inc) -> list:
             f"{running}{last}"]
 
 
+def _chain_text(chain) -> str:
+    links = [f"{_argv0(e['argv'])} ({_proc(e['proc'])}, {e.get('signal') or e['exit_code']})"
+             for e in (chain if len(chain) <= CHAIN_SHOWN else
+                       chain[:CHAIN_SHOWN // 2] + chain[-2:])]
+    if len(chain) > CHAIN_SHOWN:
+        links.insert(CHAIN_SHOWN // 2, f"... {len(chain) - CHAIN_SHOWN // 2 - 2} more ...")
+    return " <- ".join(links)
+
+
+def _proc(path: str) -> str:
+    """A tree path as shown in a line: a fork bomb's are thousands of levels deep."""
+    parts = path.split(".")
+    if len(parts) <= 12:
+        return path
+    return f"{'.'.join(parts[:4])}...{'.'.join(parts[-4:])}, depth {len(parts)}"
+
+
 def what_of(g) -> str:
     """What a deps group is about: a path, an address, a host or a process."""
     if g.get("target_pid") is not None or g["category"] == "process":
@@ -106,6 +133,7 @@ def probe_line(rep: dict):
 
 
 def deps_text(rep: dict) -> str:
+    rep = escape_all(rep)
     out = []
     if not any(g["category"] != "probe" for g in rep["undeclared"]):
         out.append("no undeclared accesses")
@@ -156,6 +184,7 @@ def cause_text(c) -> str:
 
 def diff_text(rep: dict) -> str:
     """`nixrec diff`'s report: the verdict, then plan, processes, files."""
+    rep = escape_all(rep)
     out = [f"note: {side.upper()} is a partial trace: {probs[0]}"
            for side, probs in sorted((rep.get("partial") or {}).items()) if probs]
     if not rep["different"]:
@@ -215,6 +244,7 @@ def _secs(us) -> str:
 
 def phases_text(rep: dict) -> str:
     """The `nixrec phases` table: one row per phase, the failing one marked."""
+    rep = escape_all(rep)
     rows = rep["phases"]
     if not rows:
         return ("no phases: the builder announced none (not a stdenv build: no "

@@ -17,11 +17,13 @@ import click
 from nixrec.recorder.errors import BadInput
 from nixrec.recorder.trace import syscalls as syscall_table
 from nixrec.recorder.tracefile import open_trace, phases
+from nixrec.recorder.tracefile.printable import escape, json_text
 
 # Longest output text shown on a text line (strace -s); --json shows it all.
 _TEXT_LIMIT = 200
 
-_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", '"': '\\"'}
+# A quoted string's own two escapes; the control characters are printable.py's.
+_QUOTED = {"\\": "\\\\", '"': '\\"'}
 
 
 def quote(value, limit=None) -> str:
@@ -33,18 +35,7 @@ def quote(value, limit=None) -> str:
     cut = limit is not None and len(text) > limit
     if cut:
         text = text[:limit]
-    out = []
-    for ch in text:
-        o = ord(ch)
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif 0xDC80 <= o <= 0xDCFF:               # a byte that was not UTF-8
-            out.append(f"\\x{o - 0xDC00:02x}")
-        elif o < 0x20 or o == 0x7F or 0xD800 <= o <= 0xDFFF:
-            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"' + ("..." if cut else "")
+    return '"' + escape(text, extra=_QUOTED) + '"' + ("..." if cut else "")
 
 
 # -- flags -------------------------------------------------------------------
@@ -158,7 +149,7 @@ def _call_text(ev) -> str:
 
 def format_line(ev, argv0) -> str:
     """One strace-like line: seq, process, [program], call, decoded args, result."""
-    return f"{ev.seq:>6} {ev.proc} [{argv0 or '?'}] {_call_text(ev)}"
+    return f"{ev.seq:>6} {ev.proc} [{escape(argv0 or '?')}] {_call_text(ev)}"
 
 
 # -- one event as JSON -------------------------------------------------------------
@@ -185,7 +176,7 @@ def format_json(ev, argv0) -> str:
         "result": ev.result, "errno": ev.errno, "argv0": argv0, "time": ev.time,
         "args": ev.args,
     }
-    return json.dumps(_plain(obj), ensure_ascii=False)
+    return json_text(json.dumps(_plain(obj), ensure_ascii=False))
 
 
 # -- filters -------------------------------------------------------------------------

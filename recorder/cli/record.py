@@ -9,6 +9,7 @@ from nixrec.recorder.trace import fastpath
 from nixrec.recorder import interrupts, session
 from nixrec.recorder.cli.status import open_status
 from nixrec.recorder.errors import EXIT_BUILD_FAILED
+from nixrec.recorder.tracefile.printable import LogFilter, escape
 
 
 def _stream_to(out):
@@ -97,6 +98,8 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
         status = line.status
         if log is not None:
             log = line.log
+    if log is not None:
+        log = LogFilter(log)            # the build's colours, not its other escapes
     opts = session.RecordOptions(output=output, attr=attr,
                                  extra_sandbox_paths=extra_sandbox_paths, cores=cores,
                                  keep_build_dir=keep_build_dir, no_sandbox=no_sandbox, log=log,
@@ -139,7 +142,7 @@ def record_cmd(target, attr, output, extra_sandbox_paths, cores, keep_build_dir,
     for name, found in sorted(res.hidden_references.items()):
         # Nix builds it all the same; the output breaks where it is copied alone.
         more = f" and {len(found) - 1} more" if len(found) > 1 else ""
-        click.echo(f"nixrec: warning: output {name} names {found[0]['path']}{more}, not an "
+        click.echo(f"nixrec: warning: output {name} names {escape(found[0]['path'])}{more}, not an "
                    "input: Nix records no reference to it (nixrec deps says where)", err=True)
     if (getattr(res, "output_check", None) or {}).get("check") == "deterministic":
         from nixrec.recorder.tracefile.siblings import diff_hint

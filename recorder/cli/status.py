@@ -14,7 +14,9 @@ watchdog's status); a lock keeps their writes whole. bench/status_cost.py
 measures both ways.
 
 The log goes to the terminal as the build wrote it (bytes in, the same
-bytes out: its own colours, non-UTF-8 bytes), never wrapped or cropped.
+bytes out: its own colours, non-UTF-8 bytes), never wrapped or cropped;
+its control characters other than colours, newlines, tabs and \r were
+escaped before it got here (printable.LogFilter, record and replay).
 A log line is written once it is whole: a status drawn after half a line
 would be erased with it. A partial line left waiting (`checking for
 gcc... ` while the check runs) is shown after HOLD seconds, the status

@@ -165,6 +165,7 @@ class ChunkEncoder:
         (self._kind, self._proc, self._pid, self._dt, self._syscall, self._result,
          self._errno, self._path, self._flags, self._path2) = (self.cols[n] for n in COLUMNS[:-1])
         self.args = []                 # msgpack bytes of each event's args (or nil)
+        self.args_bytes = 0            # their total: a log's writes make big chunks
         self._last_pid = {}            # proc ref -> pid, to store repeats as nil
         self._last_time = 0
         self.argv0_at_start = []       # [proc ref, argv0 ref or nil, ...] (see add)
@@ -219,6 +220,7 @@ class ChunkEncoder:
         self._flags.append(ev.flags)
         self._path2.append(ref(ev.path2))
         self.args.append(args)
+        self.args_bytes += len(args)
 
     def _pack_args(self, args) -> bytes:
         # Keys go through the string table: the same dozen names repeat.

@@ -50,6 +50,12 @@ class TraceWriteError(NixrecError):
     errno = None
 
 
+# A chunk also ends at this many bytes of event arguments: a log's writes keep
+# up to 64 KB each, and 8192 of them made 40 MB chunks that the recorder and
+# every reader hold whole (a 2 GiB log: `why` at 390 MB, issue 23).
+CHUNK_BYTES = 8 << 20
+
+
 class TraceWriter:
     """Writes one recording. Memory: the chunk being filled, the chunk list and
     the table entries of processes still running (those of exited processes go
@@ -121,7 +127,8 @@ class TraceWriter:
         now = time.monotonic()
         if self._unwritten_since is None:
             self._unwritten_since = now
-        if len(self._enc) >= self.chunk_events or now - self._chunk_started > self.max_chunk_age:
+        if len(self._enc) >= self.chunk_events or now - self._chunk_started > self.max_chunk_age \
+                or self._enc.args_bytes >= CHUNK_BYTES:
             self.flush()
         elif now - self._unwritten_since >= self.piece_age:
             self._write_piece()
