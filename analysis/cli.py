@@ -40,7 +40,8 @@ def why_report(path):
     r = _open(path)
     try:
         rep = explain(r.header, r.processes, r.events(), problems=r.problems,
-                      summary=r.summary, trace_path=path, peek=_store_peek())
+                      summary=r.summary, trace_path=path, peek=_store_peek(),
+                      phases=r.phases)
         rep["phase"] = failure_phase(r.phases, rep)
     finally:
         r.close()

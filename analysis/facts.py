@@ -341,7 +341,8 @@ class Facts:
         if lines[-1]:
             self._partial[ev.proc] = lines[-1]
         for line in lines[:-1]:
-            if line.strip():
+            # "@nix ..." lines are messages to Nix, which its log never shows.
+            if line.strip() and not line.startswith("@nix "):
                 self.stderr[ev.proc].append((ev.seq, line))
 
     def _on_syscall(self, ev, q):

@@ -174,13 +174,20 @@ def _with_status(line, session, t0, step):
         ticker.stop()
 
 
-def _replay(session, shell, exec_cmd, interactive, cont, line=None, t0=0.0):
+def _replay(session, shell, exec_cmd, interactive, cont, line=None, t0=0.0, phase=None):
     """Run to the stop, attach, go on or kill. -> (End, command status, said)."""
     res = _with_status(line, session, t0, session.start)
     status, said = None, False
     if isinstance(res, Stop):
         _report_stop(res, session)
         said = res.reason == "divergence"
+        if said and phase is not None and shell is not None:
+            # The command was meant for the phase's shell state, which only
+            # the stop at the phase has: run nowhere else (issue 22).
+            what = "the command was not run" if exec_cmd is not None else "no shell opened"
+            _say(f"did not reach phase {phase}: the replay diverged first; {what} "
+                 "(it needs the phase's shell state)")
+            shell = None
         if shell is not None:
             status = _attach(res, session, shell, exec_cmd, interactive, cont)
         if cont:
@@ -256,7 +263,8 @@ def replay_cmd(trace, until, until_fail, until_exec, until_path, until_phase, un
         if sh is None and interactive:
             _say(attach.NO_SHELL)
             interactive = False
-        end, status, said = _replay(session, sh, exec_cmd, interactive, cont, line, t0)
+        end, status, said = _replay(session, sh, exec_cmd, interactive, cont, line, t0,
+                                    phase=until_phase or until_phase_end)
     finally:
         session.close()
         if line is not None:
