@@ -124,7 +124,8 @@ def _state_argv(stop, session, bash, exec_cmd, interactive):
     env = attach.read_environ(stop.live_pid)
     try:
         state = shellstate.capture(stop.live_pid, session.plan.cwd)
-        script = state.script(interactive, environ_names=env)
+        setup = f"{env['stdenv']}/setup" if env.get("stdenv") else None
+        script = state.script(interactive, environ_names=env, setup=setup)
         _say(f"the command runs in the stopped builder's shell state ({len(state.variables)} "
              f"variables, {len(state.function_names())} "
              f"functions, taken from process {stop.proc} in {state.took * 1000:.0f} ms)"
@@ -235,7 +236,8 @@ def replay_cmd(trace, until, until_fail, until_exec, until_path, until_phase, un
     interleave. At the stop the whole build is frozen.
     Without a stop option the build runs to its end and is compared with the
     recording. Exit 0 when the stop was reached or the replay matched, 1 when it
-    diverged, the command's status with --exec.
+    diverged, the command's status with --exec. A divergence before an
+    --until-phase stop runs no command and opens no shell (exit 1).
     """
     given = [o for o, v in (("--until", until is not None), ("--until-fail", until_fail),
                             ("--until-exec", until_exec), ("--until-path", until_path),

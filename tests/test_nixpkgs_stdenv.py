@@ -288,3 +288,20 @@ def test_exec_after_a_divergence_never_runs_the_phase_command(builds):
     assert "replay diverged" in err
     assert "did not reach phase installPhase" in err and "the command was not run" in err
     assert b"RAN" not in p.stdout
+
+
+def test_errors_in_replayed_functions_cite_stdenv_setup_lines_as_the_build_did(builds):
+    trace, _ = builds.record("postPatchFails")
+    _, log = builds.nix("postPatchFails")
+    # Nix's log: bash's complaint about runPhase's eval, at its line in $stdenv/setup.
+    said = re.search(r"^(/nix/store/\S+/setup): line (\d+): pop_var_context.*$", log, re.M)
+    assert said, log
+    p = run_nixrec("replay", trace, "--until-phase", "patchPhase", "-q", "--exec",
+                   "shopt -s extdebug; declare -F runPhase; shopt -u extdebug; "
+                   "runPhase patchPhase", timeout=180)
+    err = p.stderr.decode("utf-8", "replace")
+    assert p.returncode == 1, err
+    assert said.group(0) in err.splitlines() and "/proc/self/fd" not in err
+    assert "doesn't match anything in file 'Makefile.in'" in err
+    name, line, where = p.stdout.decode().split()
+    assert (name, where) == ("runPhase", said.group(1)) and int(line) > 1000
