@@ -305,3 +305,32 @@ def test_errors_in_replayed_functions_cite_stdenv_setup_lines_as_the_build_did(b
     assert "doesn't match anything in file 'Makefile.in'" in err
     name, line, where = p.stdout.decode().split()
     assert (name, where) == ("runPhase", said.group(1)) and int(line) > 1000
+
+
+def test_the_state_over_the_setup_keeps_unchanged_functions_at_their_lines(tmp_path):
+    """shellstate's script with the setup: a function the shell did not
+    change is the setup's own (file and line); a changed or new one is the
+    captured text; one the shell no longer has is gone; and so are the
+    setup's variables the shell did not have."""
+    from nixrec.replayer.shellstate import State
+    if not os.path.exists("/bin/bash"):
+        missing("/bin/bash is missing")
+    setup = tmp_path / "setup"
+    setup.write_text("set -eu\nfromSetup=1\n\nkept() {\n    echo kept\n}\n"
+                     "changed() {\n    echo old\n}\ngone() { :; }\n")
+    dump = subprocess.run(
+        ["/bin/bash", "-c", f"source {setup}; changed() {{ echo new; }}; new() {{ echo n; }}; "
+         "unset -f gone; declare -f"], capture_output=True, text=True, check=True).stdout
+    names = re.findall(r"^(\S+) \(\) $", dump, re.M)
+    st = State(['declare -- mine="x"'], dump, ["set -o errexit"], 0.0)
+    script = st.script(interactive=False, setup=str(setup))
+    script += ("shopt -s extdebug; declare -F kept changed new; shopt -u extdebug; "
+               "declare -F gone || echo no-gone; echo ${fromSetup-unset} $mine; changed\n")
+    f = tmp_path / "state.sh"
+    f.write_text(script)
+    out = subprocess.run(["/bin/bash", "--norc", str(f)], capture_output=True,
+                         text=True).stdout.splitlines()
+    assert names == ["changed", "kept", "new"]
+    assert out[0] == f"kept 4 {setup}"
+    assert out[1].startswith("changed ") and not out[1].endswith(str(setup))
+    assert out[2].startswith("new ") and out[3:] == ["no-gone", "unset x", "new"]
