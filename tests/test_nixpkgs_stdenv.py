@@ -303,7 +303,7 @@ def test_errors_in_replayed_functions_cite_stdenv_setup_lines_as_the_build_did(b
     assert p.returncode == 1, err
     assert said.group(0) in err.splitlines() and "/proc/self/fd" not in err
     assert "doesn't match anything in file 'Makefile.in'" in err
-    name, line, where = p.stdout.decode().split()
+    name, line, where = p.stdout.decode().splitlines()[0].split()
     assert (name, where) == ("runPhase", said.group(1)) and int(line) > 1000
 
 
