@@ -334,3 +334,21 @@ def test_the_state_over_the_setup_keeps_unchanged_functions_at_their_lines(tmp_p
     assert out[0] == f"kept 4 {setup}"
     assert out[1].startswith("changed ") and not out[1].endswith(str(setup))
     assert out[2].startswith("new ") and out[3:] == ["no-gone", "unset x", "new"]
+
+
+def test_a_phase_stop_is_the_announcements_write_even_after_an_extra_log_line():
+    """A live phase that took 30 s or more writes stdenv's footer ("buildPhase
+    completed in 31 seconds") before the next announcement, where the recorded
+    one wrote nothing: the stop is still the announcement's write."""
+    from types import SimpleNamespace
+    from nixrec.replayer.matcher import Loc
+    from nixrec.replayer.targets import Target
+    said = b'@nix { "action": "setPhase", "phase": "checkPhase" }\n'
+    t = Target(SimpleNamespace(kind="output", args={"data": said}, seq=35533),
+               Loc("1", 284, 2), 35533)
+    out = lambda data: SimpleNamespace(kind="output", args={"data": data})   # noqa: E731
+    assert not t.hit(Loc("1", 284, 2), out(b"buildPhase completed in 31 seconds\n"))
+    assert t.hit(Loc("1", 284, 3), out(said))
+    assert not t.hit(Loc("1.2", 284, 3), out(said))
+    # Without the live event (or another kind of target): by position, as before.
+    assert t.hit(Loc("1", 284, 2)) and t.hit(Loc("1", 285))
