@@ -184,9 +184,12 @@ ANNOUNCED = re.compile(r"^Running phase: (\w+)$", re.M)
     ("noBuild", None, {"buildPhase": "dontBuild is set", "checkPhase": "doCheck is not set",
                        "installCheckPhase": "doInstallCheck is not set",
                        "distPhase": "doDist is not set"}),
+    ("unpackFails", "unpackPhase", {}),
     ("postPatchFails", "patchPhase", {}),
     ("preConfigureFails", "configurePhase", {}),
-    ("checkFails", "checkPhase", {})])
+    ("buildFails", "buildPhase", {}),
+    ("checkFails", "checkPhase", {}),
+    ("installFails", "installPhase", {"checkPhase": "doCheck is not set"})])
 def test_the_same_phases_and_outcome_as_real_nix_each_once_in_order(builds, attr, failed,
                                                                       skipped):
     trace, rec = builds.record(attr)
@@ -205,6 +208,7 @@ def test_the_same_phases_and_outcome_as_real_nix_each_once_in_order(builds, attr
         assert rec.returncode == 1
         after = [p["status"] for p in rows[ALL.index(failed) + 1:]]
         assert after and set(after) == {"not reached"}
+        assert nixrec_json("why", trace)["phase"]["name"] == failed
     assert {p["name"]: p["why"] for p in rows if p["status"] == "skipped"} == skipped
     # The streamed log is nix-build's: no @nix line, the same announcements.
     streamed = rec.stderr.decode("utf-8", "replace")
