@@ -189,7 +189,8 @@ ANNOUNCED = re.compile(r"^Running phase: (\w+)$", re.M)
     ("preConfigureFails", "configurePhase", {}),
     ("buildFails", "buildPhase", {}),
     ("checkFails", "checkPhase", {}),
-    ("installFails", "installPhase", {"checkPhase": "doCheck is not set"})])
+    ("installFails", "installPhase", {"buildPhase": "dontBuild is set",
+                                      "checkPhase": "doCheck is not set"})])
 def test_the_same_phases_and_outcome_as_real_nix_each_once_in_order(builds, attr, failed,
                                                                       skipped):
     trace, rec = builds.record(attr)
