@@ -43,7 +43,7 @@ def why_report(path, reader=None, events=None):
     try:
         rep = explain(r.header, r.processes, r.events() if events is None else events,
                       problems=r.problems, summary=r.summary, trace_path=path,
-                      peek=_store_peek())
+                      peek=_store_peek(), phases=r.phases)
         rep["phase"] = failure_phase(r.phases, rep)
     finally:
         if reader is None:

@@ -92,7 +92,9 @@ def line_text(raw: bytes) -> str:
 
 class LineSplitter:
     """Per process, the lines of its writes as they end. feed() returns the
-    last `keep` non-blank lines one write ends; flush() what is left unended."""
+    last `keep` non-blank lines one write ends; flush() what is left unended.
+    Lines starting "@nix " are messages to Nix (stdenv's setPhase), which its
+    log never shows: they are not log lines here either."""
 
     def __init__(self, keep: int):
         self.keep = keep
@@ -124,7 +126,7 @@ class LineSplitter:
         if last + 1 < len(data):
             self._pending[proc] = p = _Pending()
             p.add(data[last + 1:])
-        return lines
+        return [ln for ln in lines if not ln.startswith("@nix ")]
 
     def _ended(self, data: bytes, last: int):
         """(the last `keep` non-blank lines that end in data[:last + 1] after

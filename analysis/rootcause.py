@@ -28,6 +28,7 @@ from nixrec.analysis.incomplete import (decided_failure, forget_interrupt, incom
                                        last_failure)
 from nixrec.analysis.limits import limit_cause, limit_chain
 from nixrec.analysis.outputcheck import output_cause
+from nixrec.analysis.phases import focus as phase_focus
 from nixrec.analysis.producers import find_producer, missing_product
 from nixrec.analysis.scoring import GOOD, mentioned, rank
 
@@ -427,13 +428,14 @@ def _chain_from(facts, proc):
 # -- the report -----------------------------------------------------------------
 
 def explain(header, processes, events, problems=(), summary=None, trace_path="TRACE",
-            peek=None):
+            peek=None, phases=None):
     """The whole `why` answer as plain data (render/ formats it)."""
     with no_cycle_gc():
-        return _explain(header, processes, events, problems, summary, trace_path, peek)
+        return _explain(header, processes, events, problems, summary, trace_path, peek,
+                        phases)
 
 
-def _explain(header, processes, events, problems, summary, trace_path, peek):
+def _explain(header, processes, events, problems, summary, trace_path, peek, phases=None):
     facts = collect(header, processes, events)
     facts.peek = peek
     root = facts.procs.get("1")
@@ -470,6 +472,9 @@ def _explain(header, processes, events, problems, summary, trace_path, peek):
     for c in ranked:
         c["evidence_chain"] = _evidence_chain(c)
         hints.describe(c, facts)
+    if chain and phases:
+        # A stdenv build: the cause inside the phase that failed (phases.py).
+        ranked = phase_focus(ranked, facts, chain, phases, trace_path)
     until = ranked[0]["seq"] if ranked else facts.last_seq
     return {
         "status": status,

@@ -29,6 +29,7 @@ class _LogPump(threading.Thread):
         super().__init__(daemon=True)
         self.master, self.sink, self.on_eof = master, sink, on_eof
         self.bytes = 0
+        self.nix_lines = NixLines()
 
     def run(self):
         while True:
@@ -39,9 +40,57 @@ class _LogPump(threading.Thread):
             if not data:
                 break
             self.bytes += len(data)
-            if self.sink:
-                self.sink(data)
+            shown = self.nix_lines.feed(data)
+            if self.sink and shown:
+                self.sink(shown)
+        if self.sink and self.nix_lines.held:
+            self.sink(self.nix_lines.held)
         self.on_eof()
+
+
+class NixLines:
+    """Drops the builder's `@nix ...` log lines, as Nix does.
+
+    Nix reads every line of the log that starts with "@nix " as a message to
+    itself (stdenv's `@nix {"action":"setPhase",...}` on $NIX_LOG_FD) and
+    never shows it; the trace keeps the write all the same. Only the start of
+    a line that may still become "@nix " is held back, so a prompt without a
+    newline shows at once.
+    """
+
+    PREFIX = b"@nix "
+
+    def __init__(self):
+        self.held = b""             # the start of a line, maybe "@nix "
+        self.dropping = False       # inside an @nix line, up to its newline
+        self.at_start = True
+
+    def feed(self, data: bytes) -> bytes:
+        data, self.held = self.held + data, b""
+        out, i, n = bytearray(), 0, len(data)
+        while i < n:
+            if self.dropping:
+                j = data.find(b"\n", i)
+                if j < 0:
+                    break
+                i, self.dropping, self.at_start = j + 1, False, True
+                continue
+            if self.at_start:
+                head = data[i:i + len(self.PREFIX)]
+                if head == self.PREFIX:
+                    self.dropping = True
+                    continue
+                if self.PREFIX.startswith(head):
+                    self.held = head       # too short to tell: wait for more
+                    break
+                self.at_start = False
+            j = data.find(b"\n", i)
+            if j < 0:
+                out += data[i:]
+                break
+            out += data[i:j + 1]
+            i, self.at_start = j + 1, True
+        return bytes(out)
 
 
 # Signals that stop a recording cleanly (the build is killed, the trace closed).

@@ -86,6 +86,13 @@ def command_env(live_pid, shell, interactive) -> dict:
     return env
 
 
+# stdenv's runPhase writes `@nix {"action":"setPhase",...}` to $NIX_LOG_FD (2
+# in a build), which Nix reads and never shows: in the shell at the stop it
+# goes to a /dev/null fd instead, so the terminal shows the log nix-build shows.
+_LOG_FD_NOWHERE = ('if [[ -n "${NIX_LOG_FD-}" ]]; then exec {NIX_LOG_FD}>/dev/null; '
+                   'export NIX_LOG_FD; fi\n')
+
+
 def state_command(bash, script, exec_cmd, interactive):
     """-> (argv, fd): `bash` given `script` (the builder's shell state,
     shellstate.py) in a memfd it inherits, then exec_cmd or an interactive
@@ -96,6 +103,7 @@ def state_command(bash, script, exec_cmd, interactive):
     "pop_var_context: head of shell_variables not a function context" when
     errexit ends it inside a function called through eval, runPhase's way)."""
     fd = os.memfd_create("nixrec-shell-state", 0)
+    script += _LOG_FD_NOWHERE
     if interactive:
         # The rcfile is the state, then the prompt: the shell is left at it.
         script += "PS1='[nixrec replay] $PWD \\$ '\n"

@@ -126,7 +126,8 @@ def _state_argv(stop, session, bash, exec_cmd, interactive):
     env = attach.read_environ(stop.live_pid)
     try:
         state = shellstate.capture(stop.live_pid, session.plan.cwd)
-        script = state.script(interactive, environ_names=env)
+        setup = f"{env['stdenv']}/setup" if env.get("stdenv") else None
+        script = state.script(interactive, environ_names=env, setup=setup)
         _say(f"the command runs in the stopped builder's shell state ({len(state.variables)} "
              f"variables, {len(state.function_names())} "
              f"functions, taken from process {stop.proc} in {state.took * 1000:.0f} ms)"
@@ -176,13 +177,20 @@ def _with_status(line, session, t0, step):
         ticker.stop()
 
 
-def _replay(session, shell, exec_cmd, interactive, cont, line=None, t0=0.0):
+def _replay(session, shell, exec_cmd, interactive, cont, line=None, t0=0.0, phase=None):
     """Run to the stop, attach, go on or kill. -> (End, command status, said)."""
     res = _with_status(line, session, t0, session.start)
     status, said = None, False
     if isinstance(res, Stop):
         _report_stop(res, session)
         said = res.reason == "divergence"
+        if said and phase is not None and shell is not None:
+            # The command was meant for the phase's shell state, which only
+            # the stop at the phase has: run nowhere else (issue 22).
+            what = "the command was not run" if exec_cmd is not None else "no shell opened"
+            _say(f"did not reach phase {phase}: the replay diverged first; {what} "
+                 "(it needs the phase's shell state)")
+            shell = None
         if shell is not None:
             status = _attach(res, session, shell, exec_cmd, interactive, cont)
         if cont:
@@ -230,7 +238,8 @@ def replay_cmd(trace, until, until_fail, until_exec, until_path, until_phase, un
     interleave. At the stop the whole build is frozen.
     Without a stop option the build runs to its end and is compared with the
     recording. Exit 0 when the stop was reached or the replay matched, 1 when it
-    diverged, the command's status with --exec.
+    diverged, the command's status with --exec. A divergence before an
+    --until-phase stop runs no command and opens no shell (exit 1).
     """
     given = [o for o, v in (("--until", until is not None), ("--until-fail", until_fail),
                             ("--until-exec", until_exec), ("--until-path", until_path),
@@ -260,7 +269,8 @@ def replay_cmd(trace, until, until_fail, until_exec, until_path, until_phase, un
         if sh is None and interactive:
             _say(attach.NO_SHELL)
             interactive = False
-        end, status, said = _replay(session, sh, exec_cmd, interactive, cont, line, t0)
+        end, status, said = _replay(session, sh, exec_cmd, interactive, cont, line, t0,
+                                    phase=until_phase or until_phase_end)
     finally:
         session.close()
         if line is not None:

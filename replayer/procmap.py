@@ -78,7 +78,7 @@ class Follower:
         if ev.proc in self.lenient:
             return loc.proc == target.loc.proc and \
                 target.hit_loose(ev, self.nstruct.get(ev.proc, 0))
-        return target.hit(loc)
+        return target.hit(loc, ev)
 
     # --- comparing ------------------------------------------------------------------
     def entry(self, ev, loc, live_seq):

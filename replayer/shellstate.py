@@ -82,16 +82,25 @@ class State:
     def function_names(self):
         return _FUNC.findall(self.functions)
 
-    def script(self, interactive: bool, environ_names=()) -> str:
+    def script(self, interactive: bool, environ_names=(), setup=None) -> str:
         """Bash code that gives a new bash this state. Variables the process
         was exec'd with but no longer has are unset; options last, so that
-        an errexit of the build's does not stop the script itself."""
+        an errexit of the build's does not stop the script itself.
+
+        With `setup` (the `$stdenv/setup` the builder sourced), that file is
+        sourced first, and only the functions that differ from its own are
+        defined again: the others keep their place in it, so bash reports an
+        error in them as `$stdenv/setup: line 170`, as in the build, not as a
+        line of this script."""
         have = set(self.names())
         out = ["# the builder's shell state at the stop (nixrec replay, docs/replay.md)"]
+        if setup:
+            out.append(_over_setup(setup, have))
         out += [f"unset -v {n}" for n in sorted(environ_names)
                 if n not in have and n not in SPECIAL and _NAME.match(n)]
         out += self.variables
-        out.append(self.functions)
+        out.append(_changed_functions(self.functions, self.function_names())
+                   if setup else self.functions)
         for line in self.options:
             word = line.split()[-1]
             if interactive and word in _INTERACTIVE_OWN:
@@ -101,6 +110,37 @@ class State:
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _over_setup(setup, names) -> str:
+    """Source the setup quietly (its errexit off: `|| true`), drop its EXIT
+    trap, then unset what it made that the stopped shell does not have."""
+    keep = " ".join(sorted(set(names) | SPECIAL))
+    return "\n".join([
+        f"source {_quote(setup)} >/dev/null 2>&1 </dev/null || true",
+        "trap - EXIT; set +euo pipefail",
+        f"__nixrec_keep={_quote(' ' + keep + ' ')}",
+        "for __nixrec_v in $(compgen -v); do case $__nixrec_keep in "
+        '*" $__nixrec_v "*) ;; *) unset -v "$__nixrec_v" 2>/dev/null;; esac; done',
+        "unset -v __nixrec_keep __nixrec_v"])
+
+
+def _changed_functions(text, names) -> str:
+    """Define again only the functions whose text differs from the setup's
+    (or that it lacks); unset those the stopped shell does not have. Each
+    text travels in a quoted here-document, compared as `declare -f` prints."""
+    starts = [m.start() for m in _FUNC.finditer(text)] + [len(text)]
+    token = f"__NIXREC_{secrets.token_hex(4)}__"
+    out = ['__nixrec_f() { [[ "$(declare -f -- "$1" 2>/dev/null)" == "$2" ]] || '
+           'eval "$2"; }']
+    for name, a, b in zip(names, starts, starts[1:]):
+        out += [f"IFS= read -r -d '' __nixrec_t <<'{token}'", text[a:b].rstrip("\n"), token,
+                f'__nixrec_f {name} "${{__nixrec_t%$\'\\n\'}}"']
+    keep = _quote(" " + " ".join(names) + " ")
+    out += ["for __nixrec_v in $(compgen -A function); do case " + keep + " in "
+            '*" $__nixrec_v "*) ;; *) unset -f "$__nixrec_v";; esac; done',
+            "unset -f __nixrec_f; unset -v __nixrec_t __nixrec_v"]
+    return "\n".join(out)
 
 
 # --- the capture ---------------------------------------------------------------------

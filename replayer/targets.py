@@ -43,8 +43,9 @@ class Target:
     def seq(self) -> int:
         return self.ev.seq
 
-    def hit(self, loc) -> bool:
-        """Is the live call about to run at `loc` the one to stop before?"""
+    def hit(self, loc, ev=None) -> bool:
+        """Is the live call about to run at `loc` (the live event `ev`) the one
+        to stop before?"""
         want = self.loc
         if loc.proc != want.proc:
             return False
@@ -54,6 +55,13 @@ class Target:
             # A volatile target (wait4, output) that did not recur this time:
             # stop at the next counted call, the nearest stable point.
             return loc.k == want.k + 1
+        said = self.ev.args.get("data") if self.ev.kind == "output" else None
+        if said and ev is not None and ev.kind == "output":
+            # A log line (a phase's announcement): the write of the same
+            # words, whatever other lines came first this time (stdenv's
+            # "buildPhase completed in 31 seconds" when the live phase took
+            # 30 s or more and the recorded one did not).
+            return loc.k == want.k and ev.args.get("data") == said
         return loc.k == want.k and loc.j == want.j
 
 

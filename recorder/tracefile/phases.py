@@ -11,8 +11,11 @@ and announces each one before it runs it, in one of three forms:
 The announcement is a write of the builder, recorded anyway as an output
 event (the first process to announce a phase is the one whose later
 announcements count; an older header only from the builder itself, `1`,
-since "building" is a line many tools print): a phase runs from its announcement to the event before the next one
-(the last phase: to the build's last event). The builder's environment (its
+since "building" is a line many tools print). One runPhase may announce in
+several forms, in separate writes (nixpkgs' real setup.sh: the setPhase
+message, then `Running phase:`): they make one run, which runs from its first
+announcement to the event before the next phase's (the last phase: to the
+build's last event). The builder's environment (its
 exec event) says which phases were meant to run (`phases`, or the standard
 list with prePhases... spliced in) and which switches skip one (`dontBuild`,
 `doCheck` unset...): a phase of that list that was never announced was
@@ -121,6 +124,7 @@ class PhaseTracker:
         self.builder_ended = False
         self.last_seq = 0
         self.last_time = 0
+        self._styles = set()        # the forms the current run was announced in
 
     def see(self, ev, refused=False) -> None:
         self.last_seq, self.last_time = ev.seq, ev.time
@@ -160,11 +164,29 @@ class PhaseTracker:
             name, style = found
             if style == "old" and ev.proc != "1":
                 continue            # "building" is a common line: only the builder's counts
-            if self.runs and self.runs[-1]["first"] == ev.seq:
-                continue            # two announcements in one write: the first counts
+            if self._same_run(name, style):
+                continue            # the same runPhase's other announcement
             self.announcer = ev.proc
+            self._styles = {style}
             self.runs.append({"name": name, "style": style, "first": ev.seq,
                               "start": ev.time, "processes": 0, "refused": 0})
+
+    def _same_run(self, name, style) -> bool:
+        """Whether an announcement belongs to the phase run that is on.
+
+        One runPhase may announce its phase in several forms: nixpkgs' writes
+        `@nix {"action":"setPhase"...}` to $NIX_LOG_FD, then `Running phase:`
+        to stdout, in two writes; older ones wrote the setPhase message and a
+        `header` line. So a second announcement of the current phase in a
+        form it has not used yet is the same run; the same form again is the
+        phase run a second time.
+        """
+        if not self.runs or self.runs[-1]["name"] != name:
+            return False
+        if style in self._styles:
+            return False
+        self._styles.add(style)
+        return True
 
     def result(self) -> list:
         """Every phase: the announced ones with their events, and those of the
@@ -208,6 +230,15 @@ def _with_unrun(runs, env, stopped) -> list:
     return out + runs[k:]
 
 
+def split_runs(phases) -> bool:
+    """Whether a phase list (a trace's summary) has one runPhase as two runs:
+    a 1-event run (its announcement alone) then the same phase announced in
+    another form, as recorders before issue 22 folded nixpkgs' real stdenv."""
+    ran = [p for p in phases if p.get("first") is not None]
+    return any(a["name"] == b["name"] and a.get("events") == 1 and a.get("style") != b.get("style")
+               for a, b in zip(ran, ran[1:]))
+
+
 def find(phases, name):
     """The phase called `name` (its first run when it ran more than once), or None."""
     for p in phases or ():
@@ -242,6 +273,7 @@ def containing(phases, seq):
     return None
 
 
-__all__ = ["PhaseTracker", "announcement", "expected", "skip_reason", "find", "lookup",
+__all__ = ["PhaseTracker", "announcement", "expected", "skip_reason", "split_runs", "find",
+           "lookup",
            "containing",
            "STANDARD"]

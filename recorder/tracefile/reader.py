@@ -14,7 +14,7 @@ from nixrec.recorder.errors import BadInput
 from nixrec.recorder.tracefile import format as fmt
 from nixrec.recorder.tracefile.model import Process
 from nixrec.recorder.tracefile.procs import ProcessTracker, argv0_at, argv0_of
-from nixrec.recorder.tracefile.phases import PhaseTracker
+from nixrec.recorder.tracefile.phases import PhaseTracker, split_runs
 
 # Decoded chunks kept around: `event(seq)` and `argv0_at` calls cluster, and
 # one chunk of 8192 events is a few MB of Python objects. Unless they are a
@@ -546,10 +546,11 @@ class TraceReader:
         """The stdenv phases (phases.py): the summary's, or folded from the
         events for a trace recorded before the recorder kept them (their
         refused calls are then unknown, None: which calls the sandbox refused
-        is the recorder's rule, from the plan)."""
+        is the recorder's rule, from the plan). A recorder before issue 22
+        kept nixpkgs' two announcements of a phase as two runs: folded again."""
         if self._phases is None:
             kept = (self.summary or {}).get("phases")
-            if isinstance(kept, list):
+            if isinstance(kept, list) and not split_runs(kept):
                 self._phases = kept
             else:
                 tracker = PhaseTracker()
