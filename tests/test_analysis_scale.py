@@ -92,24 +92,31 @@ def test_why_on_a_big_build_names_the_header():
     assert top["proc"] == "1.1.300.1" and top["header"] == "zlib.h"
 
 
-# Runs in a subprocess: writes the trace with the real TraceWriter, then reports
-# the peak RSS of reading it with `why` (ru_maxrss of this process: KiB on Linux).
-_CHILD = """
-import json, resource, sys
+# Two subprocesses: one writes the trace with the real TraceWriter, the other
+# reads it with `why` and reports its own peak RSS (ru_maxrss: KiB on Linux),
+# so the writer's buffers never count against `why` (in one process the
+# writer's peak was 109 MB on a loaded machine before `why` had started).
+_WRITE = """
+import json, sys
 sys.path.insert(0, sys.argv[3])
 from nixrec.recorder.tracefile import TraceWriter
-from nixrec.analysis.cli import why_report
 from test_analysis_scale import big_build, header
 with TraceWriter(sys.argv[1], header()) as w:
     for ev in big_build(int(sys.argv[2])):
         ev.seq = 0
         w.append(ev)
     w.close({"exit_status": 2, "exit_signal": None})
+print(json.dumps({"events": w.last_seq}))
+"""
+
+_WHY = """
+import json, resource, sys
+from nixrec.analysis.cli import why_report
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rep = why_report(sys.argv[1])
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 top = rep["root_causes"][0]
-print(json.dumps({"events": w.last_seq, "rss_before_kib": before, "rss_kib": after,
+print(json.dumps({"rss_before_kib": before, "rss_kib": after,
                   "proc": top["proc"], "header": top.get("header"), "kind": top["kind"]}))
 """
 
@@ -123,9 +130,11 @@ def test_why_memory_stays_bounded_on_300k_events(tmp_path):
     import os
     here = os.path.dirname(os.path.abspath(__file__))
     trace = tmp_path / "big.nixrec"
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(trace), "1400", here],
+    wrote = subprocess.run([sys.executable, "-c", _WRITE, str(trace), "1400", here],
+                           capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(wrote.stdout)["events"] > 300_000
+    out = subprocess.run([sys.executable, "-c", _WHY, str(trace)],
                          capture_output=True, text=True, timeout=300, check=True)
     r = json.loads(out.stdout)
-    assert r["events"] > 300_000
     assert (r["proc"], r["header"]) == ("1.1.1400.1", "zlib.h")
     assert r["rss_kib"] / 1024 < RSS_LIMIT_MB, r
