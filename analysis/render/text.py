@@ -225,3 +225,43 @@ def _phase_line(ph) -> list:
         out.append(f"  no command of {ph['name']} failed: a shell builtin or function "
                    "of the builder did (test, cd, a hook's false...)")
     return out
+
+
+# `why --verify` (replayer/verify.py): what each experiment showed, in words.
+_OUTCOME_WORDS = {
+    "fixed": "the build succeeds: proven",
+    "further": "the build gets past the recorded failure: proven",
+    "confirmed": "the same attempt is made again: confirmed",
+    "same": "no effect: not this",
+    "unknown": "the limit came first: not shown",
+    "untested": "not tested",
+}
+
+
+def verify_text(rep: dict) -> str:
+    """The experiments of `why --verify`, after why_text: one line per cause
+    tried, its change, outcome and seconds, then which causes were proven."""
+    v = rep.get("verify") or {}
+    tried = [(i, c) for i, c in enumerate(rep.get("root_causes") or [], 1)
+             if c.get("verification")]
+    if not tried:
+        return "verify: no cause to test\n"
+    out = [f"verify: each cause re-run in nixrec's sandbox with that one difference removed "
+           f"(recording {v.get('recording_seconds', 0):.1f} s, limit "
+           f"{v.get('limit_seconds', 0):.1f} s a run, {v.get('jobs', 1)} at a time):"]
+    for i, c in tried:
+        r = c["verification"]
+        head = f"  {i}. {r['outcome']}"
+        if r.get("change"):
+            head += f" in {r.get('seconds', 0):.1f} s: {r['change']}"
+        out.append(f"{head} -- {_OUTCOME_WORDS.get(r['outcome'], r['outcome'])}")
+        if r.get("where") or r.get("why"):
+            out.append(f"     {r.get('where') or r.get('why')}")
+        out.append(f"     [{c['kind']}] #{c['seq']} {c['summary']}")
+    proven = [f"{i}" for i, c in tried
+              if c["verification"]["outcome"] in ("fixed", "further", "confirmed")]
+    if proven:
+        out.append("proven: cause " + ", ".join(proven) + " (by the runs above)")
+    else:
+        out.append("proven: none of the causes tried (the trace's evidence only)")
+    return "\n".join(out) + "\n"
