@@ -29,6 +29,7 @@ caller gets is a value: `verify()` returns the per-cause verification dicts.
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -49,6 +50,9 @@ FLOOR_SECONDS = 2.0
 NO_DURATION = 20.0
 # Progress lines from an experiment: at most this often.
 PROGRESS_EVERY = 0.25
+# Bytes of each process's log kept to name where a run failed.
+TAIL = 400
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 # Kinds whose cause is a host or store path the sandbox hid.
 PATH_KINDS = ("undeclared-host-path", "undeclared-store-path", "missing-interpreter",
               "missing-executable", "missing-header")
@@ -164,7 +168,7 @@ class Watch:
         self.program = {}          # proc -> argv0 basename of its last exec
         self.failed = {}           # proc -> (status, signal, seq) of a failed exit
         self.children = {}         # proc -> [children in fork order]
-        self.last_line = {}        # proc -> its last line of log
+        self.tail = {}             # proc -> the end of its log output
         self.verdict = None        # "same" / "confirmed": the run may stop now
         self.passed = False        # the recorded failure's origin got past it
 
@@ -176,10 +180,9 @@ class Watch:
         elif k == "exec" and not ev.failed:
             self.program[ev.proc] = _base(ev.args.get("argv") or [ev.path or ""])
         elif k == "output":
-            data = ev.args.get("data") or b""
-            lines = [x for x in bytes(data).decode("utf-8", "replace").splitlines() if x.strip()]
-            if lines:
-                self.last_line[ev.proc] = lines[-1][:200]
+            # A message comes in pieces (cp writes its path apart): keep a tail.
+            data = bytes(ev.args.get("data") or b"").decode("utf-8", "replace")
+            self.tail[ev.proc] = (self.tail.get(ev.proc, "") + data)[-TAIL:]
         elif k == "exit":
             self._exit(ev)
         elif k == "syscall" and self.t["attempt_kind"] and ev.failed:
@@ -198,6 +201,13 @@ class Watch:
             self.verdict = self.verdict or "same"     # it failed there again
         else:
             self.passed = True
+
+    def last_line(self, proc):
+        """The last non-blank line `proc` wrote, printable (the build chose it)."""
+        lines = [x for x in _ANSI.sub("", self.tail.get(proc, "")).splitlines() if x.strip()]
+        if not lines:
+            return None
+        return "".join(ch if ch.isprintable() else "?" for ch in lines[-1])[:200]
 
     def origin(self):
         """The live failure's origin: from the builder down through the
@@ -228,7 +238,7 @@ def outcome(w, builder_status, stopped_at_limit, recorded_events):
     t = w.t
     if (proc, prog, status, sig) == (t["origin"], t["program"], t["status"], t["signal"]):
         return "same", None
-    line = w.last_line.get(proc)
+    line = w.last_line(proc)
     where = f"{prog} ({proc}) " + (f"killed by {sig}" if sig else f"exit {status}")
     return "further", where + (f": {line}" if line else "")
 

@@ -124,7 +124,8 @@ def cause_text(c) -> str:
         side = f"{c['side'].upper()} " if c.get("side") else ""
         at = f", {side}event {c['seq']}" if c.get("seq") else ""
         where = f" process {c['proc']}{at}:"
-    return f"[{c['kind']}]{where} {c['what']}"
+    through = " (its writes reached the file through a pipe)" if c.get("via") == "pipe" else ""
+    return f"[{c['kind']}]{where} {c['what']}{through}"
 
 
 def diff_text(rep: dict) -> str:

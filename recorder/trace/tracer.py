@@ -25,7 +25,7 @@ import time
 
 from nixrec.recorder.trace import explain, fastpath, predict, syscalls, waiting
 from nixrec.recorder.sandbox import linux
-from nixrec.recorder.trace.calls import Decoder, set_result, signame
+from nixrec.recorder.trace.calls import Decoder, fd_pair, set_result, signame
 from nixrec.recorder.tracefile.model import Event, Process
 
 OPTIONS = (linux.PTRACE_O_TRACESYSGOOD | linux.PTRACE_O_TRACEFORK
@@ -456,7 +456,8 @@ class Tracer:
             t.forced_errno = 0
             self.refused += 1
         set_result(ev, rval, is_err)
-        if (ev.errno == "ENOENT" and ev.path) or sc.name in ("wait4", "fchdir"):
+        if (ev.errno == "ENOENT" and ev.path) or sc.name in ("wait4", "fchdir") \
+                or sc.i_fds is not None:
             # These look at the stopped process (its root, memory or cwd).
             self._finish(t, sc, ev)
             self._resume(t.pid)
@@ -532,6 +533,7 @@ class Tracer:
     def _finish(self, t, sc, ev):
         """What a finished call changes in the tracer's view of the process."""
         addr = ev.args.pop("wstatus_addr", None)
+        fds_addr = ev.args.pop("fds_addr", None)
         if ev.errno == "ENOENT" and ev.path:
             self._explain_enoent(t, ev)
         if ev.errno is not None:
@@ -542,6 +544,8 @@ class Tracer:
             t.cwd = self._cwd(t)
         elif sc.name == "wait4" and ev.result and ev.result > 0:
             self._decode_wait(t, ev, addr)
+        elif fds_addr is not None:
+            fd_pair(t.pid, ev, fds_addr)
 
     def _explain_enoent(self, t, ev):
         """Why a path is "missing" when something is there (explain.py)."""
