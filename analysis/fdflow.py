@@ -134,7 +134,7 @@ class FdFlow:
                 if "w" in h[0]]
 
     def upstream(self, path):
-        """[(writer, channel)]: the processes whose writes reached `path`
+        """[(writer, channel, seq)]: the processes whose writes reached `path`
         through a pipe or socketpair (a process read it while it could write
         the file), and theirs, MAX_HOPS deep. Not the process that read it,
         nor its ancestors (the shell that made the pipe)."""
@@ -150,7 +150,7 @@ class FdFlow:
                             or p in seen:
                         continue
                     seen.add(p)
-                    out.append((p, chan))
+                    out.append((p, chan, h[1]))
                 if chan not in done:
                     done.add(chan)
                     todo.append((chan, hops + 1))

@@ -182,7 +182,7 @@ class Flow:
             if p not in named and not proc.startswith(p + "."):
                 who.append((p, "child"))
                 named.add(p)
-        for up, _chan in self.fd.upstream(path):
+        for up, _chan, _seq in self.fd.upstream(path):
             if up not in named:
                 who.append((up, "pipe"))
                 named.add(up)

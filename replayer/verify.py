@@ -76,13 +76,17 @@ def change_for(c, plan):
         return {"what": "network", "attempt": what,
                 "text": f"none (the sandbox has no network): is {what} asked for again?"}, None
     if kind not in PATH_KINDS:
-        return None, f"a {kind} cause is not one path to expose"
+        return None, f"a {kind} cause names no one path to expose"
+    if kind == "missing-executable":
+        return _command_change(c)
     store_dir = plan.store_dir or "/nix/store"
     absent = "the host has none of its paths either: nothing to expose"
     for p in _paths_of(c):
         if p.startswith(store_dir + "/"):
             sp = store_dir + "/" + p[len(store_dir) + 1:].split("/", 1)[0]
-            if os.path.exists(sp) and sp not in (plan.inputs or ()):
+            if sp in (plan.inputs or ()):
+                continue                    # there already: not the difference
+            if os.path.exists(sp):
                 return {"what": "input", "path": sp,
                         "text": f"{sp} added to the inputs"}, None
             absent = f"{sp} is not in this machine's store: nothing to add"
@@ -94,6 +98,17 @@ def change_for(c, plan):
     return None, absent
 
 
+def _command_change(c):
+    """A command not found on PATH: the host's copy in one of the directories
+    the build looked in, bound there."""
+    cmd = c.get("command")
+    for d in c.get("looked_in") or ():
+        p = d.rstrip("/") + "/" + (cmd or "")
+        if cmd and not _own(p) and os.path.exists(p):
+            return {"what": "bind", "path": p, "text": f"{p} bound read-only from the host"}, None
+    return None, f"no directory the build looked in has {cmd} on the host"
+
+
 def _paths_of(c):
     """The paths a cause names, the most precise first."""
     out = []
@@ -101,9 +116,6 @@ def _paths_of(c):
         v = c.get(k)
         if isinstance(v, str) and v.startswith("/") and v not in out:
             out.append(v)
-    if c.get("kind") == "missing-executable" and c.get("command"):
-        for d in c.get("looked_in") or ():
-            out.append(d.rstrip("/") + "/" + c["command"])
     return out
 
 
@@ -177,6 +189,9 @@ class Watch:
         k = ev.kind
         if k == "fork" and ev.args.get("child"):
             self.children.setdefault(ev.proc, []).append(ev.args["child"])
+            # A child runs its parent's program until it execs (busybox's
+            # applets never do).
+            self.program[ev.args["child"]] = self.program.get(ev.proc)
         elif k == "exec" and not ev.failed:
             self.program[ev.proc] = _base(ev.args.get("argv") or [ev.path or ""])
         elif k == "output":

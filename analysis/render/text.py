@@ -235,7 +235,6 @@ _OUTCOME_WORDS = {
     "confirmed": "the same attempt is made again: confirmed",
     "same": "no effect: not this",
     "unknown": "the limit came first: not shown",
-    "untested": "not tested",
 }
 
 
@@ -252,12 +251,15 @@ def verify_text(rep: dict) -> str:
            f"{v.get('limit_seconds', 0):.1f} s a run, {v.get('jobs', 1)} at a time):"]
     for i, c in tried:
         r = c["verification"]
-        head = f"  {i}. {r['outcome']}"
-        if r.get("change"):
-            head += f" in {r.get('seconds', 0):.1f} s: {r['change']}"
-        out.append(f"{head} -- {_OUTCOME_WORDS.get(r['outcome'], r['outcome'])}")
-        if r.get("where") or r.get("why"):
-            out.append(f"     {r.get('where') or r.get('why')}")
+        if not r.get("change"):
+            out.append(f"  {i}. not tested: {r.get('why')}")
+        else:
+            out.append(f"  {i}. {r['outcome']} in {r.get('seconds', 0):.1f} s: {r['change']} -- "
+                       f"{_OUTCOME_WORDS.get(r['outcome'], r['outcome'])}")
+        if r.get("where"):
+            fails = "fails later in " if r["outcome"] == "further" and \
+                not r["where"].startswith("still") else ""
+            out.append(f"     {fails}{r['where']}")
         out.append(f"     [{c['kind']}] #{c['seq']} {c['summary']}")
     proven = [f"{i}" for i, c in tried
               if c["verification"]["outcome"] in ("fixed", "further", "confirmed")]
