@@ -15,12 +15,13 @@ so that:
   (`file_writers`).
 
 close() is not recorded (every process makes thousands): an fd holds what
-was last put there (a later open, pipe or dup onto its number replaces it),
-so a process counts as holding an end it may have closed. Data goes from a
-channel into a file (or another channel) only through a process that held
-the read end and a write fd on the other at the same moment: the shell that
-made a pipe for `a | b > f` holds both ends but never f (the child opens
-it), and its children's pipe ends are no one's writes but their own.
+was last put there (a later open, pipe or dup onto its number replaces it).
+A process may copy what it read from a channel into what it writes then or
+later (through its memory: `x=$(date); echo "$x" > f`), never into what it
+wrote before, and what a forked child inherits above fd 2 is the parent's
+leftover until the child dups it. The shell that makes a pipe for `a | b`
+holds both ends; once a child of its takes the read end as its own (b's
+`dup2(3, 0)`), the shell is no reader of it.
 """
 
 from nixrec.recorder.trace.syscalls import FD_PAIR_CALLS, O_CLOEXEC
@@ -44,6 +45,9 @@ class FdFlow:
         # object written -> {(channel read, proc)}: proc held the channel's read
         # end and a write fd on the object at one moment.
         self.feeds = {}
+        self.ever_read = {}    # proc -> channels it held a read end of, as its own
+        self.creator = {}      # channel -> the process that made it
+        self.passed = set()    # channels whose read end a child of their maker took
 
     # -- events ----------------------------------------------------------------
 
@@ -85,6 +89,7 @@ class FdFlow:
                 chan, modes = "socketpair:" + "+".join(sorted(ends)), ("rw", "rw")
             else:
                 chan, modes = ends[0], ("r", "w")
+            self.creator.setdefault(chan, ev.proc)
             for fd, mode in zip(fds, modes):
                 self._set(ev.proc, fd, (chan, mode, cloexec, True), ev.seq)
             return
@@ -107,15 +112,20 @@ class FdFlow:
 
     def _link(self, proc, entry):
         """What `proc` may now copy from a channel it reads into an object it
-        writes, with `entry` newly in its table."""
+        writes, with `entry` newly its own."""
         obj, mode = entry[0], entry[1]
-        for other, omode, _, active in self.fds[proc].values():
-            if other == obj or not active:
-                continue
-            if "r" in mode and not obj.startswith(FILE) and "w" in omode:
-                self.feeds.setdefault(other, set()).add((obj, proc))
-            if "w" in mode and "r" in omode and not other.startswith(FILE):
-                self.feeds.setdefault(obj, set()).add((other, proc))
+        if "r" in mode and not obj.startswith(FILE):
+            self.ever_read.setdefault(proc, set()).add(obj)
+            maker = self.creator.get(obj)
+            if maker is not None and maker != proc and _is_ancestor(maker, proc):
+                self.passed.add(obj)          # a child reads it: its maker does not
+            for other, omode, _, active in self.fds[proc].values():
+                if active and other != obj and "w" in omode:
+                    self.feeds.setdefault(other, set()).add((obj, proc))
+        if "w" in mode:
+            for chan in self.ever_read.get(proc, ()):
+                if chan != obj:
+                    self.feeds.setdefault(obj, set()).add((chan, proc))
 
     def _hold(self, obj, proc, mode, seq):
         procs = self.holders.setdefault(obj, {})
@@ -145,6 +155,8 @@ class FdFlow:
             if hops >= MAX_HOPS:
                 continue
             for chan, reader in sorted(self.feeds.get(obj, ())):
+                if chan in self.passed and self.creator.get(chan) == reader:
+                    continue
                 for p, h in sorted(self.holders.get(chan, {}).items()):
                     if "w" not in h[0] or p == reader or _is_ancestor(p, reader) \
                             or p in seen:
