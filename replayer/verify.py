@@ -48,6 +48,7 @@ from nixrec.replayer.session import calls_of, check_inputs, plan_of
 LIMIT_FACTOR = 3.0
 FLOOR_SECONDS = 2.0
 NO_DURATION = 20.0
+TEARDOWN = 1.5          # seconds: hello's configure killed at the limit took 1.2 to end
 # Progress lines from an experiment: at most this often.
 PROGRESS_EVERY = 0.25
 # Bytes of each process's log kept to name where a run failed.
@@ -112,6 +113,11 @@ def _command_change(c):
 def _paths_of(c):
     """The paths a cause names, the most precise first."""
     out = []
+    if c.get("looked_for") and c.get("path"):
+        # A file searched for in a list of places: its directory is what the
+        # sandbox hides (the summary names it), and what comes with the file
+        # (zlib.h includes zconf.h) is there too.
+        out.append(os.path.dirname(c["path"]))
     for k in ("link_target", "interpreter", "path", "accessed"):
         v = c.get(k)
         if isinstance(v, str) and v.startswith("/") and v not in out:
@@ -268,6 +274,9 @@ def run_experiment(header, change, target, limit, recorded_events, report):
     w = Watch(target)
     state = {"at_limit": False, "build": None, "last": 0.0}
     t0 = time.monotonic()
+    # Killing, draining and removing the sandbox take a moment: the build is
+    # stopped that much before the limit, so that the run ends within it.
+    deadline = limit - min(TEARDOWN, limit / 10)
 
     def emit(ev):
         w.see(ev)
@@ -275,7 +284,7 @@ def run_experiment(header, change, target, limit, recorded_events, report):
         now = time.monotonic()
         if w.verdict and not (w.verdict == "same" and w.passed):
             b.tracer.kill_build()                 # decided: no need to run on
-        elif now - t0 > limit and not state["at_limit"]:
+        elif now - t0 > deadline and not state["at_limit"]:
             state["at_limit"] = True
             b.tracer.kill_build()
         if now - state["last"] > PROGRESS_EVERY:
@@ -287,7 +296,7 @@ def run_experiment(header, change, target, limit, recorded_events, report):
         b = state["build"] = Build(plan, workdir, emit, calls=calls)
         b.start()
         try:
-            _run_bounded(b, t0, limit, state)
+            _run_bounded(b, t0, deadline, state)
         finally:
             b.stop()
             b.remove_sandbox()
