@@ -182,7 +182,7 @@ class Tracer:
                     pass
         unstopped = set(self.tracees) - {t.pid}
         while unstopped:
-            got = waiting.wait_any()
+            got = waiting.wait_any_but_vfork(unstopped)
             if got is None:
                 break
             pid, status = got
