@@ -14,7 +14,8 @@ removed:
 
 What a run shows (`outcome`): `fixed`, the builder exits 0; `further`, the
 build got past the recorded failure (the process that failed there no longer
-fails so) and fails later, or is still running at the limit; `same`, the
+fails so) and fails later, or is still running at the limit; `other`, it
+fails elsewhere without getting past the recorded failure; `same`, the
 process that failed fails again with the same status, or the build ends with
 the same failure; `confirmed` (network); `unknown`, the limit came before the
 recorded point of failure. A run stops at the first of: the build's end, the
@@ -34,6 +35,7 @@ import select
 import shutil
 import signal
 import tempfile
+import threading
 import time
 
 from nixrec.recorder.build import Build
@@ -261,7 +263,9 @@ def outcome(w, builder_status, stopped_at_limit, recorded_events):
         return "same", None
     line = w.last_line(proc)
     where = f"{prog} ({proc}) " + (f"killed by {sig}" if sig else f"exit {status}")
-    return "further", where + (f": {line}" if line else "")
+    # Later only if the recorded failure's process got past it; else the
+    # change broke something else (or the build took another way).
+    return ("further" if w.passed else "other"), where + (f": {line}" if line else "")
 
 
 # --- one experiment (in a forked child) -------------------------------------------------
@@ -283,7 +287,9 @@ def run_experiment(header, change, target, limit, recorded_events, report):
         b = state["build"]
         now = time.monotonic()
         if w.verdict and not (w.verdict == "same" and w.passed):
-            b.tracer.kill_build()                 # decided: no need to run on
+            if not state.get("decided"):
+                state["decided"] = True
+                b.tracer.kill_build()             # decided: no need to run on
         elif now - t0 > deadline and not state["at_limit"]:
             state["at_limit"] = True
             b.tracer.kill_build()
@@ -315,8 +321,6 @@ def run_experiment(header, change, target, limit, recorded_events, report):
 def _run_bounded(b, t0, limit, state):
     """b.run(), with a timer that stops a build silent past the limit
     (emit sees only builds that make calls)."""
-    import threading
-
     def guard():
         while not done.wait(0.1):
             if time.monotonic() - t0 > limit:

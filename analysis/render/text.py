@@ -235,6 +235,7 @@ _OUTCOME_WORDS = {
     "confirmed": "the same attempt is made again: confirmed",
     "same": "no effect: not this",
     "unknown": "the limit came first: not shown",
+    "other": "it fails another way, not past the recorded failure: not shown",
 }
 
 
