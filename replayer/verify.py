@@ -40,6 +40,7 @@ import time
 
 from nixrec.recorder.build import Build
 from nixrec.recorder.errors import BadInput, NixrecError
+from nixrec.recorder.session import check_host
 from nixrec.recorder.sandbox.steps import build_ids
 from nixrec.replayer.session import calls_of, check_inputs, plan_of
 
@@ -405,6 +406,7 @@ def verify(trace_header, summary, rep, max_n=3, jobs=None, status=None):
                        "(--no-sandbox): nothing it hid can be exposed")
     check_inputs(trace_header)
     calls_of(trace_header)
+    check_host()                                # no user namespaces: exit 3, before any run
     # A trace without a recorded end has no duration: NO_DURATION stands in.
     recorded = float((summary or {}).get("duration") or 0) or NO_DURATION
     limit = max(LIMIT_FACTOR * recorded, FLOOR_SECONDS)
