@@ -16,8 +16,9 @@ What a run shows (`outcome`): `fixed`, the builder exits 0; `further`, the
 build got past the recorded failure (the process that failed there no longer
 fails so) and fails later, or is still running at the limit; `other`, it
 fails elsewhere without getting past the recorded failure; `same`, the
-process that failed fails again with the same status, or the build ends with
-the same failure; `confirmed` (network); `unknown`, the limit came before the
+process that failed fails again with the same status, and the cause's own
+failing call failed again or it ended on the same words as recorded;
+`confirmed` (network); `unknown`, the limit came before the
 recorded point of failure. A run stops at the first of: the build's end, the
 recorded failure repeated (`same`, `confirmed`), the limit (LIMIT_FACTOR times
 the recording's duration).
@@ -170,10 +171,19 @@ def target_of(rep, c):
     cause the attempt."""
     chain = rep.get("failure_chain") or []
     origin = chain[-1] if chain else {}
-    return {"origin": origin.get("proc"), "program": _base(origin.get("argv")),
+    net = c.get("kind") in NET_KINDS
+    tail = [e["text"] for e in rep.get("stderr_tail") or () if e.get("text", "").strip()]
+    return {"origin": origin.get("proc"), "said": _clean(tail[-1]) if tail else None, "program": _base(origin.get("argv")),
             "status": origin.get("exit_code"), "signal": origin.get("signal"),
-            "attempt": c.get("host") or c.get("address"),
-            "attempt_kind": c.get("kind") if c.get("kind") in NET_KINDS else None}
+            # The cause's own failing call: (call, path, errno) as recorded.
+            "call": None if net or not c.get("syscall") else
+            (c["syscall"], c.get("accessed") or c.get("path"), c.get("errno")),
+            "host": c.get("host") if net else None,
+            "address": c.get("address") if net else None}
+
+
+def _clean(line):
+    return "".join(ch if ch.isprintable() else "?" for ch in line.strip())[:200]
 
 
 def _base(argv):
@@ -191,6 +201,8 @@ class Watch:
         self.children = {}         # proc -> [children in fork order]
         self.tail = {}             # proc -> the end of its log output
         self.verdict = None        # "same" / "confirmed": the run may stop now
+        self.recurred = False      # the cause's failing call failed again
+        self.last_said = None      # the last line of the whole log
         self.passed = False        # the recorded failure's origin got past it
 
     def see(self, ev):
@@ -207,12 +219,22 @@ class Watch:
             # A message comes in pieces (cp writes its path apart): keep a tail.
             data = bytes(ev.args.get("data") or b"").decode("utf-8", "replace")
             self.tail[ev.proc] = (self.tail.get(ev.proc, "") + data)[-TAIL:]
+            line = self.last_line(ev.proc)
+            if line:
+                self.last_said = line
         elif k == "exit":
             self._exit(ev)
-        elif k == "syscall" and self.t["attempt_kind"] and ev.failed:
-            got = ev.args.get("dns") if self.t["attempt_kind"] == "dns" else ev.args.get("address")
-            if got and got == self.t["attempt"]:
-                self.verdict = "confirmed"
+        elif k == "syscall" or k == "exec":
+            t = self.t
+            if ev.failed and t["call"] is not None and \
+                    (ev.syscall, ev.path, ev.errno) == t["call"]:
+                self.recurred = True
+            elif ev.args and (t["host"] or t["address"]):
+                # The same attempt: the question asked (a resolver's UDP
+                # connect succeeds; only the query fails), or the address.
+                if (t["host"] and ev.args.get("dns") == t["host"]) or \
+                        (t["address"] and ev.args.get("address") == t["address"]):
+                    self.verdict = "confirmed"
 
     def _exit(self, ev):
         status, sig = ev.args.get("status"), ev.args.get("signal")
@@ -221,17 +243,23 @@ class Watch:
         t = self.t
         if ev.proc != t["origin"] or self.program.get(ev.proc) != t["program"]:
             return
-        if (status, sig) == (t["status"], t["signal"]):
-            self.verdict = self.verdict or "same"     # it failed there again
-        else:
+        if (status, sig) != (t["status"], t["signal"]):
             self.passed = True
+        elif self.recurred or t["call"] is None:
+            self.verdict = self.verdict or "same"     # it failed there again
+        # (The same status without the cause's failing call: the build's
+        # last words at its end tell whether the failure is the same.)
 
     def last_line(self, proc):
         """The last non-blank line `proc` wrote, printable (the build chose it)."""
         lines = [x for x in _ANSI.sub("", self.tail.get(proc, "")).splitlines() if x.strip()]
-        if not lines:
-            return None
-        return "".join(ch if ch.isprintable() else "?" for ch in lines[-1])[:200]
+        return _clean(lines[-1]) if lines else None
+
+    def said_again(self):
+        """Did the build end on the words it ended on in the recording? (A
+        change that made the cause's call succeed and left the failure as it
+        was: the call was not it.)"""
+        return self.t["said"] is not None and self.last_said == self.t["said"]
 
     def origin(self):
         """The live failure's origin: from the builder down through the
@@ -260,13 +288,18 @@ def outcome(w, builder_status, stopped_at_limit, recorded_events):
     status, sig, _ = w.failed.get(proc, (None, None, None))
     prog = w.program.get(proc) or "?"
     t = w.t
-    if (proc, prog, status, sig) == (t["origin"], t["program"], t["status"], t["signal"]):
+    same_origin = (proc, prog, status, sig) == (t["origin"], t["program"], t["status"],
+                                                 t["signal"])
+    if same_origin and not w.passed and (w.recurred or t["call"] is None or w.said_again()):
         return "same", None
-    line = w.last_line(proc)
+    line = w.last_line(proc) or w.last_said
     where = f"{prog} ({proc}) " + (f"killed by {sig}" if sig else f"exit {status}")
     # Later only if the recorded failure's process got past it; else the
     # change broke something else (or the build took another way).
-    return ("further" if w.passed else "other"), where + (f": {line}" if line else "")
+    # Past the recorded failure: its process got past it, or the cause's own
+    # failing call did not fail again (go, given HOME, fails on its proxy).
+    past = w.passed or (t["call"] is not None and not w.recurred)
+    return ("further" if past else "other"), where + (f": {line}" if line else "")
 
 
 # --- one experiment (in a forked child) -------------------------------------------------
@@ -416,11 +449,22 @@ def verify(trace_header, summary, rep, max_n=3, jobs=None, status=None):
     for i, c in enumerate(causes):
         change, why_not = change_for(c, plan_of(trace_header))
         plans.append((i, c, change, why_not))
-    todo = [(i, c, ch) for i, c, ch, _ in plans if ch is not None]
+    # One run per distinct change (three HOME writes of cargo's are one experiment).
+    todo, same_as = [], {}
+    for i, c, ch, _ in plans:
+        if ch is None:
+            continue
+        first = next((j for j, _, other in todo if other == ch), None)
+        if first is None:
+            todo.append((i, c, ch))
+        else:
+            same_as[i] = first
     jobs = max(1, min(jobs or max(1, (os.cpu_count() or 1) // 2), len(todo) or 1))
     results = {i: {"change": None, "outcome": "untested", "seconds": 0.0, "why": why_not}
                for i, c, ch, why_not in plans if ch is None}
     _run_all(trace_header, rep, todo, jobs, limit, rec_events, results, status)
+    for i, first in same_as.items():
+        results[i] = dict(results[first], same_run_as=first + 1)
     return {"recording_seconds": round(recorded, 2), "limit_seconds": round(limit, 2),
             "jobs": jobs, "verifications": [results.get(i) for i in range(len(causes))]}
 

@@ -254,6 +254,9 @@ def verify_text(rep: dict) -> str:
         r = c["verification"]
         if not r.get("change"):
             out.append(f"  {i}. not tested: {r.get('why')}")
+        elif r.get("same_run_as"):
+            out.append(f"  {i}. {r['outcome']}: {r['change']} -- the same change as "
+                       "a cause above: its run")
         else:
             out.append(f"  {i}. {r['outcome']} in {r.get('seconds', 0):.1f} s: {r['change']} -- "
                        f"{_OUTCOME_WORDS.get(r['outcome'], r['outcome'])}")
