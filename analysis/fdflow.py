@@ -29,6 +29,10 @@ from nixrec.recorder.trace.syscalls import FD_PAIR_CALLS, O_CLOEXEC
 FILE = "file:"
 # How far `upstream` follows pipes into pipes (a | b | c | d).
 MAX_HOPS = 8
+# The channels a process read that may reach what it writes later: the last
+# few (a configure's shell reads ~2,000 `$(...)` and writes a few dozen files;
+# every pair kept was 54k links on GNU hello).
+KEEP_READ = 64
 
 
 def _is_ancestor(a, b):
@@ -45,7 +49,7 @@ class FdFlow:
         # object written -> {(channel read, proc)}: proc held the channel's read
         # end and a write fd on the object at one moment.
         self.feeds = {}
-        self.ever_read = {}    # proc -> channels it held a read end of, as its own
+        self.ever_read = {}    # proc -> the last KEEP_READ channels it read, as its own
         self.creator = {}      # channel -> the process that made it
         self.passed = set()    # channels whose read end a child of their maker took
 
@@ -115,7 +119,10 @@ class FdFlow:
         writes, with `entry` newly its own."""
         obj, mode = entry[0], entry[1]
         if "r" in mode and not obj.startswith(FILE):
-            self.ever_read.setdefault(proc, set()).add(obj)
+            read = self.ever_read.setdefault(proc, {})
+            read[obj] = None
+            if len(read) > KEEP_READ:
+                del read[next(iter(read))]
             maker = self.creator.get(obj)
             if maker is not None and maker != proc and _is_ancestor(maker, proc):
                 self.passed.add(obj)          # a child reads it: its maker does not
