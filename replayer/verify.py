@@ -57,6 +57,12 @@ TEARDOWN = 1.5          # seconds: hello's configure killed at the limit took 1.
 PROGRESS_EVERY = 0.25
 # Bytes of each process's log kept to name where a run failed.
 TAIL = 400
+# A run that failed elsewhere went further only with more events than this
+# times the recording's (seen: 1.3x for cargo given HOME, 1.03x for go given a
+# /sys file that changed nothing, its failure's words varying from run to run).
+FURTHER_FACTOR = 1.1
+# Lines of the log kept to tell whether the recorded last words came again.
+SAID = 50
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 # Kinds whose cause is a host or store path the sandbox hid.
 PATH_KINDS = ("undeclared-host-path", "undeclared-store-path", "missing-interpreter",
@@ -202,7 +208,7 @@ class Watch:
         self.tail = {}             # proc -> the end of its log output
         self.verdict = None        # "same" / "confirmed": the run may stop now
         self.recurred = False      # the cause's failing call failed again
-        self.last_said = None      # the last line of the whole log
+        self.said = []             # the last SAID distinct lines of the log
         self.passed = False        # the recorded failure's origin got past it
 
     def see(self, ev):
@@ -220,8 +226,9 @@ class Watch:
             data = bytes(ev.args.get("data") or b"").decode("utf-8", "replace")
             self.tail[ev.proc] = (self.tail.get(ev.proc, "") + data)[-TAIL:]
             line = self.last_line(ev.proc)
-            if line:
-                self.last_said = line
+            if line and line not in self.said:
+                self.said.append(line)
+                del self.said[:-SAID]
         elif k == "exit":
             self._exit(ev)
         elif k == "syscall" or k == "exec":
@@ -259,7 +266,7 @@ class Watch:
         """Did the build end on the words it ended on in the recording? (A
         change that made the cause's call succeed and left the failure as it
         was: the call was not it.)"""
-        return self.t["said"] is not None and self.last_said == self.t["said"]
+        return self.t["said"] is not None and self.t["said"] in self.said
 
     def origin(self):
         """The live failure's origin: from the builder down through the
@@ -288,17 +295,21 @@ def outcome(w, builder_status, stopped_at_limit, recorded_events):
     status, sig, _ = w.failed.get(proc, (None, None, None))
     prog = w.program.get(proc) or "?"
     t = w.t
-    same_origin = (proc, prog, status, sig) == (t["origin"], t["program"], t["status"],
-                                                 t["signal"])
+    # The same program failing the same way (not the same tree path: go's
+    # processes and make's jobs are numbered in the order they come).
+    same_origin = (prog, status, sig) == (t["program"], t["status"], t["signal"])
     if same_origin and not w.passed and (w.recurred or t["call"] is None or w.said_again()):
         return "same", None
-    line = w.last_line(proc) or w.last_said
+    line = w.last_line(proc) or (w.said[-1] if w.said else None)
     where = f"{prog} ({proc}) " + (f"killed by {sig}" if sig else f"exit {status}")
     # Later only if the recorded failure's process got past it; else the
     # change broke something else (or the build took another way).
     # Past the recorded failure: its process got past it, or the cause's own
-    # failing call did not fail again (go, given HOME, fails on its proxy).
-    past = w.passed or (t["call"] is not None and not w.recurred)
+    # failing call did not fail again (go, given HOME, fails on its proxy);
+    # and the build did more than it did when recorded (go numbers its
+    # processes in the order they come: a tree path alone proves little).
+    past = (w.passed or (t["call"] is not None and not w.recurred)) \
+        and w.events > FURTHER_FACTOR * recorded_events
     return ("further" if past else "other"), where + (f": {line}" if line else "")
 
 
