@@ -11,10 +11,12 @@ without them the tests skip with the reason, except under CI=true.
 
 import json
 import os
+import re
 
 import pytest
 
-from nixfix import FIXTURES, instantiate, missing, run_nixrec
+from nixfix import FIXTURES, NIXREC, instantiate, missing, run_nixrec
+from test_status import pane, tmux, wait_for  # noqa: F401 - tmux is a fixture
 from test_failing_corpus import require_host, require_record
 from tracebuild import TraceBuilder
 
@@ -98,6 +100,23 @@ def test_paths_that_are_not_the_cause_change_nothing(tmp_path):
     assert outcomes[0][1] in ("fixed", "further"), outcomes
     assert [o for _, o in outcomes[1:]] == ["same", "same"], outcomes
     assert rep["verify"]["jobs"] == 2
+
+
+@pytest.mark.e2e
+def test_a_status_line_shows_while_the_runs_go_and_goes_away(tmux, tmp_path):
+    # In a real terminal (tmux, the pane's bytes kept by pipe-pane): rich's
+    # status line of record and replay, saying the runs done and running.
+    trace = record(tmp_path, "failing/default.nix", "home")
+    raw = tmp_path / "raw"
+    cmd = f"{NIXREC} why --verify --max 1 {trace} > {tmp_path}/out.txt; echo EXIT=$?; sleep 60"
+    tmux("new-session", "-d", "-s", "rec", "-x", "120", "-y", "20", "sleep 2; " + cmd)
+    tmux("pipe-pane", "-t", "rec", "-o", f"cat >> {raw}")
+    lines = wait_for(tmux, lambda lines: any(ln.startswith("EXIT=") for ln in lines), 60)
+    assert "EXIT=0" in lines
+    drawn = raw.read_bytes().decode(errors="replace")
+    assert re.search(r"\[nixrec \d+s \| \d+ events \| verify [01]/1 done", drawn), drawn
+    assert not [ln for ln in pane(tmux, history=True) if "[nixrec" in ln]   # gone
+    assert "1. fixed in " in (tmp_path / "out.txt").read_text()
 
 
 @pytest.mark.e2e
