@@ -19,6 +19,7 @@ from nixrec.analysis.includes import is_include_dir
 from nixrec.analysis.loglines import LineSplitter
 from nixrec.analysis.noise import path_noise
 from nixrec.analysis.searches import hidden_lookups
+from nixrec.recorder.trace.syscalls import FD_CALLS
 from nixrec.recorder.tracefile.model import Event
 
 STDERR_LINES = 200      # per process; a build that prints more is rarely helped by more
@@ -334,6 +335,10 @@ class Facts:
         if ev.syscall in _WAIT_CALLS:
             if args.get("child"):
                 self.waits[ev.proc].append((ev.seq, args["child"], args.get("status")))
+            return
+        if ev.syscall in FD_CALLS:        # data flow only (fdflow.py), never a cause
+            if ev.errno is None:
+                self.flow.add_fd(ev)
             return
         if args:
             if (args.get("dns") or (args.get("address") or "").endswith(":53")) \

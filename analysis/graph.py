@@ -19,6 +19,8 @@ import re
 import networkx as nx
 
 from nixrec.analysis.deps import access_of, creates, deletes, store_path_of
+from nixrec.analysis.fdflow import FdFlow
+from nixrec.recorder.trace.syscalls import OPEN_CALLS
 
 
 def parent_of(proc: str):
@@ -34,6 +36,8 @@ class GraphBuilder:
         self.hide_reads = hide_reads
         # Data flow only: no reads, stats, sockets or waits (what `why` asks).
         self.flow_only = flow_only
+        # Pipes and inherited fds (fdflow.py): fed by facts.py for `why`.
+        self.fd = FdFlow() if flow_only else None
         plan = (header or {}).get("plan") or {}
         self.store_dir = plan.get("store_dir") or "/nix/store"
         # The builder starts in the build directory (Nix's cwd for it).
@@ -117,8 +121,14 @@ class GraphBuilder:
                 c = self._proc(child)
                 nodes[c]["parent"] = ev.proc
                 nodes[c]["cwd"] = nodes[p]["cwd"]
+                self.fd.fork(ev.proc, child, ev.seq)
         elif not ev.failed:
             nodes[p]["argv"] = list(ev.args.get("argv") or ())
+            self.fd.exec(ev.proc)
+
+    def add_fd(self, ev):
+        """A successful pipe, socketpair or dup, for a flow_only graph."""
+        self.fd.add(ev)
 
     def add_flow(self, ev, made, gone):
         """A successful syscall that is no read or stat (or a chdir), for a
@@ -126,6 +136,8 @@ class GraphBuilder:
         the caller knows already (this runs on every write of a big build)."""
         if ev.args and (ev.args.get("address") or ev.args.get("dns")):
             return
+        if ev.syscall in OPEN_CALLS and not ev.failed and (made or access_of(ev) == "write"):
+            self.fd.opened(ev)
         self._syscall(ev, self._proc(ev.proc), made, gone)
 
     def _syscall(self, ev, p, made=None, gone=None):
@@ -173,13 +185,20 @@ def build_graph(header, processes, events, fold_store=False, hide_reads=False):
 _MAKE_EDGES = ("create", "write", "rename")
 
 
-def makers(g, path, after=0, before=None):
+def makers(g, path, after=0, before=None, fd=None):
     """[(proc, kind, seq, ok)]: the processes that created, wrote or renamed
-    onto `path`, with an edge seq in (after, before) (the edge's first or last)."""
+    onto `path`, with an edge seq in (after, before) (the edge's first or last);
+    with `fd` (fdflow.FdFlow), also those that held a write fd on it they
+    inherited ("write") and the writers of the pipes its writers read ("pipe")."""
+    out = []
+    if fd is not None:
+        held = [(p, "write", seq) for p, seq in fd.file_writers(path)]
+        for p, kind, seq in held + [(p, "pipe", seq) for p, _, seq in fd.upstream(path)]:
+            if seq > after and (before is None or seq < before):
+                out.append((p, kind, seq, True))
     n = "file:" + path
     if n not in g:
-        return []
-    out = []
+        return out
     for u, _, d in g.in_edges(n, data=True):
         if d["kind"] not in _MAKE_EDGES or not u.startswith("proc:"):
             continue

@@ -27,13 +27,18 @@ Data flow: a file is written by whoever holds the descriptor, and a shell
 opens a redirection (`cmd > $out/f`) before it forks `cmd`, so the writer's
 children forked after the open, until it waits for the first of them, count
 as writers too; its ancestors, before they forked the line down to it, pass
-it their environment and arguments.
+it their environment and arguments. Descriptors (fdflow.py) add the rest:
+a process that inherited a write fd on the file is a writer too (`{ a; b; }
+> f` has two), and the writers of a pipe a maker read from are makers
+(`head -c 16 /dev/urandom | od > f`: head's open of /dev/urandom is f's
+source, via "pipe").
 """
 
 import collections
 
 from nixrec.analysis.deps import access_of, basename, creates
-from nixrec.recorder.trace.syscalls import O_DIRECTORY, OPEN_CALLS
+from nixrec.analysis.fdflow import FdFlow
+from nixrec.recorder.trace.syscalls import FD_CALLS, O_DIRECTORY, OPEN_CALLS
 
 # The kinds of cause diff names for a differing file, most telling first:
 # a difference diff found in the calls of a process that made the file, an
@@ -107,22 +112,29 @@ class Flow:
         self.argv = {}                         # proc -> argv of its last exec
         self.sources = collections.defaultdict(list)   # proc -> [(seq, kind, what)]
         self._kept = collections.Counter()     # (proc, kind) -> sources kept
+        self.fd = FdFlow()                     # pipes and inherited fds (fdflow.py)
 
     def add(self, ev) -> None:
         if ev.path is None and ev.kind not in ("fork", "exec") and \
                 ev.syscall not in ("getrandom", "wait4"):
+            if ev.syscall in FD_CALLS and not ev.failed:
+                self.fd.add(ev)
             return
         if ev.kind == "fork":
             child = ev.args.get("child")
             if child:
                 self.parent[child] = ev.proc
                 self.born[child] = ev.seq
+                self.fd.fork(ev.proc, child, ev.seq)
             return
         if ev.syscall == "wait4" and ev.args.get("child"):
             self.reaped[ev.proc].append((ev.seq, ev.args["child"]))
             return
         if ev.kind == "exec" and not ev.failed:
             self.argv[ev.proc] = list(ev.args.get("argv") or [])
+            self.fd.exec(ev.proc)
+        elif ev.syscall in OPEN_CALLS and not ev.failed and access_of(ev) == "write":
+            self.fd.opened(ev)
         if ev.path in self.targets or ev.path2 in self.targets:
             made = creates(ev)
             if made in self.targets:
@@ -163,14 +175,25 @@ class Flow:
         for p in self.born:
             if p.startswith(proc + ".") and seq < self.born[self._child_of(proc, p)] < until:
                 who.append((p, "child"))
-        who += [(a, "ancestor") for a in self.ancestors(proc)]
+        # Whoever else held a write fd on it (a redirection the child
+        # inherited), and the writers of the pipes these read (`a | b > f`).
+        named = {p for p, _ in who}
+        for p, _ in self.fd.file_writers(path):
+            if p not in named and not proc.startswith(p + "."):
+                who.append((p, "child"))
+                named.add(p)
+        for up, _chan, _seq in self.fd.upstream(path):
+            if up not in named:
+                who.append((up, "pipe"))
+                named.add(up)
+        who += [(a, "ancestor") for a in self.ancestors(proc) if a not in named]
         return w, who
 
     def _command_end(self, proc, seq):
         """When the command a redirection opened at `seq` was for had ended:
         the writer's first wait for a child forked after the open (`cmd > f`
         is open, fork, wait); its later children write elsewhere. (`{ a; b;
-        } > f` has two: b is missed, close() is not a recorded call.)"""
+        } > f` has two: b is found by the fd it inherited, fdflow.py.)"""
         for wseq, child in self.reaped.get(proc, ()):
             if wseq > seq and self.born.get(child, 0) > seq:
                 return wseq
@@ -201,7 +224,7 @@ class Flow:
         return rank(found)
 
 
-_VIA = {"writer": 0, "child": 1, "ancestor": 2}
+_VIA = {"writer": 0, "child": 1, "pipe": 1, "ancestor": 2}
 
 
 def rank(sources):

@@ -7,6 +7,7 @@ path in a place the build writes (/build, /tmp, an output), absent at that
 point by the trace's file state (filestate.py), leads to the process that was
 to make it after it last went away and failed before the consumer looked: one
 that tried to create or write it (the data-flow graph, and its failed writes),
+a writer of a pipe such a process read (`gen | sort > x`: fdflow.py),
 or one whose command line names it as an output (`gcc -o conftest`,
 `--out=version.h`, `> x`; graph.asked_to_make). rootcause.py then ranks that
 process's own causes and puts them first.
@@ -45,7 +46,7 @@ def find_producer(facts, path, before, chain):
     gone = facts.files.removed_before(path, before)
     after = gone[0] if gone else 0
     signs = {}
-    for proc, _kind, _seq, _ok in makers(facts.flow.g, path, after, before):
+    for proc, _kind, _seq, _ok in makers(facts.flow.g, path, after, before, facts.flow.fd):
         signs[proc] = TRIED_WRITE
     for f in facts.failures:
         if f.path == path and after < f.seq < before and access_of(f) == "write":

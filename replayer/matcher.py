@@ -21,8 +21,12 @@ same volatile events, else it happens at the next counted event.
 import array
 import re
 
+from nixrec.recorder.trace.syscalls import FD_CALLS
+
 HOOKED = ("syscall", "exec", "output")     # kinds the tracer's `before` hook sees
-VOLATILE_SYSCALLS = frozenset(("wait4",))
+# Descriptor calls (pipe, dup2...: data flow, analysis/fdflow.py) too: a job
+# runner's dups follow its jobs' order, and no replay stop is asked at one.
+VOLATILE_SYSCALLS = frozenset(("wait4",)) | FD_CALLS
 # What a process does in the same order even when it runs jobs in parallel.
 STRUCTURAL = frozenset(("exec", "fork", "exit"))
 # Errors that say "try again", which depend on timing and not on the build.

@@ -76,6 +76,28 @@ def test_random_bytes_are_random(tmp_path):
 
 
 @pytest.mark.e2e
+def test_random_bytes_through_a_pipe_name_dev_urandom(tmp_path):
+    # head -c 16 /dev/urandom | od > $out/rand: od writes the file, head read
+    # /dev/urandom; the pipe between them is in the trace (pipe2, dup2).
+    a, b = record(tmp_path, "pipe", "a"), record(tmp_path, "pipe", "b")
+    pipes = [e for e in events(a) if e.get("syscall") == "pipe2"]
+    assert len(pipes) == 1 and pipes[0]["args"]["ends"][0].startswith("pipe:[")
+    assert pipes[0]["args"]["ends"][0] == pipes[0]["args"]["ends"][1]
+    dups = [e for e in events(a) if e.get("syscall") == "dup2"]
+    assert any(e["args"]["fd"] == pipes[0]["args"]["fds"][1] and e["result"] == 1
+               for e in dups)                     # head's stdout: the write end
+    rep = diff(a, b)
+    assert [f["file"] for f in rep["files"]] == ["/rand"]
+    f = rep["files"][0]
+    od = f["a_writer"]["proc"]
+    top = rep["first_cause"]
+    assert (top["kind"], top["file"], top["what"], top["via"]) == \
+        ("random", "/rand", "opens /dev/urandom", "pipe")
+    assert top["proc"] != od and not od.startswith(top["proc"] + ".")   # head, not od's shell
+    assert "through a pipe" in diff_text(a, b)
+
+
+@pytest.mark.e2e
 def test_an_output_that_follows_the_cores_names_nix_build_cores(tmp_path):
     a = record(tmp_path, "cores", "a", "--cores", "1")
     b = record(tmp_path, "cores", "b", "--cores", "2")

@@ -179,7 +179,8 @@ def cause_text(c) -> str:
         side = f"{c['side'].upper()} " if c.get("side") else ""
         at = f", {side}event {c['seq']}" if c.get("seq") else ""
         where = f" process {c['proc']}{at}:"
-    return f"[{c['kind']}]{where} {c['what']}"
+    through = " (its writes reached the file through a pipe)" if c.get("via") == "pipe" else ""
+    return f"[{c['kind']}]{where} {c['what']}{through}"
 
 
 def diff_text(rep: dict) -> str:
@@ -285,3 +286,49 @@ def _phase_line(ph) -> list:
         out.append(f"  no command of {ph['name']} failed: a shell builtin or function "
                    "of the builder did (test, cd, a hook's false...)")
     return out
+
+
+# `why --verify` (replayer/verify.py): what each experiment showed, in words.
+_OUTCOME_WORDS = {
+    "fixed": "the build succeeds: proven",
+    "further": "the build gets past the recorded failure: proven",
+    "confirmed": "the same attempt is made again: confirmed",
+    "same": "no effect: not this",
+    "unknown": "the limit came first: not shown",
+    "other": "it fails another way, not past the recorded failure: not shown",
+}
+
+
+def verify_text(rep: dict) -> str:
+    """The experiments of `why --verify`, after why_text: one line per cause
+    tried, its change, outcome and seconds, then which causes were proven."""
+    v = rep.get("verify") or {}
+    tried = [(i, c) for i, c in enumerate(rep.get("root_causes") or [], 1)
+             if c.get("verification")]
+    if not tried:
+        return "verify: no cause to test\n"
+    out = [f"verify: each cause re-run in nixrec's sandbox with that one difference removed "
+           f"(recording {v.get('recording_seconds', 0):.1f} s, limit "
+           f"{v.get('limit_seconds', 0):.1f} s a run, {v.get('jobs', 1)} at a time):"]
+    for i, c in tried:
+        r = c["verification"]
+        if not r.get("change"):
+            out.append(f"  {i}. not tested: {r.get('why')}")
+        elif r.get("same_run_as"):
+            out.append(f"  {i}. {r['outcome']}: {r['change']} -- the same change as "
+                       "a cause above: its run")
+        else:
+            out.append(f"  {i}. {r['outcome']} in {r.get('seconds', 0):.1f} s: {r['change']} -- "
+                       f"{_OUTCOME_WORDS.get(r['outcome'], r['outcome'])}")
+        if r.get("where"):
+            fails = "fails later in " if r["outcome"] == "further" and \
+                not r["where"].startswith("still") else ""
+            out.append(f"     {fails}{r['where']}")
+        out.append(f"     [{c['kind']}] #{c['seq']} {c['summary']}")
+    proven = [f"{i}" for i, c in tried
+              if c["verification"]["outcome"] in ("fixed", "further", "confirmed")]
+    if proven:
+        out.append("proven: cause " + ", ".join(proven) + " (by the runs above)")
+    else:
+        out.append("proven: none of the causes tried (the trace's evidence only)")
+    return "\n".join(out) + "\n"

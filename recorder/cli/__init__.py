@@ -39,7 +39,7 @@ VERBS = {
     "record": "nixrec.recorder.cli.record",
     "events": "nixrec.recorder.cli.events",
     "drv": "nixrec.recorder.cli.drv",
-    "why": "nixrec.analysis.cli",
+    "why": "nixrec.replayer.cmd_why",
     "deps": "nixrec.analysis.cli",
     "graph": "nixrec.analysis.cli",
     "phases": "nixrec.analysis.cli",

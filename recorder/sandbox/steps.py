@@ -191,7 +191,8 @@ def fixed_trees(plan: SandboxPlan) -> list:
     writable = [build, plan.store_dir or STORE_DIR, "/tmp", "/dev", "/proc"] + outputs
     # Mounts made after the binds: a bind under one is hidden by it.
     covering = [build, "/dev", "/proc"] + outputs
-    binds = list(plan.inputs or []) + [sp["target"] for sp in plan.sandbox_paths or []] \
+    binds = list(plan.inputs or []) + [sp["target"] for sp in plan.sandbox_paths or []
+                                       if not sp.get("writable")] \
         + ["/etc/" + name for name in plan.etc_binds or []]
     if build_ids(plan)[0] != os.geteuid():
         # /etc and the files in it are made by this process (prepare_host):
@@ -305,8 +306,9 @@ def _chroot_view(plan, lay):
     for sp in plan.sandbox_paths:
         if sp["optional"] and not os.path.exists(sp["source"]):
             continue
+        # (writable: only `why --verify`'s HOME, replayer/verify.py)
         _bind(sp["source"], root + sp["target"],
-              readonly=sandbox_path_readonly(sp["source"], plan))
+              readonly=not sp.get("writable") and sandbox_path_readonly(sp["source"], plan))
     for name in plan.etc_binds:
         _bind("/etc/" + name, root + "/etc/" + name,
               readonly=sandbox_path_readonly("/etc/" + name, plan))

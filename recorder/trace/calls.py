@@ -118,6 +118,8 @@ class Decoder:
             self._net(t, sc, args, ev)
         elif sc.name == "wait4":
             ev.args["wstatus_addr"] = args[1]
+        elif sc.i_fds is not None:
+            ev.args["fds_addr"] = args[sc.i_fds]      # filled in by the call: at exit
         elif sc.i_pid is not None:
             ev.args["target_pid"] = s32(args[sc.i_pid])
             if sc.i_sig is not None:
@@ -204,6 +206,24 @@ _SIGNAMES = {**SIGNAMES, signal.SIGIO: "SIGIO"}
 def signame(n: int) -> str:
     name = _SIGNAMES.get(n)
     return name if name is not None else f"SIG{n}"
+
+
+def fd_pair(pid, ev, addr) -> None:
+    """A pipe/socketpair's two fds, read at its exit stop, and what they are
+    (`pipe:[ino]`, `socket:[ino]`: /proc's names, one inode for a pipe's two
+    ends): ev.args fds, ends."""
+    raw = linux.read_mem(pid, addr, 8) if addr else b""
+    if len(raw) != 8:
+        return
+    fds = [int.from_bytes(raw[:4], "little", signed=True),
+           int.from_bytes(raw[4:], "little", signed=True)]
+    ends = []
+    for fd in fds:
+        try:
+            ends.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            return
+    ev.args["fds"], ev.args["ends"] = fds, ends
 
 
 def set_result(ev, rval: int, failed) -> None:

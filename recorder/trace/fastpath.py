@@ -33,6 +33,9 @@ F_RESULT, F_ERR, F_STATUS, F_HELD, F_PREDICTED = 1, 2, 4, 8, 16
 # struct rec: size, pid, nr, flags, rawlen, t_ns, args[6], rval, status.
 REC = struct.Struct("<IiHBxIq6QqI4x")
 _K_SIMPLE, _K_WAIT4, _K_OUT = 1, 2, 3
+# A call whose event is its arguments and result (dup, dup2, dup3): any other
+# kind number takes fastpath.c's generic way, entry and exit recorded as they are.
+_K_ARGS = 4
 _WHERE = {"oflags": 1, "atflags": 2, "always": 3, None: 4}
 _ASK = {"stat": 8, "open": 9, "read": 10, "readdir": 11}
 _BUFFER = 1 << 20              # the records between two returns to Python
@@ -107,6 +110,8 @@ def kind_of(sc):
         return _K_WAIT4
     if sc.only_path and sc.name not in _PYTHON_ONLY:
         return _K_SIMPLE
+    if sc.cls == syscalls.FD and sc.i_fds is None:
+        return _K_ARGS
     return 0
 
 

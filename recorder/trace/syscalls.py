@@ -19,6 +19,8 @@ AUDIT_ARCH_X86_64 = 0xC000003E
 
 # Classes: what kind of thing the call touches (analysis groups by these).
 FILE, EXEC, PROC, NET, OUT = "file", "exec", "proc", "net", "out"
+# Descriptors: where data goes between processes (pipes, socketpairs, dups).
+FD = "fd"
 
 # Argument roles used by the decoder (recorder/trace/decode.py):
 #   dirfd/path      a path relative to dirfd (AT_FDCWD = the process's cwd)
@@ -31,6 +33,7 @@ FILE, EXEC, PROC, NET, OUT = "file", "exec", "proc", "net", "out"
 #   mmsg            an mmsghdr vector; buf a data buffer (len in `count`);
 #   iov/iovcnt      a write vector; how an open_how struct (openat2)
 #   wstatus         an int* filled in by wait4; sfamily/stype socket() args
+#   fds             an int[2] the call fills in (pipe, pipe2, socketpair)
 #   pid/sig         the target and signal of kill-family calls
 #   skip            an argument nixrec does not decode
 #
@@ -113,6 +116,18 @@ _ROWS = [
     (44, "sendto", NET, ("fd", "buf", "count", "skip", "addr", "addrlen"), True),
     (46, "sendmsg", NET, ("fd", "msg", "skip"), True),
     (307, "sendmmsg", NET, ("fd", "mmsg", "count", "skip"), True),
+    # Data flow between processes (analysis/fdflow.py): a pipe's two fds and
+    # the object they are (`pipe:[ino]`, read from /proc at the exit stop),
+    # and which fd a dup made of which. Rare calls but for dup2, which the C
+    # loop records with its result (fastpath.K_ARGS): a shell's every
+    # redirection. close() is not recorded (every process makes thousands):
+    # a later open, pipe or dup onto the same fd number replaces it.
+    (22, "pipe", FD, ("fds",), True),
+    (293, "pipe2", FD, ("fds", "flags"), True),
+    (53, "socketpair", FD, ("skip", "flags", "skip", "fds"), True),
+    (32, "dup", FD, ("fd",), True),
+    (33, "dup2", FD, ("fd", "skip"), True),
+    (292, "dup3", FD, ("fd", "skip", "flags"), True),
     (1, "write", OUT, ("fd", "buf", "count"), False),
     (20, "writev", OUT, ("fd", "iov", "iovcnt"), False),
 ]
@@ -123,7 +138,7 @@ class Syscall:
 
     __slots__ = ("nr", "name", "cls", "roles", "needs_exit", "i_path", "i_dirfd", "i_path2",
                  "i_dirfd2", "i_flags", "i_atflags", "i_fd", "i_target", "i_how",
-                 "i_pid", "i_sig", "only_path")
+                 "i_pid", "i_sig", "i_fds", "only_path")
 
     def __init__(self, nr, name, cls, roles, needs_exit):
         self.nr, self.name, self.cls = nr, name, cls
@@ -135,6 +150,7 @@ class Syscall:
         self.i_atflags, self.i_fd = self.arg("atflags"), self.arg("fd")
         self.i_target, self.i_how = self.arg("target"), self.arg("how")
         self.i_pid, self.i_sig = self.arg("pid"), self.arg("sig")
+        self.i_fds = self.arg("fds")
         # A file call that names one path and has nothing else to read (open,
         # stat, access, mkdir, unlink...): most of a build's calls. The
         # decoder stops early for them; the C loop handles them (fastpath.py).
@@ -218,7 +234,8 @@ O_ACCMODE, O_DIRECTORY = 0o3, 0o200000
 # and its result then is the lowest fd the process has free (fastpath.c reads
 # /proc/PID/fd): no other bit changes which fd it gets or whether it opens a
 # regular file or directory (O_CLOEXEC, O_LARGEFILE, O_NOCTTY, O_NONBLOCK).
-OPEN_READ_BITS = 0o2000000 | 0o100000 | 0o400 | 0o4000 | O_NOFOLLOW | O_DIRECTORY
+O_CLOEXEC = 0o2000000          # also SOCK_CLOEXEC (socketpair's type)
+OPEN_READ_BITS = O_CLOEXEC | 0o100000 | 0o400 | 0o4000 | O_NOFOLLOW | O_DIRECTORY
 AT_SYMLINK_NOFOLLOW = 0x100
 
 # Calls that change what a process is, by class, for analysis.
@@ -230,6 +247,9 @@ WRITE_CALLS = frozenset(("creat", "mkdir", "mkdirat", "unlink", "unlinkat", "rmd
 STAT_CALLS = frozenset(("stat", "lstat", "newfstatat", "statx", "access", "faccessat",
                         "faccessat2", "readlink", "readlinkat"))
 OPEN_CALLS = frozenset(("open", "openat", "openat2"))
+FD_CALLS = frozenset(s.name for s in BY_NR.values() if s.cls == FD)
+# Of those, the ones that fill in an int[2] of fds.
+FD_PAIR_CALLS = frozenset(s.name for s in BY_NR.values() if s.i_fds is not None)
 
 
 _ERRNO_NAMES = _errno.errorcode

@@ -25,7 +25,7 @@ import time
 
 from nixrec.recorder.trace import explain, fastpath, predict, syscalls, waiting
 from nixrec.recorder.sandbox import linux
-from nixrec.recorder.trace.calls import Decoder, set_result, signame
+from nixrec.recorder.trace.calls import Decoder, fd_pair, set_result, signame
 from nixrec.recorder.tracefile.model import Event, Process
 
 OPTIONS = (linux.PTRACE_O_TRACESYSGOOD | linux.PTRACE_O_TRACEFORK
@@ -182,7 +182,7 @@ class Tracer:
                     pass
         unstopped = set(self.tracees) - {t.pid}
         while unstopped:
-            got = waiting.wait_any()
+            got = waiting.wait_any_but_vfork(unstopped)
             if got is None:
                 break
             pid, status = got
@@ -457,7 +457,8 @@ class Tracer:
             t.forced_errno = 0
             self.refused += 1
         set_result(ev, rval, is_err)
-        if (ev.errno == "ENOENT" and ev.path) or sc.name in ("wait4", "fchdir"):
+        if (ev.errno == "ENOENT" and ev.path) or sc.name in ("wait4", "fchdir") \
+                or sc.i_fds is not None:
             # These look at the stopped process (its root, memory or cwd).
             self._finish(t, sc, ev)
             self._resume(t.pid)
@@ -533,6 +534,7 @@ class Tracer:
     def _finish(self, t, sc, ev):
         """What a finished call changes in the tracer's view of the process."""
         addr = ev.args.pop("wstatus_addr", None)
+        fds_addr = ev.args.pop("fds_addr", None)
         if ev.errno == "ENOENT" and ev.path:
             self._explain_enoent(t, ev)
         if ev.errno is not None:
@@ -543,6 +545,8 @@ class Tracer:
             t.cwd = self._cwd(t)
         elif sc.name == "wait4" and ev.result and ev.result > 0:
             self._decode_wait(t, ev, addr)
+        elif fds_addr is not None:
+            fd_pair(t.pid, ev, fds_addr)
 
     def _explain_enoent(self, t, ev):
         """Why a path is "missing" when something is there (explain.py)."""

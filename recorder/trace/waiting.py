@@ -43,6 +43,38 @@ def wait_any():
             continue
 
 
+def wait_any_but_vfork(pids, poll=0.001):
+    """wait_any() while one of `pids` may still report; None once each of
+    them is blocked in a vfork (posix_spawn: make, for each job) waiting for
+    a child that is itself stopped. Such a parent cannot stop before its
+    child runs on: it is as still as a stop, and a replay freezing the build
+    waited for it for ever (GNU hello's `make -j2`, docs/replay.md). Its
+    interrupt stop comes later, and is resumed as any other."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, WALL | os.WNOHANG)
+        except ChildProcessError:
+            return None
+        except InterruptedError:
+            continue
+        if pid:
+            return pid, status
+        if all(in_vfork(p) for p in pids):
+            return None
+        time.sleep(poll)
+
+
+def in_vfork(pid: int) -> bool:
+    """Is `pid` blocked in the kernel waiting for its vfork child (state D in
+    kernel_clone; older kernels name the wait itself)?"""
+    try:
+        with open(f"/proc/{pid}/wchan", "rb") as f:
+            wchan = f.read().strip()
+    except OSError:
+        return False
+    return wchan in (b"kernel_clone", b"wait_for_vfork_done", b"_do_fork", b"do_fork")
+
+
 def status_ids(pid: int):
     """-> (the pid inside its PID namespace (last NSpid field), its Tgid), read
     from one /proc/PID/status: once per fork, so one read, not one per field,
