@@ -19,6 +19,7 @@ from nixrec.recorder.nix import outputs as outputs_mod
 from nixrec.recorder.errors import BadInput, HostUnsupported, NixrecError
 from nixrec.recorder.tracefile.writer import TraceWriter
 from nixrec.recorder.tracefile.phases import PhaseTracker
+from nixrec.recorder.tracefile import hostview
 
 REFUSED_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOTSUP", "ENETUNREACH", "ECONNREFUSED",
                   "EHOSTUNREACH", "EAFNOSUPPORT"}
@@ -328,6 +329,7 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         raise HostUnsupported(f"cannot create {workdir}: {e.strerror}") from None
     counts = {"events": 0, "refused": 0}
     phases = PhaseTracker()          # the stdenv phases, for the summary (phases.py)
+    failed_paths = hostview.Collector(plan.build_dir)   # stat'ed on the host at the end
     roots = visible_roots(plan)
     lock = threading.Lock()
     build = None
@@ -348,6 +350,8 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
         refused = ev.errno is not None and is_refused(ev, roots)
         if refused:
             counts["refused"] += 1
+        if ev.errno is not None:
+            failed_paths(ev)
         phases.see(ev, refused)
         if ev.kind == "fork":
             watchdog.processes(len(build.tracer.tracees))
@@ -402,6 +406,9 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
     if killed is None and build.eof_kill and tracer.builder_status == ("signal", "SIGKILL"):
         killed = "killed when it closed its standard output and error (as Nix does)"
     status, sig = _exit_of(tracer.builder_status, error or killed, build.interrupted)
+    # What the host has of what the sandbox refused (hostview.py), for `why`.
+    host_view = hostview.probe(failed_paths.paths, plan.inputs, plan.outputs.values(),
+                               truncated=failed_paths.full)
     summary = {"exit_status": status, "exit_signal": sig, "events": counts["events"],
                "processes": tracer.nprocesses, "refused": counts["refused"],
                "duration": round(build.duration, 3), "stops": tracer.stops,
@@ -410,7 +417,8 @@ def record(target: str, opts: RecordOptions) -> RecordResult:
                "log_bytes": build.pump.bytes, "outputs": outputs, "references": references,
                "output_check": output_check, "hidden_references": hidden,
                "error": error, "phases": phases.result(),
-               "interrupted": build.interrupted, "killed": killed}
+               "interrupted": build.interrupted, "killed": killed,
+               "host_view": host_view}
     try:
         with lock:
             writer.close(summary, None)
