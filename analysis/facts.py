@@ -16,9 +16,11 @@ import types
 from nixrec.analysis.deps import PathClassifier, access_of, basename, creates, deletes
 from nixrec.analysis.filestate import FileState
 from nixrec.analysis.graph import GraphBuilder, parent_of
+from nixrec.analysis.idioms import operation
 from nixrec.analysis.includes import is_include_dir
 from nixrec.analysis.noise import path_noise
 from nixrec.analysis.searches import hidden_lookups
+from nixrec.recorder.tracefile.hostview import HostView
 from nixrec.recorder.tracefile.model import Event
 
 STDERR_LINES = 200      # per process; a build that prints more is rarely helped by more
@@ -196,12 +198,14 @@ class Facts:
         self.home_writes = []                   # successful writes under HOME
         self.last_ok = {}                       # path -> seq of last success
         self.last_ok_base = {}                  # basename -> seq of last success
+        self.op_ok = {}                         # (path, operation) -> seq of last success
         self.created = collections.defaultdict(list)   # path -> [(seq, proc)]
         self.writers = collections.defaultdict(list)   # path -> [(seq, proc)]
         self.reads = collections.defaultdict(list)     # path -> [(seq, proc)] first few
         self.symlinks = {}                      # link path -> target
         self.threads = set()                    # procs started as a thread (clone)
         self.cls = PathClassifier(self.plan)
+        self.host = HostView(None)              # the host's view: set from the summary
         # Is path there at seq N: only where files come and go (filestate.py).
         self.files = FileState(self.cls.writable_prefixes)
         self._history = self.files.history
@@ -388,6 +392,9 @@ class Facts:
             self.flow.add_flow(ev, made, gone)
         if path and access in ("read", "stat", "exec", "write"):
             self._ok(path, ev.seq)
+        op = _CHANGE_OPS.get(ev.syscall)
+        if op and path:
+            self.op_ok[(path, op)] = ev.seq     # tolerated failures (op_succeeded_later)
         if access == "read" and path and len(self.reads[path]) < 4:
             self.reads[path].append((ev.seq, ev.proc))
         if made:
@@ -443,6 +450,14 @@ class Facts:
     def succeeded_later(self, path, seq) -> bool:
         return self.last_ok.get(path, 0) > seq
 
+    def op_succeeded_later(self, path, syscall, seq):
+        """The seq of a later success of the same operation (idioms.operation)
+        on the same path, or None: install's fsetxattr ENOTSUP (no ACLs here)
+        followed by its fchmod, which set the mode anyway, was tolerated."""
+        op = operation(syscall)
+        later = self.op_ok.get((path, op)) if op else None
+        return later if later and later > seq else None
+
     def base_succeeded_later(self, path, seq) -> bool:
         return self.last_ok_base.get(basename(path), 0) > seq
 
@@ -469,6 +484,14 @@ class Facts:
             out.append(p)
             todo.extend(self.procs[p].children if p in self.procs else ())
         return out
+
+
+# Operations that change a file (idioms.OPERATIONS) whose successes are kept
+# per path: a failed lookup found later is a probe (last_ok); a failed change
+# done later by another call of the same operation was tolerated.
+_CHANGE_OPS = {call: operation(call) for call in (
+    "chown", "fchown", "lchown", "fchownat", "chmod", "fchmod", "fchmodat", "fchmodat2",
+    "setxattr", "fsetxattr", "lsetxattr", "utime", "utimes", "utimensat", "futimesat")}
 
 
 _HANDLERS = {

@@ -72,6 +72,9 @@ def _summary(c):
                "HOME=/homeless-shelter does not exist"
     if k == "write-outside":
         return f"{who} tried to write {path}{_errno(c)} -- outside /build and the outputs"
+    if k == "write-denied" and c.get("what") == "ownership":
+        return f"{who} could not change the owner of {path}{_errno(c)} -- the " \
+            "sandbox has one user (uid 1000, gid 100) and no other to give it to"
     if k == "write-denied":
         return f"{who} was refused writing {path}{_errno(c)}"
     if k == "seccomp":
@@ -183,6 +186,8 @@ HINTS = {
 }
 
 
+OWNER_HINT = "the build runs as one unprivileged user: drop the owner and group " \
+    "(install -o/-g, chown) from the install step; the store owns everything anyway"
 HEADER_HINT = "the host's include directories are not in the sandbox: add the " \
     "library that provides {header} to buildInputs and build with stdenv's compiler " \
     "(its wrapper adds each input's include directory), not the host's"
@@ -251,6 +256,8 @@ def _hint(c):
         return LOADER_HINT.format(**c)
     if c["kind"] == "missing-header":
         return HINTS["missing-header"].format(**c)
+    if c["kind"] == "write-denied" and c.get("what") == "ownership":
+        return OWNER_HINT
     return HINTS.get(c["kind"], HINTS["fallback"])
 
 

@@ -17,6 +17,7 @@ import posixpath
 import re
 
 from nixrec.analysis import races
+from nixrec.analysis.idioms import operation
 from nixrec.analysis.includes import include_searches
 from nixrec.analysis.searches import file_searches
 from nixrec.analysis.noise import NOISE, is_noise, is_probe
@@ -27,10 +28,12 @@ from nixrec.analysis import hints
 from nixrec.analysis.limits import limit_cause, limit_chain
 from nixrec.analysis.outputcheck import output_cause
 from nixrec.analysis.producers import find_producer, missing_product
-from nixrec.analysis.scoring import GOOD, mentioned, rank
+from nixrec.analysis.scoring import GOOD, log_of, order, rank
+from nixrec.recorder.tracefile.hostview import HostView
 
 SECCOMP_ERRNO = ("ENOTSUP", "EOPNOTSUPP")
 DENIED_ERRNO = ("EACCES", "EROFS", "EPERM")
+OWNER_ERRNO = ("EINVAL", "EPERM")
 
 
 # -- failure chain --------------------------------------------------------------
@@ -91,6 +94,10 @@ def classify_event(ev, facts, cls):
         return _cause("seccomp", ev, facts, what="extended attribute")
     if ev.errno == "EPERM" and "chmod" in name and (ev.flags or 0) & 0o6000:
         return _cause("seccomp", ev, facts, what="setuid/setgid bit")
+    if ev.errno in OWNER_ERRNO and operation(name) == "owner":
+        # One user in the sandbox (uid 1000, gid 100): giving a file to any
+        # other (install -o root) is EINVAL (unmapped) or EPERM.
+        return _cause("write-denied", ev, facts, what="ownership")
     if ev.args.get("dns"):
         return _cause("dns", ev, facts, host=ev.args["dns"])
     if access == "connect":
@@ -347,13 +354,13 @@ def candidates(facts, chain, cls):
     found, claimed = include_searches(facts, cls)
     found += file_searches(facts, cls, chain, claimed)
     out = [_cause(kind, ev, facts, **fields) for kind, ev, fields in found]
-    log_text = facts.stderr_text(chain)
+    log = log_of(facts, chain)
     for ev in facts.failures:
         if ev.seq in claimed or is_probe(ev, facts, cls):
             continue
-        if is_noise(ev.path, facts, ev.seq) and \
-                not mentioned(ev.path, basename(ev.path), log_text):
-            continue         # never a suspect unless the log names it
+        if is_noise(ev.path, facts, ev.seq) and not log.says(
+                {"path": ev.path, "syscall": ev.syscall, "errno": ev.errno}):
+            continue         # never a suspect unless the log speaks of it
         c = classify_event(ev, facts, cls)
         if c:
             out.append(c)
@@ -409,7 +416,14 @@ def _follow_data_flow(ranked, facts, chain, cls, depth=0):
         c["followed"] = top.get("followed", []) + hop
     seen = {c["seq"] for c in inner}
     inner = _follow_data_flow(inner, facts, sub, cls, depth + 1)
-    return inner + [c for c in ranked if c["seq"] not in seen]
+    rest = [c for c in ranked if c["seq"] not in seen]
+    # A cause of the cause outranks the symptom: it inherits the consumer's
+    # standing, lifted by the least that puts it above everything left.
+    lift = max((c["score"] for c in rest), default=0) + 1 - min(c["score"] for c in inner)
+    if lift > 0:
+        for c in inner:
+            c["score"] += lift
+    return inner + rest
 
 
 def _chain_from(facts, proc):
@@ -434,6 +448,7 @@ def explain(header, processes, events, problems=(), summary=None, trace_path="TR
 def _explain(header, processes, events, problems, summary, trace_path, peek):
     facts = collect(header, processes, events)
     facts.peek = peek
+    facts.host = HostView(summary)
     root = facts.procs.get("1")
     # The builder's own exit, before the summary's (which counts Nix's checks
     # on the outputs): a builder that exited 0 failed no call worth blaming.
@@ -450,9 +465,12 @@ def _explain(header, processes, events, problems, summary, trace_path, peek):
         limit = [c for c in ranked if c["kind"] == "limit"]
         if limit:
             # The recorder ended the build: that is certain, whatever else failed.
-            ranked = limit + [c for c in ranked if c["kind"] != "limit"]
+            rest = [c for c in ranked if c["kind"] != "limit"]
+            _above(limit, rest)
+            ranked = limit + rest
         elif not ranked or ranked[0]["kind"] == "fallback" or ranked[0]["score"] < GOOD:
             ranked = _with_fallback(ranked, facts, chain)
+        ranked = order(ranked)
     for c in ranked:
         c["evidence_chain"] = _evidence_chain(c)
         hints.describe(c, facts)
@@ -501,9 +519,20 @@ def _with_fallback(ranked, facts, chain):
     else:
         fb = {"kind": "fallback", "seq": q.exit_seq or q.last_seq, "proc": origin,
               "argv": list(q.argv), "syscall": None, "errno": None}
-    fb["score"] = -1
     rest = [c for c in ranked if c["seq"] != fb["seq"]]
+    # Nothing explains it well: the origin's last failed call is the best
+    # lead, one above the rest.
+    fb["score"] = -1
+    _above([fb], rest)
     return [fb] + rest
+
+
+def _above(first, rest):
+    """Raise the scores of `first` (in place) to one above the best of `rest`."""
+    top = max((c["score"] for c in rest), default=None)
+    if top is not None:
+        for c in first:
+            c["score"] = max(c["score"], top + 1)
 
 
 PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
@@ -511,7 +540,7 @@ PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
           "link_target", "accessed", "hidden", "store_path",
           "creator", "created_seq", "signal", "limit", "setting", "target_pid",
           "access", "via", "check", "output", "forbidden", "through", "blamed_files",
-          "summary", "hint",
+          "summary", "hint", "on_host", "tolerated", "log_idiom",
           "evidence", "evidence_chain", "log_mention", "score")
 
 

@@ -11,6 +11,7 @@ import re
 
 from nixrec.analysis.deps import access_of, basename
 from nixrec.analysis.facts import is_ancestor
+from nixrec.analysis.idioms import IDIOMS, errno_said, failure_lines
 from nixrec.analysis.noise import is_noise
 
 # How much a kind of cause explains a build failure on its own (before context).
@@ -24,7 +25,7 @@ PRIOR = {
 GOOD = 4
 
 
-def _score(c, facts, chain, log_text):
+def _score(c, facts, chain, log):
     origin = chain[-1] if chain else None
     s = PRIOR.get(c["kind"], 0)
     proc = c["proc"]
@@ -36,17 +37,11 @@ def _score(c, facts, chain, log_text):
         s += 2
     elif chain and any(is_ancestor(p, proc) for p in chain[1:]):
         s += 1
-    key = c.get("header") or c.get("path") or c.get("address") or c.get("host") or ""
-    name = c.get("command") or basename(c.get("accessed") or key)
-    named = mentioned(key, name, log_text)
+    s += _log_points(c, log)
+    said = c.get("log_mention") in ("path", "idiom")
     # What the process asked for (a symlink, DIR/header.h), not what it resolved to.
     path = c.get("accessed") or c.get("path") or ""
-    # The log prints the very path: the program says this is what it needed
-    # ("invalid path: /etc/ssl/certs/ca-certificates.crt").
-    said = bool(path) and path in log_text and bool(_path_re(path).search(log_text))
-    if named:
-        s += 3
-        c["log_mention"] = "path" if said else "name"
+    named = bool(c.get("log_mention"))
     # A failed search (searches.py) is judged as a whole: its name was found
     # nowhere, and its probes are not noise; one probe's stat says nothing.
     if c["kind"] not in ("race", "signal") and path and not c.get("searched"):
@@ -57,6 +52,12 @@ def _score(c, facts, chain, log_text):
         if c.get("syscall") and access_of_name(c["syscall"]) == "stat" \
                 and not named:
             s -= 5           # `test -e`, configure checks: asked, not needed
+    if c["kind"] not in ("race", "signal") and path and c.get("syscall"):
+        later = facts.op_succeeded_later(path, c["syscall"], c["seq"])
+        if later:
+            s -= 6           # the same operation succeeded next: tolerated
+            c["tolerated"] = later
+    s += _host_points(c, facts)
     if c.get("link") and c.get("accessed") == c["link"]:
         s += 1           # it named the symlink itself: the clearest event to show
     if c["kind"] == "race" and proc not in chain and c.get("errno") is None:
@@ -65,6 +66,82 @@ def _score(c, facts, chain, log_text):
     if q and origin == proc and c["seq"] >= q.exec_seq:
         s += 1           # in the program that finally failed, not its shell parent
     return s
+
+
+def _log_points(c, log):
+    """+3 when the chain's log says, about a failure, the cause's path, name,
+    host or address (log_mention "path" or "name"), a tool idiom about it
+    (log_mention "idiom", log_idiom the row) or its errno in words with its
+    operation (log_mention "errno"); +1 for each further kind of saying."""
+    key = c.get("header") or c.get("path") or c.get("address") or c.get("host") or ""
+    name = c.get("command") or basename(c.get("accessed") or key)
+    named = mentioned(key, name, log.text)
+    path = c.get("accessed") or c.get("path") or ""
+    # The log prints the very path: the program says this is what it needed
+    # ("invalid path: /etc/ssl/certs/ca-certificates.crt").
+    said = named and bool(path) and path in log.text and bool(_path_re(path).search(log.text))
+    idiom = log.idiom(c)
+    errno = log.errno_said(c)
+    kinds = [k for k, v in (("path", said), ("idiom", idiom), ("name", named),
+                            ("errno", errno)) if v]
+    if not kinds:
+        return 0
+    c["log_mention"] = kinds[0]
+    if idiom:
+        c["log_idiom"] = idiom
+    return 3 + (bool(idiom) and named) + (errno and (named or bool(idiom)))
+
+
+# Kinds whose cause is a lookup the host can answer (the host's view).
+LOOKUP_KINDS = frozenset(("undeclared-host-path", "undeclared-store-path",
+                          "missing-executable", "missing-header", "fallback"))
+
+
+def _host_points(c, facts):
+    """The host's view (hostview.py): a path the sandbox hides and the host
+    has is the difference that makes a sandbox-only failure (+2, on_host
+    true); one the host lacks as well is a probe (-4, on_host false)."""
+    if c["kind"] not in LOOKUP_KINDS or not c.get("errno"):
+        return 0
+    path = c.get("path") or ""
+    has = facts.host.has(path) if path else None
+    if has is None:
+        return 0
+    if has and facts.cls.visible(path):
+        return 0         # the sandbox shows it: not the difference
+    c["on_host"] = has
+    return 2 if has else -4
+
+
+class LogWords:
+    """The failure chain's log as evidence: only the lines about a failure
+    (idioms.failure_lines), their text, and each idiom they hold."""
+
+    def __init__(self, lines):
+        self.lines = failure_lines(lines)
+        self.text = "\n".join(self.lines)
+        self._idioms = [(i, m) for line in self.lines for i in IDIOMS
+                        for m in [i.pattern.search(line)] if m]
+
+    def idiom(self, c):
+        return next((i.name for i, m in self._idioms if i.links(m, c)), None)
+
+    def errno_said(self, c):
+        return bool(c.get("errno")) and errno_said(c, self.lines)
+
+    def says(self, c):
+        """The log names this cause's path or name, or an idiom is about it."""
+        path = c.get("path") or ""
+        return mentioned(path, basename(path), self.text) or bool(self.idiom(c))
+
+
+def log_of(facts, chain):
+    """The chain's LogWords, made once per chain."""
+    key = tuple(chain)
+    cache = facts.__dict__.setdefault("_log_words", {})
+    if key not in cache:
+        cache[key] = LogWords([l for p in chain for _, l in facts.stderr.get(p, ())])
+    return cache[key]
 
 
 # Directory names too generic to count as the log naming a path ("#include"
@@ -154,10 +231,10 @@ def _believe_the_log(causes):
 
 
 def rank(causes, facts, chain):
-    log_text = facts.stderr_text(chain)
+    log = log_of(facts, chain)
     best = {}
     for c in causes:
-        c["score"] = _score(c, facts, chain, log_text)
+        c["score"] = _score(c, facts, chain, log)
     _believe_the_log(causes)
     for c in causes:
         # One cause per event; the rule with the higher score wins it.
@@ -179,3 +256,10 @@ def rank(causes, facts, chain):
         if c.get("path"):
             by_path.setdefault((c["proc"], c["path"]), c)
     return list(merged.values())
+
+
+def order(causes):
+    """THE order of causes `why` reports, in text and JSON alike: by score,
+    highest first (a stable sort: among equal scores, the order the rules
+    found them in, which is the latest event first)."""
+    return sorted(causes, key=lambda c: -c["score"])
