@@ -19,7 +19,7 @@ import re
 from nixrec.analysis import races
 from nixrec.analysis.idioms import operation
 from nixrec.analysis.includes import include_searches
-from nixrec.analysis.searches import file_searches
+from nixrec.analysis.searches import file_searches, host_candidate
 from nixrec.analysis.noise import NOISE, is_noise, is_probe
 from nixrec.analysis.deps import (PROCESS_CALLS, PathClassifier, access_of, basename,
                                   store_path_of)
@@ -298,8 +298,10 @@ def path_searches(facts, cls, claimed=frozenset()):
             continue
         if execd and len(dirs) == 1 and _file_exists(facts, cls, last.path, last.seq):
             continue          # one exec of a file that exists: an interpreter problem
-        yield _cause("missing-executable", last, facts, command=name, looked_in=dirs,
-                     path=last.path)
+        # The entry the host has (hostview.py) is the one the sandbox hid.
+        found = host_candidate(facts, cls, evs) or last
+        yield _cause("missing-executable", found, facts, command=name, looked_in=dirs,
+                     path=found.path)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -45,6 +45,16 @@ def hidden_lookups(cls):
     return lambda path: in_hidden_dir(posixpath.dirname(path))
 
 
+def host_candidate(facts, cls, probes):
+    """The first of a search's failed lookups whose path the host has and the
+    sandbox hides (the trace's host_view), or None: the rest, missing on the
+    host too, were the search trying its luck."""
+    for p in probes:
+        if facts.host.has(p.path) and not cls.visible(p.path):
+            return p
+    return None
+
+
 def file_searches(facts, cls, chain, claimed):
     """[(kind, event, fields)] for failed searches by the chain's processes;
     adds their probes' seqs to `claimed`."""
@@ -105,6 +115,16 @@ def _search_cause(facts, cls, proc, name, probes):
                 and basename(f.path) in leaves and f.path not in searched:
             dropped.setdefault(f.path, f)
     order = list(dropped) + searched
+    found = host_candidate(facts, cls, probes)
+    if found is not None:
+        # The host's view (hostview.py): the host has the name there and the
+        # sandbox hides it. That is the one to name, wherever it is.
+        top = posixpath.dirname(found.path)
+        hidden = [top] + [d for d in order if d != top and not cls.visible(d)
+                          and is_system_dir(d)]
+        return ("undeclared-host-path", found, dict(
+            path=found.path, looked_for=name, accessed=found.path, looked_in=hidden[:8],
+            searched=len(order), access=access_of(found)))
     hidden = [d for d in order if is_system_dir(d) and not cls.visible(d)]
     if not hidden:
         return None
