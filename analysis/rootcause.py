@@ -361,7 +361,8 @@ def candidates(facts, chain, cls):
         if ev.seq in claimed or is_probe(ev, facts, cls):
             continue
         if is_noise(ev.path, facts, ev.seq) and not log.says(
-                {"path": ev.path, "syscall": ev.syscall, "errno": ev.errno}):
+                {"path": ev.path, "syscall": ev.syscall, "errno": ev.errno,
+                 "seq": ev.seq}):
             continue         # never a suspect unless the log speaks of it
         c = classify_event(ev, facts, cls)
         if c:

@@ -11,8 +11,8 @@ import re
 
 from nixrec.analysis.deps import access_of, basename
 from nixrec.analysis.facts import is_ancestor
-from nixrec.analysis.idioms import IDIOMS, errno_said, failure_lines
-from nixrec.analysis.noise import is_noise
+from nixrec.analysis.idioms import IDIOMS, errno_said, failure_lines, is_failure_line
+from nixrec.analysis.noise import MESSAGE_MACHINERY, is_noise
 
 # How much a kind of cause explains a build failure on its own (before context).
 PRIOR = {
@@ -38,7 +38,7 @@ def _score(c, facts, chain, log):
     elif chain and any(is_ancestor(p, proc) for p in chain[1:]):
         s += 1
     s += _log_points(c, log)
-    said = c.get("log_mention") in ("path", "idiom")
+    said = c.get("log_mention") in ("path", "idiom", "before")
     # What the process asked for (a symlink, DIR/header.h), not what it resolved to.
     path = c.get("accessed") or c.get("path") or ""
     named = bool(c.get("log_mention"))
@@ -75,15 +75,19 @@ def _log_points(c, log):
     operation (log_mention "errno"); +1 for each further kind of saying."""
     key = c.get("header") or c.get("path") or c.get("address") or c.get("host") or ""
     name = c.get("command") or basename(c.get("accessed") or key)
-    named = mentioned(key, name, log.text)
     path = c.get("accessed") or c.get("path") or ""
+    # A directory the log prints only as the start of a longer path (make's
+    # "No rule to make target '/usr/share/dpkg/architecture.mk'" after a
+    # stat of /usr/share/dpkg): the log speaks of the file, not of it.
+    named = mentioned(key, name, log.text) and not _only_longer(path, log.text)
     # The log prints the very path: the program says this is what it needed
     # ("invalid path: /etc/ssl/certs/ca-certificates.crt").
     said = named and bool(path) and path in log.text and bool(_path_re(path).search(log.text))
     idiom = log.idiom(c)
     errno = log.errno_said(c)
+    before = c["seq"] in log.leads
     kinds = [k for k, v in (("path", said), ("idiom", idiom), ("name", named),
-                            ("errno", errno)) if v]
+                            ("errno", errno), ("before", before)) if v]
     if not kinds:
         return 0
     c["log_mention"] = kinds[0]
@@ -113,15 +117,26 @@ def _host_points(c, facts):
     return 2 if has else -4
 
 
+def _only_longer(path, text):
+    """Every place the log prints `path` goes on with "/NAME"."""
+    if not path or path not in text:
+        return False
+    ends = [m.end() for m in _path_re(path).finditer(text)]
+    return bool(ends) and all(text[e:e + 1] == "/" for e in ends)
+
+
 class LogWords:
     """The failure chain's log as evidence: only the lines about a failure
-    (idioms.failure_lines), their text, and each idiom they hold."""
+    (idioms.failure_lines), their text, and each idiom they hold; `leads`,
+    the failed calls each process of the chain made last before it first
+    said something failed (complaint_leads)."""
 
-    def __init__(self, lines):
+    def __init__(self, lines, leads=None):
         self.lines = failure_lines(lines)
         self.text = "\n".join(self.lines)
         self._idioms = [(i, m) for line in self.lines for i in IDIOMS
                         for m in [i.pattern.search(line)] if m]
+        self.leads = leads or {}
 
     def idiom(self, c):
         return next((i.name for i, m in self._idioms if i.links(m, c)), None)
@@ -130,9 +145,11 @@ class LogWords:
         return bool(c.get("errno")) and errno_said(c, self.lines)
 
     def says(self, c):
-        """The log names this cause's path or name, or an idiom is about it."""
+        """The log names this cause's path or name, an idiom is about it, or
+        it is the call the process made last before it complained."""
         path = c.get("path") or ""
-        return mentioned(path, basename(path), self.text) or bool(self.idiom(c))
+        return mentioned(path, basename(path), self.text) or bool(self.idiom(c)) \
+            or c.get("seq") in self.leads
 
 
 def log_of(facts, chain):
@@ -140,8 +157,51 @@ def log_of(facts, chain):
     key = tuple(chain)
     cache = facts.__dict__.setdefault("_log_words", {})
     if key not in cache:
-        cache[key] = LogWords([l for p in chain for _, l in facts.stderr.get(p, ())])
+        cache[key] = LogWords([l for p in chain for _, l in facts.stderr.get(p, ())],
+                              complaint_leads(facts, chain))
     return cache[key]
+
+
+# The lookups the host's view can answer (hostview.ERRNOS).
+_HIDDEN_ERRNOS = frozenset(("ENOENT", "ENOTDIR", "EACCES", "EPERM", "ELOOP"))
+
+
+def complaint_leads(facts, chain):
+    """{seq: seq of the line}: for each process of the chain that says in its
+    log that something failed, its last failed lookup before its first such
+    line of a path the sandbox hides and the host has (the trace's
+    host_view). A program that gets nothing back where the host would have
+    answered, and then complains, complains about that: perl's getservbyname
+    returns undef without a word when /etc/services is missing, and the test
+    fails on the value. The origin that said nothing complains by its failed
+    exit; a process whose lines print one of its failed paths needs no lead. Not the machinery that prints the complaint (message
+    catalogs, locale, charset conversion: noise.MESSAGE_MACHINERY), which a
+    program reads while it formats the message."""
+    out = {}
+    if not facts.host.known:
+        return out
+    for p in chain:
+        said = [(s, line) for s, line in facts.stderr.get(p, ()) if is_failure_line(line)]
+        first = said[0][0] if said else None
+        q = facts.procs.get(p)
+        if first is None and p == chain[-1] and q is not None and q.failed \
+                and p not in facts.threads:
+            # The origin said nothing: its failed exit says it (a thread's
+            # exit is its whole program's, not a verdict of its own).
+            first = q.exit_seq
+        fails = facts.failures_of(p)
+        text = "\n".join(line for _, line in said)
+        if first is None or any(ev.path and ev.path in text for ev in fails):
+            continue                 # it names what failed: no need to guess
+        for ev in reversed(fails):
+            path = ev.path
+            if ev.seq > first or not path or ev.errno not in _HIDDEN_ERRNOS \
+                    or MESSAGE_MACHINERY.search(path):
+                continue
+            if facts.host.has(path) and not facts.cls.visible(path):
+                out[ev.seq] = first
+                break
+    return out
 
 
 # Directory names too generic to count as the log naming a path ("#include"
