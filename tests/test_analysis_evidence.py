@@ -243,6 +243,68 @@ def test_the_host_view_names_the_debian_package():
     assert view["packages"] and view["paths"]["/etc/debian_version"][2] == "base-files"
 
 
+def perl_services(view=True):
+    """perl: getservbyname returns undef without a word when /etc/services
+    is missing; the test then fails on the value and perl exits 1 having
+    printed nothing itself (prove reports). Its module lookups under /etc/perl
+    fail on the host too."""
+    t = Synth()
+    t.spawn("1", "1.1", "/usr/bin/perl", ["perl", "t/address.t"])
+    t.open("1.1", "/etc/ld.so.cache", errno="ENOENT")
+    t.stat("1.1", "/etc/perl/Test/More.pmc", errno="ENOENT")
+    t.stat("1.1", "/usr/share/perl5/Test/More.pmc", errno="ENOENT")
+    t.open("1.1", "/etc/services", errno="ENOENT")
+    t.stat("1.1", "/etc/perl/Test2/API/Breakage.pmc", errno="ENOENT")
+    t.stat("1.1", "/usr/share/perl5/Test2/API/Breakage.pmc", errno="ENOENT")
+    t.finish("1.1", 1)
+    t.exit("1", 1)
+    paths = {"/etc/ld.so.cache": ["file", 100, "libc-bin"], "/etc/services": SERVICES}
+    for p in ("/etc/perl/Test/More.pmc", "/usr/share/perl5/Test/More.pmc",
+              "/etc/perl/Test2/API/Breakage.pmc", "/usr/share/perl5/Test2/API/Breakage.pmc"):
+        paths[p] = None
+    return t.why(summary={"exit_status": 1, "host_view": {"paths": paths}} if view else None)
+
+
+def test_what_the_origin_asked_for_last_that_the_host_has_leads():
+    c = top(perl_services())
+    assert (c["path"], c["log_mention"], c["on_host"]) == ("/etc/services", "before", True)
+    # Without the host's view nothing says so: /etc/services stays a libc probe.
+    assert all(c.get("path") != "/etc/services"
+               for c in perl_services(view=False)["root_causes"])
+
+
+def test_the_message_machinery_is_never_the_lead():
+    """cp formats its complaint through gettext: locale.alias is read after
+    the failure and before the line, and the host has it."""
+    t = Synth()
+    t.spawn("1", "1.1", "/usr/bin/cp", ["cp", "/usr/share/x/data", "."])
+    t.stat("1.1", "/usr/share/x/data", errno="ENOENT")
+    t.open("1.1", "/usr/share/locale/locale.alias", errno="ENOENT")
+    t.err("1.1", "cp: cannot stat 'data': No such file or directory\n")
+    t.finish("1.1", 1)
+    t.exit("1", 1)
+    view = {"paths": {"/usr/share/x/data": ["file", 3, None],
+                      "/usr/share/locale/locale.alias": ["file", 2996, "locales"]}}
+    rep = t.why(summary={"exit_status": 1, "host_view": view})
+    assert top(rep)["path"] == "/usr/share/x/data"
+    assert all(c.get("path") != "/usr/share/locale/locale.alias" for c in rep["root_causes"])
+
+
+def test_a_directory_printed_only_inside_a_longer_path_is_not_named():
+    t = Synth()
+    t.spawn("1", "1.1", BB + "/bin/make", ["make"])
+    t.open("1.1", "/usr/share/dpkg/architecture.mk", errno="ENOENT")
+    t.stat("1.1", "/usr/share/dpkg", errno="ENOENT")
+    t.err("1.1", "make: *** No rule to make target '/usr/share/dpkg/architecture.mk'.  "
+                 "Stop.\n")
+    t.finish("1.1", 2)
+    t.exit("1", 2)
+    rep = t.why()
+    assert top(rep)["path"] == "/usr/share/dpkg/architecture.mk"
+    assert all(c.get("log_mention") is None for c in rep["root_causes"]
+               if c.get("path") == "/usr/share/dpkg")
+
+
 # -- tolerated failures ------------------------------------------------------------------
 
 def install_owner():
@@ -280,6 +342,7 @@ def test_a_failure_the_same_operation_then_did_is_tolerated_not_the_cause():
 
 def reports():
     yield python_services()[0].why(summary=python_services()[1])
+    yield perl_services()
     yield install_owner().why()
     yield stdenv_hook_lookup().why()
     yield config_search(host=True)
