@@ -290,6 +290,20 @@ SEARCH_HINT = "the host keeps {looked_for} in {where}, which the sandbox hides: 
 EVIDENCE_LINE = 200      # characters of a log line shown as evidence
 
 
+HOST_TYPES = {"dir": "a directory", "link": "a dangling symlink", "char": "a device",
+              "block": "a device", "fifo": "a named pipe", "socket": "a socket"}
+
+
+def _host_line(c, facts):
+    """What the host had where the sandbox had nothing (the trace's host_view)."""
+    e = facts.host.entry(c["path"]) or {}
+    what = HOST_TYPES.get(e.get("type"), "there")
+    if e.get("type") == "file":
+        what = f"a file of {e.get('size')} bytes"
+    pkg = f", from the package {e['package']}" if e.get("package") else ""
+    return f"on the host: {c['path']} is {what}{pkg} (the sandbox hides it)"
+
+
 def describe(c, facts):
     """Fill in c["summary"], c["hint"] and c["evidence"] (in place)."""
     if c.get("via"):
@@ -311,6 +325,8 @@ def describe(c, facts):
                   f" = {'-1 ' + c['errno'] if c.get('errno') else 'ok'}")
     if c["kind"] == "limit" and c.get("argv"):
         ev.append(f"running in {c['proc']}: " + " ".join(c["argv"])[:EVIDENCE_LINE])
+    if c.get("on_host"):
+        ev.append(_host_line(c, facts))
     for seq, syscall, path, errno in c.pop("extra_events", ()):
         also = [d for d in c.get("looked_in") or () if d != path]
         more = f" (also missing: {', '.join(also)})" if also else ""

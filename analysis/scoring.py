@@ -11,7 +11,7 @@ import re
 
 from nixrec.analysis.deps import access_of, basename
 from nixrec.analysis.facts import is_ancestor
-from nixrec.analysis.idioms import IDIOMS, errno_said, failure_lines, is_failure_line
+from nixrec.analysis.idioms import ERRNO_TEXT, IDIOMS, errno_said, failure_lines, is_failure_line
 from nixrec.analysis.noise import MESSAGE_MACHINERY, is_noise
 
 # How much a kind of cause explains a build failure on its own (before context).
@@ -38,7 +38,7 @@ def _score(c, facts, chain, log):
     elif chain and any(is_ancestor(p, proc) for p in chain[1:]):
         s += 1
     s += _log_points(c, log)
-    said = c.get("log_mention") in ("path", "idiom", "before")
+    said = c.get("log_mention") in ("path", "idiom")
     # What the process asked for (a symlink, DIR/header.h), not what it resolved to.
     path = c.get("accessed") or c.get("path") or ""
     named = bool(c.get("log_mention"))
@@ -113,6 +113,8 @@ def _host_points(c, facts):
         return 0
     if has and facts.cls.visible(path):
         return 0         # the sandbox shows it: not the difference
+    if not has and c.get("log_mention") in ("path", "idiom"):
+        return 0         # the log pins it: the cause, if not a sandbox-only one
     c["on_host"] = has
     return 2 if has else -4
 
@@ -137,12 +139,20 @@ class LogWords:
         self._idioms = [(i, m) for line in self.lines for i in IDIOMS
                         for m in [i.pattern.search(line)] if m]
         self.leads = leads or {}
+        self._by_errno = {}
 
     def idiom(self, c):
         return next((i.name for i, m in self._idioms if i.links(m, c)), None)
 
     def errno_said(self, c):
-        return bool(c.get("errno")) and errno_said(c, self.lines)
+        errno = c.get("errno")
+        if not errno:
+            return False
+        lines = self._by_errno.get(errno)
+        if lines is None:          # the lines holding this errno's text, once
+            text = ERRNO_TEXT.get(errno) or "\0"
+            lines = self._by_errno[errno] = [l for l in self.lines if text in l]
+        return bool(lines) and errno_said(c, lines)
 
     def says(self, c):
         """The log names this cause's path or name, an idiom is about it, or
@@ -152,13 +162,29 @@ class LogWords:
             or c.get("seq") in self.leads
 
 
+def _with_threads(facts, chain):
+    """The chain and the threads below its processes: a Go or Java program's
+    threads are each other's children in the tree, and the one that prints
+    the error is not always the one whose exit the chain followed."""
+    out, todo = list(chain), list(chain)
+    while todo:
+        q = facts.procs.get(todo.pop())
+        for c in (q.children if q else ()):
+            if c in facts.threads and c not in out:
+                out.append(c)
+                todo.append(c)
+    return out
+
+
 def log_of(facts, chain):
     """The chain's LogWords, made once per chain."""
     key = tuple(chain)
     cache = facts.__dict__.setdefault("_log_words", {})
     if key not in cache:
-        cache[key] = LogWords([l for p in chain for _, l in facts.stderr.get(p, ())],
-                              complaint_leads(facts, chain))
+        lines = sorted((s, l) for p in _with_threads(facts, chain)
+                       for s, l in facts.stderr.get(p, ()))
+        log = cache[key] = LogWords([l for _, l in lines])
+        log.leads = complaint_leads(facts, chain, log)
     return cache[key]
 
 
@@ -166,42 +192,65 @@ def log_of(facts, chain):
 _HIDDEN_ERRNOS = frozenset(("ENOENT", "ENOTDIR", "EACCES", "EPERM", "ELOOP"))
 
 
-def complaint_leads(facts, chain):
-    """{seq: seq of the line}: for each process of the chain that says in its
-    log that something failed, its last failed lookup before its first such
-    line of a path the sandbox hides and the host has (the trace's
+def complaint_leads(facts, chain, log):
+    """{seq: seq of the complaint}: for each process of the chain that says
+    in its log that something failed, its last failed lookup before its first
+    such line of a path the sandbox hides and the host has (the trace's
     host_view). A program that gets nothing back where the host would have
     answered, and then complains, complains about that: perl's getservbyname
     returns undef without a word when /etc/services is missing, and the test
     fails on the value. The origin that said nothing complains by its failed
-    exit; a process whose lines print one of its failed paths needs no lead. Not the machinery that prints the complaint (message
-    catalogs, locale, charset conversion: noise.MESSAGE_MACHINERY), which a
-    program reads while it formats the message."""
+    exit (not a thread: its exit is its program's).
+
+    A guess, so only when the log does not say what failed (no idiom, no
+    failed path printed), and never:
+    - what a program reads while it formats the message (message catalogs,
+      locale, charset conversion: noise.MESSAGE_MACHINERY);
+    - what many processes failed to find (STARTUP_PROCS or more: the
+      loader's ld.so.cache, nsswitch.conf), which every program does without;
+    - a directory the process then searched in (failed lookups under it:
+      cmake's /opt, a search root; the search speaks for itself)."""
     out = {}
-    if not facts.host.known:
+    if not facts.host.known or log._idioms or \
+            any(ev.path and ev.path in log.text for p in chain for ev in facts.failures_of(p)):
         return out
+    spread = None
     for p in chain:
-        said = [(s, line) for s, line in facts.stderr.get(p, ()) if is_failure_line(line)]
-        first = said[0][0] if said else None
+        said = next((s for s, line in facts.stderr.get(p, ()) if is_failure_line(line)), None)
         q = facts.procs.get(p)
-        if first is None and p == chain[-1] and q is not None and q.failed \
+        if said is None and p == chain[-1] and q is not None and q.failed \
                 and p not in facts.threads:
-            # The origin said nothing: its failed exit says it (a thread's
-            # exit is its whole program's, not a verdict of its own).
-            first = q.exit_seq
+            said = q.exit_seq
+        if said is None:
+            continue
         fails = facts.failures_of(p)
-        text = "\n".join(line for _, line in said)
-        if first is None or any(ev.path and ev.path in text for ev in fails):
-            continue                 # it names what failed: no need to guess
         for ev in reversed(fails):
             path = ev.path
-            if ev.seq > first or not path or ev.errno not in _HIDDEN_ERRNOS \
-                    or MESSAGE_MACHINERY.search(path):
+            if ev.seq > said or not path or ev.errno not in _HIDDEN_ERRNOS \
+                    or MESSAGE_MACHINERY.search(path) or not facts.host.has(path) \
+                    or facts.cls.visible(path):
                 continue
-            if facts.host.has(path) and not facts.cls.visible(path):
-                out[ev.seq] = first
-                break
+            if spread is None:
+                spread = _spread(facts)
+            if spread.get(path, 0) >= STARTUP_PROCS or any(
+                    f.path and f.path.startswith(path + "/") for f in fails):
+                continue
+            out[ev.seq] = said
+            break
     return out
+
+
+# A path this many processes failed to find is a start-up probe, not a lead.
+STARTUP_PROCS = 3
+
+
+def _spread(facts):
+    """path -> how many processes failed a lookup of it (of the failures kept)."""
+    seen = {}
+    for ev in facts.failures:
+        if ev.path:
+            seen.setdefault(ev.path, set()).add(ev.proc)
+    return {p: len(procs) for p, procs in seen.items()}
 
 
 # Directory names too generic to count as the log naming a path ("#include"
@@ -245,7 +294,8 @@ def _path_re(path):
 
 @functools.lru_cache(maxsize=4096)
 def _word_re(word):
-    return re.compile(r"(?<![\w.-])" + re.escape(word) + r"(?![\w-])")
+    # Not a directory of a longer path ("pkgconfig" in /usr/lib/pkgconfig/x.pc).
+    return re.compile(r"(?<![\w.-])" + re.escape(word) + r"(?![\w/-])")
 
 
 @functools.lru_cache(maxsize=4096)

@@ -46,6 +46,8 @@ def test_the_trace_keeps_what_the_host_has_and_why_and_deps_use_it(tmp_path):
     assert view["paths"]["/etc/busybox.conf"] is None
     top = nixrec_json("why", trace)["root_causes"][0]
     assert (top["path"], top["on_host"]) == (ZLIB_H, True)
+    why = run_nixrec("why", trace).stdout.decode()
+    assert f"  on the host: {ZLIB_H} is a file of {os.path.getsize(ZLIB_H)} bytes" in why
     groups = {g.get("path"): g for g in nixrec_json("deps", trace)["undeclared"]}
     assert (groups[ZLIB_H]["group"], groups[ZLIB_H]["category"]) == ("hidden", "host")
     assert groups["/etc/busybox.conf"]["group"] == "probe"

@@ -4,8 +4,8 @@
 A build that fails only in the sandbox fails on a difference between the
 sandbox and the host it runs on. nixrec records on that host, so at the end
 of `record` it stats there each distinct path that failed in the sandbox
-(ENOENT, EACCES, EPERM, ENOTDIR, ELOOP) outside the build directory and
-/proc, and the declared inputs and the outputs: whether the host has it, its
+(ENOENT, EACCES, EPERM, ENOTDIR, ELOOP) outside the build directory, /proc
+and /sys, and the declared inputs and the outputs: whether the host has it, its
 type and size, and (Debian, when `dpkg` answers in time) the package that
 owns it. `why` and `deps` read it on any machine: a path the sandbox hid and
 the host has is the difference; a path missing on the host too is a probe.
@@ -25,6 +25,8 @@ import time
 # The errnos of a lookup the sandbox may have caused (a hidden path, a
 # read-only or unreadable one, a symlink out of it).
 ERRNOS = frozenset(("ENOENT", "EACCES", "EPERM", "ENOTDIR", "ELOOP"))
+# The kernel's interfaces: neither kept nor answered (HostView.has).
+KERNEL = ("/proc/", "/sys/")
 # Distinct paths kept: a big C build fails ~10k distinct lookups (GNU hello:
 # see docs/trace-format.md); past this the view says `truncated`.
 MAX_PATHS = 50000
@@ -46,7 +48,10 @@ class Collector:
 
     def __init__(self, build_dir="/build"):
         self.paths = set()
-        self._skip = (build_dir.rstrip("/") + "/", "/proc/")
+        # The build's own directory, and the kernel's interfaces: /proc and
+        # /sys show the host's kernel, not files a build could declare (the
+        # Go and Java runtimes read /sys/kernel/mm/... at start and do without).
+        self._skip = (build_dir.rstrip("/") + "/",) + KERNEL
         self.full = False
 
     def __call__(self, ev):
@@ -137,7 +142,7 @@ class HostView:
 
     def has(self, path):
         """True: the host has it; False: it lacks it too; None: not recorded."""
-        if not self.known or path not in self.paths:
+        if not self.known or path not in self.paths or path.startswith(KERNEL):
             return None
         return self.paths[path] is not None
 
