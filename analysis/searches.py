@@ -48,11 +48,13 @@ def hidden_lookups(cls):
 def host_candidate(facts, cls, probes):
     """The first of a search's failed lookups whose path the host has and the
     sandbox hides (the trace's host_view), or None: the rest, missing on the
-    host too, were the search trying its luck."""
-    for p in probes:
-        if facts.host.has(p.path) and not cls.visible(p.path):
-            return p
-    return None
+    host too, were the search trying its luck. One in a distribution directory
+    first: /usr/local and /opt hold what a local admin installed (pip's
+    /usr/local/lib/python3.11/dist-packages), /usr/lib/python3/dist-packages
+    what a package did."""
+    found = [p for p in probes if facts.host.has(p.path) and not cls.visible(p.path)]
+    return next((p for p in found if is_system_dir(posixpath.dirname(p.path))),
+                found[0] if found else None)
 
 
 def file_searches(facts, cls, chain, claimed):
