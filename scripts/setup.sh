@@ -32,8 +32,10 @@ cd "$(dirname "$0")/.."
 #     dpkg-dev       /usr/share/dpkg/architecture.mk (a Makefile's include)
 #     meson ninja-build  meson's dependency('systemd')
 #     xsltproc docbook-xsl docbook-xml  DocBook man pages through /etc/xml/catalog
-#     autoconf       autoreconf for the configureBlas release (prepare.sh)
-#     libblas-dev    libblas.so(.3), links into /etc/alternatives (-lblas, the loader)
+#     autoconf       autoreconf for configureDocbook's release (realworld/prepare.sh)
+#     libblas3       libblas.so.3, a link into /etc/alternatives (-l:libblas.so.3,
+#                    the loader); not libblas-dev, whose pkgconfig/blas.pc link
+#                    into /etc/alternatives every pkg-config search then reads
 #     gnupg          gpg making ~/.gnupg
 #     media-types    /etc/mime.types (python's mimetypes)
 #     locales        the de_DE source localedef compiles below (pyLocale)
@@ -42,7 +44,7 @@ PKGS="nix-bin nix-setup-systemd busybox-static strace gcc make libc6-dev
       zlib1g-dev systemd tzdata ca-certificates chromium tmux
       netbase perl libjson-perl ruby ruby-webrick openjdk-17-jdk-headless
       libcommons-cli-java dpkg-dev meson ninja-build xsltproc docbook-xsl docbook-xml
-      autoconf libblas-dev gnupg media-types locales"
+      autoconf libblas3 gnupg media-types locales"
 # A package whose program another one provides already: NodeSource's nodejs
 # ships npm, and conflicts with Debian's npm package.
 provided() {
@@ -117,5 +119,5 @@ if ! locale -a 2>/dev/null | grep -qx 'de_DE.utf8'; then
     fi
 fi
 # The release tarballs of fixtures/realworld's prebuiltLoader, loaderBlas and
-# configureBlas cases (needs ../shared/corpus; the tests say so when missing).
-bash fixtures/realworld/prepare.sh || echo "setup: fixtures/realworld/prepare.sh failed: the prebuiltLoader, loaderBlas and configureBlas cases will not run" >&2
+# configureDocbook cases (needs ../shared/corpus; the tests say so when missing).
+bash fixtures/realworld/prepare.sh || echo "setup: fixtures/realworld/prepare.sh failed: the prebuiltLoader, loaderBlas and configureDocbook cases will not run" >&2
