@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 #     dpkg-dev       /usr/share/dpkg/architecture.mk (a Makefile's include)
 #     meson ninja-build  meson's dependency('systemd')
 #     xsltproc docbook-xsl docbook-xml  DocBook man pages through /etc/xml/catalog
-#     autoconf       autoreconf for configureDocbook's release (realworld/prepare.sh)
+#     autoconf       configureDocbook's configure script (realworld/prepare.sh)
 #     libblas3       libblas.so.3, a link into /etc/alternatives (-l:libblas.so.3,
 #                    the loader); not libblas-dev, whose pkgconfig/blas.pc link
 #                    into /etc/alternatives every pkg-config search then reads
