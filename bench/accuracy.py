@@ -253,8 +253,11 @@ def verify_row(row):
         v = c.get("verification")
         if not v:
             continue
-        tried.append(f"{_short(v.get('change'), 60)} -> {v.get('outcome')} "
-                     f"({v.get('seconds', 0):.1f} s)")
+        if not v.get("change"):
+            tried.append(f"{describe({'kind': c.get('kind')})}: not tested: {v.get('why')}")
+        else:
+            tried.append(f"{_short(v['change'], 60)} -> {v.get('outcome')} "
+                         f"({v.get('seconds') or 0:.1f} s)")
         if label_outcome is None and {k: c.get(k) for k in row["want"]} == row["want"]:
             label_outcome = v.get("outcome")
     return label_outcome, tried, took
