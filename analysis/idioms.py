@@ -136,6 +136,14 @@ def _services(m, base, obj):     # getservbyname's database
     return base == "services"
 
 
+def _locale(m, base, obj):       # setlocale's database: glibc reads the archive first
+    return base == "locale-archive"
+
+
+def _entity(m, base, obj):       # libxml2: the catalog that maps the URL, or the file
+    return base == "catalog" or base == m.group(1).rstrip("/").rsplit("/", 1)[-1]
+
+
 IDIOMS = (
     Idiom("ld: cannot find -lNAME", r"cannot find -l([\w.+-]+)",
           "/usr/bin/ld: cannot find -lz: No such file or directory", names=_lib),
@@ -171,6 +179,13 @@ IDIOMS = (
           r"No address associated with hostname|failed to resolve|getaddrinfo",
           "socket.gaierror: [Errno -3] Temporary failure in name resolution",
           kinds=("dns",)),
+    Idiom("setlocale: unsupported locale", r"unsupported locale setting|[Ss]etting locale "
+          r"failed|cannot change locale|Cannot set LC_\w+ to default locale",
+          "locale.Error: unsupported locale setting", names=_locale),
+    Idiom("libxml2: failed to load external entity",
+          r"failed to load external entity \"([^\"]+)\"",
+          'warning: failed to load external entity "http://docbook.sourceforge.net/release/'
+          'xsl/current/manpages/docbook.xsl"', names=_entity),
     Idiom("libc: service/proto not found", r"service/proto not found|getservbyname",
           "OSError: service/proto not found", names=_services),
 )

@@ -338,6 +338,18 @@ def _believe_the_log(causes):
         if top is not None and c["kind"] in PATH_KINDS and not c.get("log_mention") \
                 and c["score"] >= top:
             c["score"] = top - 1
+    # A tool idiom is the tool saying what it wanted: it outranks what the
+    # same process's log names only in passing (libxml2's "failed to load
+    # external entity \"http://host/...\"" wanted the catalog that maps the
+    # URL; the host's name in it is where it went next).
+    said = {}
+    for c in causes:
+        if c.get("log_mention") == "idiom" and c["score"] >= GOOD:
+            said[c["proc"]] = max(said.get(c["proc"], c["score"]), c["score"])
+    for c in causes:
+        top = said.get(c["proc"])
+        if top is not None and c.get("log_mention") == "name" and c["score"] >= top:
+            c["score"] = top - 1
 
 
 def rank(causes, facts, chain):

@@ -60,6 +60,11 @@ IDIOM_CASES = [
      "git.example.com", dict(kind="dns", host="git.example.com", syscall="connect"),
      dict(kind="dns", host="pypi.org", syscall="connect")),
     ("OSError: service/proto not found", lookup("/etc/services"), lookup("/etc/protocols")),
+    ("locale.Error: unsupported locale setting", lookup("/usr/lib/locale/locale-archive"),
+     lookup("/usr/lib/python3/dist-packages")),
+    ('warning: failed to load external entity "http://docbook.sourceforge.net/release/xsl/'
+     'current/manpages/docbook.xsl"', lookup("/etc/xml/catalog", syscall="newfstatat"),
+     lookup("/etc/resolv.conf")),
 ]
 
 
@@ -119,6 +124,25 @@ def test_a_name_in_a_line_that_is_not_about_a_failure_is_no_cause():
     rep = stdenv_hook_lookup(mounted=False).why(summary={"exit_status": 2,
                                                          "host_view": view})
     assert "postPatch" not in (top(rep).get("path") or ""), top(rep)
+
+
+def test_an_idiom_outranks_what_the_same_process_names_in_passing():
+    """xsltproc without the XML catalog goes to the network for the URL:
+    libxml2's complaint is about the catalog, the host in the URL is where it
+    went next."""
+    t = Synth()
+    url = "http://docbook.sourceforge.net/release/xsl/current/manpages/docbook.xsl"
+    t.spawn("1", "1.1", "/usr/bin/xsltproc", ["xsltproc", url, "page.xml"])
+    t.stat("1.1", "/etc/xml/catalog", errno="ENOENT")
+    t.connect("1.1", "127.0.0.1:53", errno=None, dns="docbook.sourceforge.net")
+    t.err("1.1", f'warning: failed to load external entity "{url}"\ncannot parse {url}\n')
+    t.finish("1.1", 4)
+    t.exit("1", 2)
+    view = {"paths": {"/etc/xml/catalog": ["file", 4084, "xml-core"]}}
+    rep = t.why(summary={"exit_status": 2, "host_view": view})
+    assert (top(rep)["path"], top(rep)["log_mention"]) == ("/etc/xml/catalog", "idiom")
+    dns = [c for c in rep["root_causes"] if c["kind"] == "dns"]
+    assert dns and dns[0]["score"] < top(rep)["score"]
 
 
 # -- the host's view ------------------------------------------------------------------
