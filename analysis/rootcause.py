@@ -354,9 +354,10 @@ def process_causes(facts, chain):
 
 def candidates(facts, chain, cls):
     found, claimed = include_searches(facts, cls)
-    found += file_searches(facts, cls, chain, claimed)
-    out = [_cause(kind, ev, facts, **fields) for kind, ev, fields in found]
     log = log_of(facts, chain)
+    found += file_searches(facts, cls, chain + reported_children(facts, chain, log),
+                           claimed)
+    out = [_cause(kind, ev, facts, **fields) for kind, ev, fields in found]
     for ev in facts.failures:
         if ev.seq in claimed or is_probe(ev, facts, cls):
             continue
@@ -380,6 +381,28 @@ def candidates(facts, chain, cls):
     out.extend(race_causes(facts))
     out.extend(signal_causes(facts, chain))
     out.extend(process_causes(facts, chain))
+    return out
+
+
+_WORD = re.compile(r"[A-Za-z][\w.+-]{3,}")
+
+
+def reported_children(facts, chain, log):
+    """Failed children of the chain's processes, off the chain, whose command
+    line names a word of the chain's complaint: meson's "Dependency "systemd"
+    not found, tried pkgconfig" reports `pkg-config --modversion systemd`,
+    which failed, although meson went on to try cmake, whose failure the
+    chain followed. Their file searches are candidates too."""
+    words = set(_WORD.findall(log.text))
+    out = []
+    for p in chain:
+        q = facts.procs.get(p)
+        for c in (q.children if q else ()):
+            cq = facts.procs.get(c)
+            if c in chain or c in facts.threads or cq is None or not cq.failed:
+                continue
+            if any(a in words for a in cq.argv[1:]):
+                out.append(c)
     return out
 
 

@@ -109,6 +109,9 @@ def _host_points(c, facts):
         return 0
     path = c.get("path") or ""
     has = facts.host.has(path) if path else None
+    if has is None and c.get("searched") and c.get("accessed"):
+        path = c["accessed"]     # a search's dropped directory (pkg-config's)
+        has = facts.host.has(path)
     if has is None:
         return 0
     if has and facts.cls.visible(path):
@@ -209,7 +212,9 @@ def complaint_leads(facts, chain, log):
     - what many processes failed to find (STARTUP_PROCS or more: the
       loader's ld.so.cache, nsswitch.conf), which every program does without;
     - a directory the process then searched in (failed lookups under it:
-      cmake's /opt, a search root; the search speaks for itself)."""
+      cmake's /opt, a search root; the search speaks for itself);
+    - in a process with a failed child: its complaint may well be the
+      child's (meson reports pkg-config's "not found")."""
     out = {}
     if not facts.host.known or log._idioms or \
             any(ev.path and ev.path in log.text for p in chain for ev in facts.failures_of(p)):
@@ -218,6 +223,9 @@ def complaint_leads(facts, chain, log):
     for p in chain:
         said = next((s for s, line in facts.stderr.get(p, ()) if is_failure_line(line)), None)
         q = facts.procs.get(p)
+        if q is not None and any(c not in facts.threads and facts.procs[c].failed
+                                 for c in q.children if c in facts.procs):
+            continue                 # its complaint may well be a child's
         if said is None and p == chain[-1] and q is not None and q.failed \
                 and p not in facts.threads:
             said = q.exit_seq

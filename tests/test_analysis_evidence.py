@@ -145,6 +145,30 @@ def test_an_idiom_outranks_what_the_same_process_names_in_passing():
     assert dns and dns[0]["score"] < top(rep)["score"]
 
 
+def test_a_failed_child_the_complaint_names_is_searched_too():
+    """meson asks pkg-config for systemd (it fails: /usr/share/pkgconfig is
+    dropped at start), then tries cmake, whose failure the chain follows."""
+    t = Synth(sandbox_paths=[{"source": "/usr/lib", "target": "/usr/lib"}])
+    t.spawn("1", "1.1", "/usr/bin/meson", ["meson", "setup", "build"])
+    t.spawn("1.1", "1.1.1", "/usr/bin/pkg-config", ["pkg-config", "--modversion", "systemd"])
+    t.stat("1.1.1", "/usr/share/pkgconfig", errno="ENOENT")
+    for d in ("/usr/lib/x86_64-linux-gnu/pkgconfig", "/usr/lib/pkgconfig"):
+        t.open("1.1.1", d + "/systemd.pc", errno="ENOENT")
+    t.finish("1.1.1", 1)
+    t.spawn("1.1", "1.1.2", "/usr/bin/cmake", ["cmake", "--find-package"])
+    t.open("1.1.2", "/usr/share/cmake-3.25/Modules/CMake.cmake", errno="ENOENT")
+    t.finish("1.1.2", 1)
+    t.err("1.1", 'meson.build:3:0: ERROR: Dependency "systemd" not found, tried pkgconfig\n')
+    t.finish("1.1", 1)
+    t.exit("1", 1)
+    view = {"paths": {"/usr/share/pkgconfig": ["dir", 0, None],
+                      "/usr/share/cmake-3.25/Modules/CMake.cmake": None}}
+    c = top(t.why(summary={"exit_status": 1, "host_view": view}))
+    assert (c["proc"], c["path"], c["looked_for"]) == ("1.1.1",
+                                                       "/usr/share/pkgconfig/systemd.pc",
+                                                       "systemd.pc")
+
+
 # -- the host's view ------------------------------------------------------------------
 
 SERVICES = ["file", 12813, "netbase"]
