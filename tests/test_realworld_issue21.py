@@ -43,6 +43,10 @@ XFAIL_BEFORE = frozenset({
     "perlServices", "pyLocale", "pyMimeTypes", "pyProtocols", "pyServices",
     "rubyServices", "rubyWebrick",
 })
+# Still missed after issue 21's mechanisms (branch i21b): mesonSystemd's label
+# is the directory /usr/share/pkgconfig; `why` names the file it was to hold,
+# /usr/share/pkgconfig/systemd.pc, as pkgConfigSystemd's label does.
+XFAIL_AFTER = frozenset({"mesonSystemd"})
 
 
 def test_issue21_cases_are_labelled_apart():
@@ -72,8 +76,8 @@ def test_why_names_the_labelled_cause(attr, tmp_path):
     assert rep["status"] == "failed" and rep["root_causes"], rep
     want = expected(label)
     got = {k: rep["root_causes"][0].get(k) for k in want}
-    if got != want and attr in XFAIL_BEFORE:
-        pytest.xfail("issue 21 mechanisms")
+    if got != want and attr in XFAIL_AFTER:
+        pytest.xfail("label: the directory, why names the file in it")
     assert got == want, json.dumps(rep["root_causes"][:3], indent=1)
 
 
