@@ -62,3 +62,25 @@ def test_a_failed_dns_lookup_is_not_a_dependency_the_build_used(tmp_path):
     assert all((g["group"], g["result"]) == ("refused", "unanswered") for g in dns), dns
     text = run_nixrec("deps", trace).stdout.decode()
     assert "connect succeeded" not in text and "127.0.0.1:53  connect unanswered" in text
+
+
+def test_deps_files_the_hidden_cause_apart_from_an_interpreters_probes(tmp_path):
+    """fixtures/realworld pyServices: a python3 test calls getservbyname.
+    /etc/services is hidden (the host has it); python3's start-up lookups
+    (pybuilddir.txt, the ._pth files) are missing on the host too."""
+    for path in ("/usr/bin/python3", "/etc/services"):
+        if not os.path.exists(path):
+            missing(f"the host has no {path} (scripts/setup.sh installs it)")
+    trace = tmp_path / "py.nixrec"
+    p = run_nixrec("record", instantiate("realworld/default.nix", "pyServices"), "-o", trace,
+                   "-q", "--extra-sandbox-paths",
+                   "/bin /lib /lib64 /usr/bin /usr/lib /usr/lib64 /usr/libexec", timeout=120)
+    assert p.returncode == 1, p.stderr
+    groups = {}
+    for g in nixrec_json("deps", trace)["undeclared"]:
+        groups.setdefault(g.get("path"), set()).add(g["group"])
+    assert groups["/etc/services"] == {"hidden"}
+    assert groups["/usr/bin/pybuilddir.txt"] == {"probe"}
+    top = nixrec_json("why", trace)["root_causes"][0]
+    assert (top["path"], top["on_host"], top["log_mention"]) == ("/etc/services", True,
+                                                                 "idiom")
