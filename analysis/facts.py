@@ -326,8 +326,9 @@ class Facts:
             q.exit_status = ev.args.get("status")
         if ev.args.get("signal"):
             q.exit_signal = ev.args.get("signal")
-        if not q.failed:
-            # Exited 0: rarely the one to blame, so keep less of it.
+        if not q.failed and ev.proc not in self.threads:
+            # Exited 0: rarely the one to blame, so keep less of it (not a
+            # thread: its status is not its program's, which may fail yet).
             log = self.fails.get(ev.proc)
             if log is not None:
                 log.trim()

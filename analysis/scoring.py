@@ -26,9 +26,12 @@ GOOD = 4
 
 
 def _score(c, facts, chain, log):
+    # A thread is its program: the JVM's main thread, the Go runtime's
+    # threads are children in the tree only because clone() made them.
+    chain = [_leader(facts, p) for p in chain]
     origin = chain[-1] if chain else None
     s = PRIOR.get(c["kind"], 0)
-    proc = c["proc"]
+    proc = _leader(facts, c["proc"])
     if proc == origin:
         s += 4
     elif proc in chain:
@@ -66,6 +69,16 @@ def _score(c, facts, chain, log):
     if q and origin == proc and c["seq"] >= q.exec_seq:
         s += 1           # in the program that finally failed, not its shell parent
     return s
+
+
+def _leader(facts, proc):
+    """The process a thread belongs to (itself for a process)."""
+    while proc in facts.threads:
+        q = facts.procs.get(proc)
+        if q is None or not q.parent:
+            break
+        proc = q.parent
+    return proc
 
 
 def _log_points(c, log):

@@ -169,6 +169,27 @@ def test_a_failed_child_the_complaint_names_is_searched_too():
                                                        "systemd.pc")
 
 
+def test_a_thread_is_its_program():
+    """The java launcher (1.1) starts the JVM's main thread (1.1.1), which
+    prints the error and ends with status 0; the launcher exits 1. The
+    thread's failed lookup and its log are the program's."""
+    t = Synth()
+    t.spawn("1", "1.1", "/usr/lib/jvm/bin/javac", ["javac", "App.java"])
+    t.open("1.1", "/usr/lib/jvm/lib/jvm.cfg", errno="ENOENT")
+    t.ev("fork", "1.1", syscall="clone", result=7, args={"child": "1.1.1", "thread": True})
+    t.stat("1.1.1", "/etc/java/security/java.security", errno="ENOENT")
+    t.err("1.1.1", 'Exception in thread "main" \n'
+                   "java.lang.InternalError: Error loading java.security file\n")
+    for i in range(30):                       # a long stack trace
+        t.err("1.1.1", f"\tat java.base/Frame{i}.run(Frame.java:{i})\n")
+    t.exit("1.1.1", 0)
+    t.finish("1.1", 1)
+    t.exit("1", 1)
+    c = top(t.why())
+    assert (c["path"], c["proc"], c["log_mention"]) == ("/etc/java/security/java.security",
+                                                        "1.1.1", "name")
+
+
 # -- the host's view ------------------------------------------------------------------
 
 SERVICES = ["file", 12813, "netbase"]
