@@ -276,6 +276,10 @@ def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
 def _group(g, found, host):
     """Put a deps entry in its group. A lookup that found nothing (ENOENT,
     ENOTDIR) is:
+    - "hidden" when the host has it (the trace's host_view): the sandbox hid
+      it (/etc/services for a test that asks getservbyname), even if a call
+      found its name elsewhere (pkg-config's /usr/share/pkgconfig next to
+      /usr/lib/pkgconfig);
     - an absent probe (category "probe", its place kept in `area`) when its
       name was found under another directory (`found`: a search path at
       work, as the loader, gcc's include and program searches, `command -v`
@@ -283,8 +287,6 @@ def _group(g, found, host):
       it), or, in a trace without a host view, it is a path every program
       asks for and does without (noise.py: busybox's /etc/busybox.conf,
       ld.so.cache, the loader's hwcaps directories, nscd's socket...);
-    - "hidden" when the host has it: the sandbox hid it (/etc/services for
-      a test that asks getservbyname);
     - else refused. Everything else the build was refused, or used (a
       resolver query never answered is refused, "unanswered")."""
     from nixrec.analysis.noise import path_noise    # noise.py imports this module
@@ -292,11 +294,11 @@ def _group(g, found, host):
     absent = path and g["result"] == "refused" and g.get("errno") in _ABSENT \
         and g["access"] in _LOOKUP
     has = host.has(path) if absent and g.get("path") else None
-    if absent and (basename(path) in found or has is False
-                   or (has is None and path_noise(path) is True)):
+    if has:
+        g["group"] = "hidden"      # whatever else the build found: the host has it
+    elif absent and (basename(path) in found or has is False
+                     or (has is None and path_noise(path) is True)):
         g["area"], g["category"], g["group"] = g["category"], "probe", "probe"
-    elif has:
-        g["group"] = "hidden"
     else:
         g["group"] = "used" if g["result"] == "succeeded" else "refused"
 
