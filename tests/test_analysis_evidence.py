@@ -265,10 +265,15 @@ def test_a_search_the_host_cannot_answer_either_ranks_below_a_hidden_path():
 def test_deps_keeps_hidden_apart_from_probes():
     t, summary = python_services()
     t.connect("1.1", "127.0.0.1:53", errno=None, dns="example.org")
+    # pkg-config drops /usr/share/pkgconfig (hidden) and uses /usr/lib/pkgconfig.
+    t.stat("1.1", "/usr/share/pkgconfig", errno="ENOENT")
+    t.stat("1.1", "/usr/lib/pkgconfig")
+    summary["host_view"]["paths"]["/usr/share/pkgconfig"] = ["dir", 0, None]
     groups = {g.get("path") or g.get("host"): g for g in
               __import__("nixrec.analysis.deps", fromlist=["x"]).undeclared_accesses(
                   t.header, list(t.events), summary)["undeclared"]}
     assert groups["/etc/services"]["group"] == "hidden"
+    assert groups["/usr/share/pkgconfig"]["group"] == "hidden"
     assert groups["/etc/services"]["category"] == "host"
     for p in ("/usr/bin/pybuilddir.txt", "/usr/bin/python3._pth"):
         assert groups[p]["group"] == "probe", groups[p]
