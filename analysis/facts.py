@@ -225,6 +225,10 @@ class Facts:
         self._home = self.plan.get("home") or "/homeless-shelter"
         self._in_hidden = hidden_lookups(self.cls)
         self._home_dir = self._home + "/"
+        # proc -> seq of its first successful access under the build directory:
+        # where a program's own work starts, after its start-up probes.
+        self.first_build = {}
+        self._build_dir = (self.plan.get("build_dir") or "/build").rstrip("/") + "/"
         self.last_seq = 0
         for path, p in (processes or {}).items():
             self._merge_proc(path, p)
@@ -383,6 +387,9 @@ class Facts:
     def _on_success(self, ev, q):
         access = access_of(ev)
         path = ev.path
+        if path and path.startswith(self._build_dir) and ev.proc not in self.first_build \
+                and ev.kind == "syscall":
+            self.first_build[ev.proc] = ev.seq
         made, gone = creates(ev), deletes(ev)
         if made or gone or (path and path.startswith(self._tracked)):
             self.files.observe(ev, access, made, gone)    # it can change

@@ -92,7 +92,8 @@ def _log_points(c, log):
     # A directory the log prints only as the start of a longer path (make's
     # "No rule to make target '/usr/share/dpkg/architecture.mk'" after a
     # stat of /usr/share/dpkg): the log speaks of the file, not of it.
-    named = mentioned(key, name, log.text) and not _only_longer(path, log.text)
+    named = (mentioned(key, name, log.text) or bool(c.get("looked_for")) and mentioned(
+        key, c["looked_for"], log.text)) and not _only_longer(path, log.text)
     # The log prints the very path: the program says this is what it needed
     # ("invalid path: /etc/ssl/certs/ca-certificates.crt").
     said = named and bool(path) and path in log.text and bool(_path_re(path).search(log.text))
@@ -117,7 +118,8 @@ LOOKUP_KINDS = frozenset(("undeclared-host-path", "undeclared-store-path",
 def _host_points(c, facts):
     """The host's view (hostview.py): a path the sandbox hides and the host
     has is the difference that makes a sandbox-only failure (+2, on_host
-    true); one the host lacks as well is a probe (-4, on_host false)."""
+    true; not for a bare existence check nothing else speaks for); one the
+    host lacks as well is a probe (-5, on_host false: below GOOD on its own)."""
     if c["kind"] not in LOOKUP_KINDS or not c.get("errno"):
         return 0
     path = c.get("path") or ""
@@ -132,7 +134,10 @@ def _host_points(c, facts):
     if not has and c.get("log_mention") in ("path", "idiom"):
         return 0         # the log pins it: the cause, if not a sandbox-only one
     c["on_host"] = has
-    return 2 if has else -4
+    if has and not c.get("log_mention") and not c.get("searched") \
+            and access_of_name(c.get("syscall") or "") == "stat":
+        return 0         # asked whether it is there, and never said it needed it
+    return 2 if has else -5
 
 
 def _only_longer(path, text):
@@ -227,7 +232,10 @@ def complaint_leads(facts, chain, log):
     - a directory the process then searched in (failed lookups under it:
       cmake's /opt, a search root; the search speaks for itself);
     - in a process with a failed child: its complaint may well be the
-      child's (meson reports pkg-config's "not found")."""
+      child's (meson reports pkg-config's "not found");
+    - before the process first touched the build's own files: its start-up
+      (the loader's ld.so.cache, python's site directories and
+      sitecustomize), not its work."""
     out = {}
     if not facts.host.known or log._idioms or \
             any(ev.path and ev.path in log.text for p in chain for ev in facts.failures_of(p)):
@@ -245,8 +253,16 @@ def complaint_leads(facts, chain, log):
         if said is None:
             continue
         fails = facts.failures_of(p)
+        # Only once the program was at its own work (it had touched the
+        # build's files): before that, an interpreter's and the loader's
+        # start-up probes (site's dist-packages, sitecustomize, ld.so.cache).
+        start = facts.first_build.get(p)
+        if start is None:
+            continue
         for ev in reversed(fails):
             path = ev.path
+            if ev.seq < start:
+                break
             if ev.seq > said or not path or ev.errno not in _HIDDEN_ERRNOS \
                     or MESSAGE_MACHINERY.search(path) or not facts.host.has(path) \
                     or facts.cls.visible(path):

@@ -19,7 +19,7 @@ import functools
 import posixpath
 
 from nixrec.analysis.deps import access_of, basename
-from nixrec.analysis.noise import is_noise
+from nixrec.analysis.noise import is_noise, is_probe
 
 # Where a distribution installs packages. A hidden directory at or under one
 # of these is where the host keeps the file; elsewhere (/usr/local, /opt,
@@ -84,7 +84,7 @@ def _searches(facts, proc, claimed):
     for f in facts.failures_of(proc):
         if f.errno != "ENOENT" or not f.path or f.seq in claimed or f.kind == "exec" \
                 or access_of(f) not in ("read", "stat") \
-                or (f.syscall or "").startswith("readlink"):
+                or (f.syscall or "").startswith("readlink") or is_probe(f, facts, facts.cls):
             continue
         groups.setdefault(basename(f.path), []).append(f)
     out = {}

@@ -325,6 +325,7 @@ def perl_services(view=True):
     t = Synth()
     t.spawn("1", "1.1", "/usr/bin/perl", ["perl", "t/address.t"])
     t.open("1.1", "/etc/ld.so.cache", errno="ENOENT")
+    t.open("1.1", "/build/t/address.t")             # its own work starts here
     t.stat("1.1", "/etc/perl/Test/More.pmc", errno="ENOENT")
     t.stat("1.1", "/usr/share/perl5/Test/More.pmc", errno="ENOENT")
     t.open("1.1", "/etc/services", errno="ENOENT")
@@ -345,6 +346,44 @@ def test_what_the_origin_asked_for_last_that_the_host_has_leads():
     # Without the host's view nothing says so: /etc/services stays a libc probe.
     assert all(c.get("path") != "/etc/services"
                for c in perl_services(view=False)["root_causes"])
+
+
+def test_no_lead_before_the_program_is_at_its_own_work():
+    """perl -e 'die ...': the loader's ld.so.cache (the host has it) is the
+    only hidden file, read before perl touched anything of the build."""
+    t = Synth()
+    t.spawn("1", "1.1", "/usr/bin/perl", ["perl", "-e", "die"])
+    t.open("1.1", "/etc/ld.so.cache", errno="ENOENT")
+    t.stat("1.1", "/etc/perl/Carp.pmc", errno="ENOENT")
+    t.stat("1.1", "/usr/local/share/perl/Carp.pmc", errno="ENOENT")
+    t.err("1.1", "checksum mismatch\n")
+    t.finish("1.1", 1)
+    t.exit("1", 1)
+    view = {"paths": {"/etc/ld.so.cache": ["file", 39803, None], "/etc/perl/Carp.pmc": None,
+                      "/usr/local/share/perl/Carp.pmc": None}}
+    rep = t.why(summary={"exit_status": 1, "host_view": view})
+    assert top(rep)["kind"] == "fallback" and top(rep)["score"] < 4 + 4
+    assert all(c.get("log_mention") != "before" for c in rep["root_causes"])
+
+
+def test_make_s_own_include_directories_are_no_search():
+    """make stats /usr/gnu/include, /usr/local/include, /usr/include at every
+    start: the host having /usr/local/include makes no cause of it."""
+    t = Synth()
+    t.spawn("1", "1.1", BB + "/bin/make", ["make"])
+    for d in ("/usr/gnu/include", "/usr/local/include", "/usr/include"):
+        t.stat("1.1", d, errno="ENOENT")
+    t.spawn("1.1", "1.1.1", BB + "/bin/sh", ["sh", "-c", "exit 1"])
+    t.err("1.1.1", "test_x: FAILED\n")
+    t.finish("1.1.1", 1)
+    t.err("1.1", "make: *** [Makefile:2: all] Error 1\n")
+    t.finish("1.1", 2)
+    t.exit("1", 2)
+    view = {"paths": {"/usr/gnu/include": None, "/usr/local/include": ["dir", 0, None],
+                      "/usr/include": ["dir", 0, None]}}
+    rep = t.why(summary={"exit_status": 2, "host_view": view})
+    assert top(rep)["kind"] == "fallback"
+    assert not any(c.get("looked_for") == "include" for c in rep["root_causes"])
 
 
 def test_the_message_machinery_is_never_the_lead():
