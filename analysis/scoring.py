@@ -61,8 +61,10 @@ def _score(c, facts, chain, log):
             s -= 6           # the same operation succeeded next: tolerated
             c["tolerated"] = later
     s += _host_points(c, facts)
-    if c.get("link") and c.get("accessed") == c["link"]:
+    if c.get("link") and c.get("accessed") == c["link"] and (named or access_of_name(
+            c.get("syscall") or "") != "stat"):
         s += 1           # it named the symlink itself: the clearest event to show
+                         # (not a bare existence check: python's sitecustomize)
     if c["kind"] == "race" and proc not in chain and c.get("errno") is None:
         s -= 6           # a read that raced but did not make anything fail
     q = facts.procs.get(proc)

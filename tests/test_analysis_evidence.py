@@ -366,6 +366,25 @@ def test_no_lead_before_the_program_is_at_its_own_work():
     assert all(c.get("log_mention") != "before" for c in rep["root_causes"])
 
 
+def test_a_plain_assertion_failure_gets_no_host_cause():
+    """python3 -c "assert ...": its start-up asks whether sitecustomize.py (a
+    symlink into the hidden /etc/python3.11, the host has it) is there; the
+    failure is the assertion, nothing the sandbox did."""
+    t = Synth()
+    t.spawn("1", "1.1", "/usr/bin/python3", ["python3", "-c", "assert 0"])
+    t.open("1.1", "/usr/bin/pybuilddir.txt", errno="ENOENT")
+    t.ev("syscall", "1.1", syscall="newfstatat", path="/usr/lib/python3.11/sitecustomize.py",
+         errno="ENOENT", args={"link": "/usr/lib/python3.11/sitecustomize.py",
+                               "link_target": "/etc/python3.11/sitecustomize.py"})
+    t.err("1.1", "Traceback (most recent call last):\nAssertionError: wrong value\n")
+    t.finish("1.1", 1)
+    t.exit("1", 1)
+    view = {"paths": {"/usr/bin/pybuilddir.txt": None,
+                      "/usr/lib/python3.11/sitecustomize.py": ["file", 155, None],
+                      "/etc/python3.11/sitecustomize.py": ["file", 155, None]}}
+    assert top(t.why(summary={"exit_status": 1, "host_view": view}))["kind"] == "fallback"
+
+
 def test_make_s_own_include_directories_are_no_search():
     """make stats /usr/gnu/include, /usr/local/include, /usr/include at every
     start: the host having /usr/local/include makes no cause of it."""
