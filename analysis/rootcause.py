@@ -28,7 +28,7 @@ from nixrec.analysis import hints
 from nixrec.analysis.limits import limit_cause, limit_chain
 from nixrec.analysis.outputcheck import output_cause
 from nixrec.analysis.producers import find_producer, missing_product
-from nixrec.analysis.scoring import GOOD, log_of, order, rank
+from nixrec.analysis.scoring import GOOD, leader, log_of, order, rank, with_threads
 from nixrec.recorder.tracefile.hostview import HostView
 
 SECCOMP_ERRNO = ("ENOTSUP", "EOPNOTSUPP")
@@ -159,8 +159,12 @@ _FILE_EXT = re.compile(r"\.(c|h|cc|o|so|a|txt|json|py|sh|mk|in|am|ac|nix|pc|gz|x
 
 def _guess_host(facts, proc):
     """The name a resolver query was for, when the tracer could not decode it:
-    the build log ("Could not resolve host: X") or the program's arguments."""
-    for p in _log_writers(facts, proc):
+    the build log ("Could not resolve host: X") or the program's arguments.
+    The log of its program's other threads too (Go resolves in one thread
+    and reports in another)."""
+    writers = _log_writers(facts, proc)
+    writers += [p for p in with_threads(facts, [leader(facts, proc)]) if p not in writers]
+    for p in writers:
         m = _HOST_IN_LOG.search(facts.stderr_text([p]))
         if m:
             return m.group(1)

@@ -28,10 +28,10 @@ GOOD = 4
 def _score(c, facts, chain, log):
     # A thread is its program: the JVM's main thread, the Go runtime's
     # threads are children in the tree only because clone() made them.
-    chain = [_leader(facts, p) for p in chain]
+    chain = [leader(facts, p) for p in chain]
     origin = chain[-1] if chain else None
     s = PRIOR.get(c["kind"], 0)
-    proc = _leader(facts, c["proc"])
+    proc = leader(facts, c["proc"])
     if proc == origin:
         s += 4
     elif proc in chain:
@@ -73,7 +73,7 @@ def _score(c, facts, chain, log):
     return s
 
 
-def _leader(facts, proc):
+def leader(facts, proc):
     """The process a thread belongs to (itself for a process)."""
     while proc in facts.threads:
         q = facts.procs.get(proc)
@@ -185,7 +185,7 @@ class LogWords:
             or c.get("seq") in self.leads
 
 
-def _with_threads(facts, chain):
+def with_threads(facts, chain):
     """The chain and the threads below its processes: a Go or Java program's
     threads are each other's children in the tree, and the one that prints
     the error is not always the one whose exit the chain followed."""
@@ -204,7 +204,7 @@ def log_of(facts, chain):
     key = tuple(chain)
     cache = facts.__dict__.setdefault("_log_words", {})
     if key not in cache:
-        lines = sorted((s, l) for p in _with_threads(facts, chain)
+        lines = sorted((s, l) for p in with_threads(facts, chain)
                        for s, l in facts.stderr.get(p, ()))
         log = cache[key] = LogWords([l for _, l in lines])
         log.leads = complaint_leads(facts, chain, log)
