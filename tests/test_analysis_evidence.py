@@ -190,6 +190,22 @@ def test_a_thread_is_its_program():
                                                         "1.1.1", "name")
 
 
+def test_a_resolver_query_takes_its_host_from_its_programs_threads():
+    """go: one thread connects to the resolver, another reports the lookup."""
+    t = Synth()
+    t.spawn("1", "1.1", "/usr/bin/go", ["go", "build"])
+    for th in ("1.1.1", "1.1.2"):
+        t.ev("fork", "1.1", syscall="clone", result=7, args={"child": th, "thread": True})
+    t.ev("fork", "1.1.2", syscall="clone", result=8, args={"child": "1.1.2.1", "thread": True})
+    t.connect("1.1.1", "[::1]:53", errno=None)
+    t.err("1.1.2.1", 'main.go:6:2: Get "https://goproxy.example.com/x.zip": dial tcp: lookup '
+                     "goproxy.example.com on [::1]:53: read udp: connection refused\n")
+    t.finish("1.1", 1)
+    t.exit("1", 1)
+    dns = [c for c in t.why()["root_causes"] if c["kind"] == "dns"]
+    assert dns and all(c["host"] == "goproxy.example.com" for c in dns), dns
+
+
 # -- the host's view ------------------------------------------------------------------
 
 SERVICES = ["file", 12813, "netbase"]
