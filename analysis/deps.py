@@ -4,6 +4,7 @@ Also the one owner of "where is this path in the sandbox" (classify_path) and
 "what kind of access is this event" (access_of), which rootcause.py reuses.
 """
 
+from nixrec.recorder.tracefile.hostview import HostView
 from nixrec.recorder.trace.syscalls import (O_CREAT, O_RDWR, O_TRUNC, O_WRONLY, OPEN_CALLS,
                                       STAT_CALLS, WRITE_CALLS, XATTR_SET)
 
@@ -142,9 +143,10 @@ class PathClassifier:
 
 # deps categories, in report order; "probe" is the absent probes (below).
 CATEGORIES = ("host", "store", "home", "network", "dns", "process", "probe")
-# deps groups: what the build used outside its inputs, what it was refused,
-# and the absent probes every program makes (not a dependency at all).
-GROUPS = ("used", "refused", "probe")
+# deps groups: what the build used outside its inputs, what the sandbox hid
+# and the host has (the trace's host_view), what it was refused otherwise,
+# and the absent probes nobody has or every program makes (no dependency).
+GROUPS = ("used", "hidden", "refused", "probe")
 _LOOKUP = ("read", "stat", "exec", "connect")   # connect: a socket file
 _ABSENT = ("ENOENT", "ENOTDIR")
 
@@ -172,6 +174,10 @@ def _key_of(ev, cls):
     access = access_of(ev)
     if access == "connect":
         addr = ev.args.get("address")
+        if addr and addr.rsplit(":", 1)[-1] == "0" and not addr.startswith("/"):
+            return None     # port 0 reaches nobody: a UDP socket's disconnect
+        if addr and is_resolver(addr):
+            return ("dns", "address", addr)   # a query whose question was not decoded
         # A Unix socket inside /build or /tmp is the build talking to itself.
         if not addr or ev.args.get("family") == "AF_UNIX" \
                 and not cls.undeclared(addr):
@@ -185,6 +191,24 @@ def _key_of(ev, cls):
     if cat not in ("host", "store", "home"):
         return None
     return (cat, "path", path)
+
+
+def is_resolver(address) -> bool:
+    """An address of a DNS resolver (port 53)."""
+    return address.rsplit(":", 1)[-1] == "53" and not address.startswith("/")
+
+
+def _result(ev, cat, plan):
+    """succeeded | refused | unanswered: a resolver query from a sandbox
+    without network (its UDP connect succeeds: the loopback is up) was
+    never answered; it is no dependency the build used."""
+    if ev.failed:
+        return "refused"
+    # plan "network" is the sandbox's own (empty) network namespace; only a
+    # fixed-output build (or --no-sandbox) shares the host's network.
+    if cat == "dns" and not (plan.get("fixed_output") or plan.get("no_sandbox")):
+        return "unanswered"
+    return "succeeded"
 
 
 def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
@@ -217,7 +241,7 @@ def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
         cat, field, value = key
         access = "connect" if cat in ("network", "dns") else \
             process_access(ev) if cat == "process" else access_of(ev)
-        result = "refused" if ev.failed else "succeeded"
+        result = _result(ev, cat, plan)
         g = groups.get((cat, value, access, result))
         if g is None:
             g = groups[(cat, value, access, result)] = {
@@ -228,8 +252,9 @@ def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
         g["count"] += 1
         if ev.proc not in g["procs"]:
             g["procs"].append(ev.proc)
+    host = HostView(summary)
     for g in groups.values():
-        _group(g, found)
+        _group(g, found, host)
     order = {c: i for i, c in enumerate(CATEGORIES)}
     undeclared = sorted(groups.values(),
                         key=lambda g: (order[g["category"]], g["first_seq"]))
@@ -248,20 +273,31 @@ def undeclared_accesses(header: dict, events, summary: dict = None) -> dict:
             "hidden_references": hidden}
 
 
-def _group(g, found):
-    """Put a deps entry in its group. An absent probe is a lookup that found
-    nothing (ENOENT, ENOTDIR) of a path every program asks for and does
-    without (noise.py: busybox's /etc/busybox.conf at every exec, ld.so.cache,
-    the loader's hwcaps directories, nscd's socket...), or of a name found
-    under another directory (`found`: a search path at work, as the loader,
-    gcc's include and program searches, `command -v` do): category "probe",
-    its place kept in `area`. Everything else the build was refused, or used."""
+def _group(g, found, host):
+    """Put a deps entry in its group. A lookup that found nothing (ENOENT,
+    ENOTDIR) is:
+    - "hidden" when the host has it (the trace's host_view): the sandbox hid
+      it (/etc/services for a test that asks getservbyname), even if a call
+      found its name elsewhere (pkg-config's /usr/share/pkgconfig next to
+      /usr/lib/pkgconfig);
+    - an absent probe (category "probe", its place kept in `area`) when its
+      name was found under another directory (`found`: a search path at
+      work, as the loader, gcc's include and program searches, `command -v`
+      do), or the host lacks it as well (the trace's host_view: nobody has
+      it), or, in a trace without a host view, it is a path every program
+      asks for and does without (noise.py: busybox's /etc/busybox.conf,
+      ld.so.cache, the loader's hwcaps directories, nscd's socket...);
+    - else refused. Everything else the build was refused, or used (a
+      resolver query never answered is refused, "unanswered")."""
     from nixrec.analysis.noise import path_noise    # noise.py imports this module
     path = g.get("path") or g.get("address")
-    probe = path and g["result"] == "refused" and g.get("errno") in _ABSENT \
-        and g["access"] in _LOOKUP and \
-        (path_noise(path) is True or basename(path) in found)
-    if probe:
+    absent = path and g["result"] == "refused" and g.get("errno") in _ABSENT \
+        and g["access"] in _LOOKUP
+    has = host.has(path) if absent and g.get("path") else None
+    if has:
+        g["group"] = "hidden"      # whatever else the build found: the host has it
+    elif absent and (basename(path) in found or has is False
+                     or (has is None and path_noise(path) is True)):
         g["area"], g["category"], g["group"] = g["category"], "probe", "probe"
     else:
         g["group"] = "used" if g["result"] == "succeeded" else "refused"

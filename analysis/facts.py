@@ -15,11 +15,13 @@ import types
 from nixrec.analysis.deps import PathClassifier, access_of, basename, creates, deletes
 from nixrec.analysis.filestate import FileState
 from nixrec.analysis.graph import GraphBuilder, parent_of
+from nixrec.analysis.idioms import operation
 from nixrec.analysis.includes import is_include_dir
 from nixrec.analysis.loglines import LineSplitter
 from nixrec.analysis.noise import path_noise
 from nixrec.analysis.searches import hidden_lookups
 from nixrec.recorder.trace.syscalls import FD_CALLS
+from nixrec.recorder.tracefile.hostview import HostView
 from nixrec.recorder.tracefile.model import Event
 
 STDERR_LINES = 200      # per process; a build that prints more is rarely helped by more
@@ -187,12 +189,14 @@ class Facts:
         self.home_writes = []                   # successful writes under HOME
         self.last_ok = {}                       # path -> seq of last success
         self.last_ok_base = {}                  # basename -> seq of last success
+        self.op_ok = {}                         # (path, operation) -> seq of last success
         self.created = collections.defaultdict(list)   # path -> [(seq, proc)]
         self.writers = collections.defaultdict(list)   # path -> [(seq, proc)]
         self.reads = collections.defaultdict(list)     # path -> [(seq, proc)] first few
         self.symlinks = {}                      # link path -> target
         self.threads = set()                    # procs started as a thread (clone)
         self.cls = PathClassifier(self.plan)
+        self.host = HostView(None)              # the host's view: set from the summary
         # Is path there at seq N: only where files come and go (filestate.py).
         self.files = FileState(self.cls.writable_prefixes)
         self._history = self.files.history
@@ -212,6 +216,10 @@ class Facts:
         self._home = self.plan.get("home") or "/homeless-shelter"
         self._in_hidden = hidden_lookups(self.cls)
         self._home_dir = self._home + "/"
+        # proc -> seq of its first successful access under the build directory:
+        # where a program's own work starts, after its start-up probes.
+        self.first_build = {}
+        self._build_dir = (self.plan.get("build_dir") or "/build").rstrip("/") + "/"
         self.last_seq = 0
         for path, p in (processes or {}).items():
             self._merge_proc(path, p)
@@ -313,8 +321,9 @@ class Facts:
             q.exit_status = ev.args.get("status")
         if ev.args.get("signal"):
             q.exit_signal = ev.args.get("signal")
-        if not q.failed:
-            # Exited 0: rarely the one to blame, so keep less of it.
+        if not q.failed and ev.proc not in self.threads:
+            # Exited 0: rarely the one to blame, so keep less of it (not a
+            # thread: its status is not its program's, which may fail yet).
             log = self.fails.get(ev.proc)
             if log is not None:
                 log.trim()
@@ -368,6 +377,9 @@ class Facts:
     def _on_success(self, ev, q):
         access = access_of(ev)
         path = ev.path
+        if path and path.startswith(self._build_dir) and ev.proc not in self.first_build \
+                and ev.kind == "syscall":
+            self.first_build[ev.proc] = ev.seq
         made, gone = creates(ev), deletes(ev)
         if made or gone or (path and path.startswith(self._tracked)):
             self.files.observe(ev, access, made, gone)    # it can change
@@ -378,6 +390,9 @@ class Facts:
             self.flow.add_flow(ev, made, gone)
         if path and access in ("read", "stat", "exec", "write"):
             self._ok(path, ev.seq)
+        op = _CHANGE_OPS.get(ev.syscall)
+        if op and path:
+            self.op_ok[(path, op)] = ev.seq     # tolerated failures (op_succeeded_later)
         if access == "read" and path and len(self.reads[path]) < 4:
             self.reads[path].append((ev.seq, ev.proc))
         if made:
@@ -431,6 +446,14 @@ class Facts:
     def succeeded_later(self, path, seq) -> bool:
         return self.last_ok.get(path, 0) > seq
 
+    def op_succeeded_later(self, path, syscall, seq):
+        """The seq of a later success of the same operation (idioms.operation)
+        on the same path, or None: install's fsetxattr ENOTSUP (no ACLs here)
+        followed by its fchmod, which set the mode anyway, was tolerated."""
+        op = operation(syscall)
+        later = self.op_ok.get((path, op)) if op else None
+        return later if later and later > seq else None
+
     def base_succeeded_later(self, path, seq) -> bool:
         return self.last_ok_base.get(basename(path), 0) > seq
 
@@ -457,6 +480,14 @@ class Facts:
             out.append(p)
             todo.extend(self.procs[p].children if p in self.procs else ())
         return out
+
+
+# Operations that change a file (idioms.OPERATIONS) whose successes are kept
+# per path: a failed lookup found later is a probe (last_ok); a failed change
+# done later by another call of the same operation was tolerated.
+_CHANGE_OPS = {call: operation(call) for call in (
+    "chown", "fchown", "lchown", "fchownat", "chmod", "fchmod", "fchmodat", "fchmodat2",
+    "setxattr", "fsetxattr", "lsetxattr", "utime", "utimes", "utimensat", "futimesat")}
 
 
 _HANDLERS = {

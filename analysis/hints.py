@@ -72,6 +72,9 @@ def _summary(c):
                "HOME=/homeless-shelter does not exist"
     if k == "write-outside":
         return f"{who} tried to write {path}{_errno(c)} -- outside /build and the outputs"
+    if k == "write-denied" and c.get("what") == "ownership":
+        return f"{who} could not change the owner of {path}{_errno(c)} -- the " \
+            "sandbox has one user (uid 1000, gid 100) and no other to give it to"
     if k == "write-denied":
         return f"{who} was refused writing {path}{_errno(c)}"
     if k == "seccomp":
@@ -183,6 +186,8 @@ HINTS = {
 }
 
 
+OWNER_HINT = "the build runs as one unprivileged user: drop the owner and group " \
+    "(install -o/-g, chown) from the install step; the store owns everything anyway"
 HEADER_HINT = "the host's include directories are not in the sandbox: add the " \
     "library that provides {header} to buildInputs and build with stdenv's compiler " \
     "(its wrapper adds each input's include directory), not the host's"
@@ -251,6 +256,8 @@ def _hint(c):
         return LOADER_HINT.format(**c)
     if c["kind"] == "missing-header":
         return HINTS["missing-header"].format(**c)
+    if c["kind"] == "write-denied" and c.get("what") == "ownership":
+        return OWNER_HINT
     return HINTS.get(c["kind"], HINTS["fallback"])
 
 
@@ -283,6 +290,20 @@ SEARCH_HINT = "the host keeps {looked_for} in {where}, which the sandbox hides: 
 EVIDENCE_LINE = 200      # characters of a log line shown as evidence
 
 
+HOST_TYPES = {"dir": "a directory", "link": "a dangling symlink", "char": "a device",
+              "block": "a device", "fifo": "a named pipe", "socket": "a socket"}
+
+
+def _host_line(c, facts):
+    """What the host had where the sandbox had nothing (the trace's host_view)."""
+    e = facts.host.entry(c["path"]) or {}
+    what = HOST_TYPES.get(e.get("type"), "there")
+    if e.get("type") == "file":
+        what = f"a file of {e.get('size')} bytes"
+    pkg = f", from the package {e['package']}" if e.get("package") else ""
+    return f"on the host: {c['path']} is {what}{pkg} (the sandbox hides it)"
+
+
 def describe(c, facts):
     """Fill in c["summary"], c["hint"] and c["evidence"] (in place)."""
     if c.get("via"):
@@ -304,6 +325,8 @@ def describe(c, facts):
                   f" = {'-1 ' + c['errno'] if c.get('errno') else 'ok'}")
     if c["kind"] == "limit" and c.get("argv"):
         ev.append(f"running in {c['proc']}: " + " ".join(c["argv"])[:EVIDENCE_LINE])
+    if c.get("on_host"):
+        ev.append(_host_line(c, facts))
     for seq, syscall, path, errno in c.pop("extra_events", ()):
         also = [d for d in c.get("looked_in") or () if d != path]
         more = f" (also missing: {', '.join(also)})" if also else ""

@@ -30,6 +30,11 @@ NOISE = re.compile(
     # (glibc-hwcaps, and the legacy haswell, xeon_phi, avx512_1 ones).
     r"/lib[^/]*/(?:[^/]+-linux-gnu/)?(?:glibc-hwcaps|tls|x86_64|haswell|xeon_phi|"
     r"avx512_1)(?:/|$))")
+# What a program reads while it formats a message (message catalogs, the
+# locale, charset conversion, the terminal's description): never what the
+# message is about.
+MESSAGE_MACHINERY = re.compile(r"/locale|locale\.alias|\.mo$|/gconv|/terminfo|"
+                               r"charset\.alias|/etc/localtime$")
 # A shared library: a failed open of one that is found later is the loader's
 # (or libtool's) search path, not a missing library.
 SHARED_LIB = re.compile(r"\.so(?:\.\d+)*$")

@@ -17,8 +17,9 @@ import posixpath
 import re
 
 from nixrec.analysis import races
+from nixrec.analysis.idioms import operation
 from nixrec.analysis.includes import include_searches
-from nixrec.analysis.searches import file_searches
+from nixrec.analysis.searches import file_searches, host_candidate
 from nixrec.analysis.noise import NOISE, is_noise, is_probe
 from nixrec.analysis.deps import (PROCESS_CALLS, PathClassifier, access_of, basename,
                                   store_path_of)
@@ -30,10 +31,12 @@ from nixrec.analysis.limits import limit_cause, limit_chain
 from nixrec.analysis.outputcheck import output_cause
 from nixrec.analysis.phases import focus as phase_focus
 from nixrec.analysis.producers import find_producer, missing_product
-from nixrec.analysis.scoring import GOOD, mentioned, rank
+from nixrec.analysis.scoring import GOOD, leader, log_of, order, rank, with_threads
+from nixrec.recorder.tracefile.hostview import HostView
 
 SECCOMP_ERRNO = ("ENOTSUP", "EOPNOTSUPP")
 DENIED_ERRNO = ("EACCES", "EROFS", "EPERM")
+OWNER_ERRNO = ("EINVAL", "EPERM")
 
 
 # -- failure chain --------------------------------------------------------------
@@ -94,6 +97,10 @@ def classify_event(ev, facts, cls):
         return _cause("seccomp", ev, facts, what="extended attribute")
     if ev.errno == "EPERM" and "chmod" in name and (ev.flags or 0) & 0o6000:
         return _cause("seccomp", ev, facts, what="setuid/setgid bit")
+    if ev.errno in OWNER_ERRNO and operation(name) == "owner":
+        # One user in the sandbox (uid 1000, gid 100): giving a file to any
+        # other (install -o root) is EINVAL (unmapped) or EPERM.
+        return _cause("write-denied", ev, facts, what="ownership")
     if ev.args.get("dns"):
         return _cause("dns", ev, facts, host=ev.args["dns"])
     if access == "connect":
@@ -155,8 +162,12 @@ _FILE_EXT = re.compile(r"\.(c|h|cc|o|so|a|txt|json|py|sh|mk|in|am|ac|nix|pc|gz|x
 
 def _guess_host(facts, proc):
     """The name a resolver query was for, when the tracer could not decode it:
-    the build log ("Could not resolve host: X") or the program's arguments."""
-    for p in _log_writers(facts, proc):
+    the build log ("Could not resolve host: X") or the program's arguments.
+    The log of its program's other threads too (Go resolves in one thread
+    and reports in another)."""
+    writers = _log_writers(facts, proc)
+    writers += [p for p in with_threads(facts, [leader(facts, proc)]) if p not in writers]
+    for p in writers:
         m = _HOST_IN_LOG.search(facts.stderr_text([p]))
         if m:
             return m.group(1)
@@ -294,8 +305,10 @@ def path_searches(facts, cls, claimed=frozenset()):
             continue
         if execd and len(dirs) == 1 and _file_exists(facts, cls, last.path, last.seq):
             continue          # one exec of a file that exists: an interpreter problem
-        yield _cause("missing-executable", last, facts, command=name, looked_in=dirs,
-                     path=last.path)
+        # The entry the host has (hostview.py) is the one the sandbox hid.
+        found = host_candidate(facts, cls, evs) or last
+        yield _cause("missing-executable", found, facts, command=name, looked_in=dirs,
+                     path=found.path)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -348,15 +361,17 @@ def process_causes(facts, chain):
 
 def candidates(facts, chain, cls):
     found, claimed = include_searches(facts, cls)
-    found += file_searches(facts, cls, chain, claimed)
+    log = log_of(facts, chain)
+    found += file_searches(facts, cls, chain + reported_children(facts, chain, log),
+                           claimed)
     out = [_cause(kind, ev, facts, **fields) for kind, ev, fields in found]
-    log_text = facts.stderr_text(chain)
     for ev in facts.failures:
         if ev.seq in claimed or is_probe(ev, facts, cls):
             continue
-        if is_noise(ev.path, facts, ev.seq) and \
-                not mentioned(ev.path, basename(ev.path), log_text):
-            continue         # never a suspect unless the log names it
+        if is_noise(ev.path, facts, ev.seq) and not log.says(
+                {"path": ev.path, "syscall": ev.syscall, "errno": ev.errno,
+                 "seq": ev.seq}):
+            continue         # never a suspect unless the log speaks of it
         c = classify_event(ev, facts, cls)
         if c:
             out.append(c)
@@ -373,6 +388,28 @@ def candidates(facts, chain, cls):
     out.extend(race_causes(facts))
     out.extend(signal_causes(facts, chain))
     out.extend(process_causes(facts, chain))
+    return out
+
+
+_WORD = re.compile(r"[A-Za-z][\w.+-]{3,}")
+
+
+def reported_children(facts, chain, log):
+    """Failed children of the chain's processes, off the chain, whose command
+    line names a word of the chain's complaint: meson's "Dependency "systemd"
+    not found, tried pkgconfig" reports `pkg-config --modversion systemd`,
+    which failed, although meson went on to try cmake, whose failure the
+    chain followed. Their file searches are candidates too."""
+    words = set(_WORD.findall(log.text))
+    out = []
+    for p in chain:
+        q = facts.procs.get(p)
+        for c in (q.children if q else ()):
+            cq = facts.procs.get(c)
+            if c in chain or c in facts.threads or cq is None or not cq.failed:
+                continue
+            if any(a in words for a in cq.argv[1:]):
+                out.append(c)
     return out
 
 
@@ -412,7 +449,14 @@ def _follow_data_flow(ranked, facts, chain, cls, depth=0):
         c["followed"] = top.get("followed", []) + hop
     seen = {c["seq"] for c in inner}
     inner = _follow_data_flow(inner, facts, sub, cls, depth + 1)
-    return inner + [c for c in ranked if c["seq"] not in seen]
+    rest = [c for c in ranked if c["seq"] not in seen]
+    # A cause of the cause outranks the symptom: it inherits the consumer's
+    # standing, lifted by the least that puts it above everything left.
+    lift = max((c["score"] for c in rest), default=0) + 1 - min(c["score"] for c in inner)
+    if lift > 0:
+        for c in inner:
+            c["score"] += lift
+    return inner + rest
 
 
 def _chain_from(facts, proc):
@@ -438,6 +482,7 @@ def explain(header, processes, events, problems=(), summary=None, trace_path="TR
 def _explain(header, processes, events, problems, summary, trace_path, peek, phases=None):
     facts = collect(header, processes, events)
     facts.peek = peek
+    facts.host = HostView(summary)
     root = facts.procs.get("1")
     # The builder's own exit, before the summary's (which counts Nix's checks
     # on the outputs): a builder that exited 0 failed no call worth blaming.
@@ -466,9 +511,12 @@ def _explain(header, processes, events, problems, summary, trace_path, peek, pha
         limit = [c for c in ranked if c["kind"] == "limit"]
         if limit:
             # The recorder ended the build: that is certain, whatever else failed.
-            ranked = limit + [c for c in ranked if c["kind"] != "limit"]
+            rest = [c for c in ranked if c["kind"] != "limit"]
+            _above(limit, rest)
+            ranked = limit + rest
         elif not ranked or ranked[0]["kind"] == "fallback" or ranked[0]["score"] < GOOD:
             ranked = _with_fallback(ranked, facts, chain)
+        ranked = order(ranked)
     for c in ranked:
         c["evidence_chain"] = _evidence_chain(c)
         hints.describe(c, facts)
@@ -521,9 +569,20 @@ def _with_fallback(ranked, facts, chain):
     else:
         fb = {"kind": "fallback", "seq": q.exit_seq or q.last_seq, "proc": origin,
               "argv": list(q.argv), "syscall": None, "errno": None}
-    fb["score"] = -1
     rest = [c for c in ranked if c["seq"] != fb["seq"]]
+    # Nothing explains it well: the origin's last failed call is the best
+    # lead, one above the rest.
+    fb["score"] = -1
+    _above([fb], rest)
     return [fb] + rest
+
+
+def _above(first, rest):
+    """Raise the scores of `first` (in place) to one above the best of `rest`."""
+    top = max((c["score"] for c in rest), default=None)
+    if top is not None:
+        for c in first:
+            c["score"] = max(c["score"], top + 1)
 
 
 PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
@@ -531,7 +590,7 @@ PUBLIC = ("kind", "seq", "proc", "argv", "syscall", "errno", "path", "address",
           "link_target", "accessed", "hidden", "store_path",
           "creator", "created_seq", "signal", "limit", "setting", "target_pid",
           "access", "via", "check", "output", "forbidden", "through", "blamed_files",
-          "summary", "hint",
+          "summary", "hint", "on_host", "tolerated", "log_idiom",
           "evidence", "evidence_chain", "log_mention", "score")
 
 

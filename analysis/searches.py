@@ -19,7 +19,7 @@ import functools
 import posixpath
 
 from nixrec.analysis.deps import access_of, basename
-from nixrec.analysis.noise import is_noise
+from nixrec.analysis.noise import is_noise, is_probe
 
 # Where a distribution installs packages. A hidden directory at or under one
 # of these is where the host keeps the file; elsewhere (/usr/local, /opt,
@@ -43,6 +43,18 @@ def hidden_lookups(cls):
         return is_system_dir(d) and not cls.visible(d)
 
     return lambda path: in_hidden_dir(posixpath.dirname(path))
+
+
+def host_candidate(facts, cls, probes):
+    """The first of a search's failed lookups whose path the host has and the
+    sandbox hides (the trace's host_view), or None: the rest, missing on the
+    host too, were the search trying its luck. One in a distribution directory
+    first: /usr/local and /opt hold what a local admin installed (pip's
+    /usr/local/lib/python3.11/dist-packages), /usr/lib/python3/dist-packages
+    what a package did."""
+    found = [p for p in probes if facts.host.has(p.path) and not cls.visible(p.path)]
+    return next((p for p in found if is_system_dir(posixpath.dirname(p.path))),
+                found[0] if found else None)
 
 
 def file_searches(facts, cls, chain, claimed):
@@ -72,7 +84,7 @@ def _searches(facts, proc, claimed):
     for f in facts.failures_of(proc):
         if f.errno != "ENOENT" or not f.path or f.seq in claimed or f.kind == "exec" \
                 or access_of(f) not in ("read", "stat") \
-                or (f.syscall or "").startswith("readlink"):
+                or (f.syscall or "").startswith("readlink") or is_probe(f, facts, facts.cls):
             continue
         groups.setdefault(basename(f.path), []).append(f)
     out = {}
@@ -105,6 +117,16 @@ def _search_cause(facts, cls, proc, name, probes):
                 and basename(f.path) in leaves and f.path not in searched:
             dropped.setdefault(f.path, f)
     order = list(dropped) + searched
+    found = host_candidate(facts, cls, probes)
+    if found is not None:
+        # The host's view (hostview.py): the host has the name there and the
+        # sandbox hides it. That is the one to name, wherever it is.
+        top = posixpath.dirname(found.path)
+        hidden = [top] + [d for d in order if d != top and not cls.visible(d)
+                          and is_system_dir(d)]
+        return ("undeclared-host-path", found, dict(
+            path=found.path, looked_for=name, accessed=found.path, looked_in=hidden[:8],
+            searched=len(order), access=access_of(found)))
     hidden = [d for d in order if is_system_dir(d) and not cls.visible(d)]
     if not hidden:
         return None

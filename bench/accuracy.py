@@ -1,18 +1,25 @@
 """How often `nixrec why` names the labelled cause first, and how long it takes.
 
-    .venv/bin/python bench/accuracy.py [--set synthetic|real-world] [--hello]
-                                       [--only ATTR ...] [--workdir DIR]
+    .venv/bin/python bench/accuracy.py [--set synthetic|real-world|issue21]
+                                       [--hello] [--only ATTR ...] [--workdir DIR]
 
-Two labelled corpora, kept apart: the synthetic one (fixtures/failing: busybox
-builds, one sandbox-only shape each) and the real-world one (fixtures/realworld:
-real tools and upstream sources, the host's tools exposed with
-extra-sandbox-paths). For each it records every fixture of labels.json (with
-its record_args), runs `nixrec why --json` on each trace and prints one row per
-fixture: the expected kind and key fields, what `why` put first, whether that
-is a top-1 hit, the rank of the label among the first three causes, and the
-wall time of `nixrec why` (the console script, as a user runs it). Then per
-corpus the top-1 and top-3 accuracy (hits/total) and the median and max `why`
-time, and the slowest `why` of all with its fixture.
+Three labelled corpora, kept apart: the synthetic one (fixtures/failing:
+busybox builds, one sandbox-only shape each), the real-world one
+(fixtures/realworld: real tools and upstream sources, the host's tools exposed
+with extra-sandbox-paths) and issue 21's cases of fixtures/realworld (labels
+with "set": "issue21", written and scored before the mechanisms they test).
+For each it records every fixture of labels.json (with its record_args), runs
+`nixrec why --json` on each trace and prints one row per fixture: the expected
+kind and key fields, what `why` put first, whether that is a top-1 hit, the
+rank of the label among the first three causes, and the wall time of `nixrec
+why` (the console script, as a user runs it). Then per corpus the top-1 and
+top-3 accuracy (hits/total) and the median and max `why` time, and the slowest
+`why` of all with its fixture.
+
+When `nixrec why --help` lists --verify, also `why --verify --json` on each
+issue-21 trace: per case, each verified candidate's change and outcome, and
+whether the labelled cause was marked `fixed`; otherwise a line saying that
+verify is not available.
 
 With --hello, or when /tmp/hello.nixrec exists already, also the time of
 `nixrec why` on the GNU hello trace (fixtures/hello.nix -A hello, recorded with
@@ -36,9 +43,12 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAILING = os.path.join(REPO, "fixtures", "failing")
 REALWORLD = os.path.join(REPO, "fixtures", "realworld")
-CORPORA = (("synthetic", FAILING), ("real-world", REALWORLD))
+# (name, folder, the labels' "set"): a label without "set" is in the corpus
+# of its folder; issue 21's new cases are scored apart from the older ones.
+CORPORA = (("synthetic", FAILING, None), ("real-world", REALWORLD, None),
+           ("issue21", REALWORLD, "issue21"))
 NIXREC = os.path.join(os.path.dirname(sys.executable), "nixrec")
-RECORD_KEYS = ("record_args", "requires", "host_links", "log")
+RECORD_KEYS = ("record_args", "requires", "host_links", "log", "set")
 HELLO_TRACE = "/tmp/hello.nixrec"
 HELLO_PATHS = "/usr /bin /lib /lib64"
 
@@ -83,6 +93,17 @@ def timed_why(trace):
     return json.loads(p.stdout), took
 
 
+# The fields that say what a cause is about, in the order a reader wants them.
+WHAT = ("path", "header", "link", "host", "address", "command", "interpreter",
+        "signal", "setting", "syscall", "errno")
+
+
+def top_text(cause):
+    """A cause as `kind field=value ...`: its kind and the fields naming its object."""
+    return describe({"kind": cause.get("kind"),
+                     **{k: cause[k] for k in WHAT if cause.get(k) is not None}})
+
+
 def describe(fields):
     kind = fields.get("kind")
     rest = " ".join(f"{k}={_short(v)}" for k, v in fields.items() if k != "kind")
@@ -113,7 +134,7 @@ def one_fixture(corpus, attr, label, workdir):
     """A row: {attr, expected, got, hit, rank, why_s, note}."""
     want = {k: v for k, v in label.items() if k not in RECORD_KEYS}
     row = {"attr": attr, "expected": describe(want), "got": "", "hit": None,
-           "rank": None, "why_s": None, "note": ""}
+           "rank": None, "why_s": None, "note": "", "want": want}
     reason = host_missing(label) or prepare(corpus, attr)
     if reason:
         row["note"] = f"skipped: {reason}"
@@ -131,7 +152,8 @@ def one_fixture(corpus, attr, label, workdir):
     causes = rep.get("root_causes") or []
     top = (causes or [{}])[0]
     got = {k: top.get(k) for k in want}
-    row["got"] = describe(got) if top else "(no cause)"
+    row["got"] = top_text(top) if top else "(no cause)"
+    row["trace"] = trace
     row["hit"] = got == want
     row["rank"] = next((i + 1 for i, c in enumerate(causes[:3])
                         if {k: c.get(k) for k in want} == want), None)
@@ -175,10 +197,11 @@ def hello_time(record, runs=3):
     return times, events, rep["status"]
 
 
-def run_corpus(name, corpus, only, workdir):
-    """(rows, broken) for one corpus; prints progress on stderr."""
+def run_corpus(name, corpus, which, only, workdir):
+    """(rows, broken) for one corpus (the labels whose "set" is `which`);
+    prints progress on stderr."""
     with open(os.path.join(corpus, "labels.json")) as f:
-        labels = json.load(f)
+        labels = {a: l for a, l in json.load(f).items() if l.get("set") == which}
     attrs = sorted(labels) if not only else [a for a in only if a in labels]
     rows, broken = [], False
     for attr in attrs:
@@ -211,10 +234,65 @@ def print_corpus(name, rows):
           f"max {max(times):.2f} s (nixrec why --json, wall, incl. start-up)")
 
 
+def verify_available():
+    """Whether this nixrec's `why` has --verify (issue 21's experiment)."""
+    p = run([NIXREC, "why", "--help"])
+    return p.returncode == 0 and b"--verify" in p.stdout
+
+
+def verify_row(row):
+    """(the label's outcome or None, ["change -> outcome (s)", ...], seconds) of
+    `nixrec why --verify --json` on the row's trace."""
+    t0 = time.perf_counter()
+    p = run([NIXREC, "why", row["trace"], "--verify", "--json"], timeout=1800)
+    took = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"why --verify: {p.stderr.decode(errors='replace').strip()[-200:]}")
+    label_outcome, tried = None, []
+    for c in json.loads(p.stdout).get("root_causes") or []:
+        v = c.get("verification")
+        if not v:
+            continue
+        if not v.get("change"):
+            tried.append(f"{describe({'kind': c.get('kind')})}: not tested: {v.get('why')}")
+        else:
+            tried.append(f"{_short(v['change'], 60)} -> {v.get('outcome')} "
+                         f"({v.get('seconds') or 0:.1f} s)")
+        if label_outcome is None and {k: c.get(k) for k in row["want"]} == row["want"]:
+            label_outcome = v.get("outcome")
+    return label_outcome, tried, took
+
+
+def print_verify(rows):
+    """--verify's outcomes per issue-21 case, or why there are none."""
+    print("\nissue21 why --verify")
+    if not verify_available():
+        print("why --verify: not available (`nixrec why --help` does not list it)")
+        return False
+    broken, fixed, judged = False, 0, 0
+    for r in rows:
+        if not r.get("trace"):
+            continue
+        try:
+            outcome, tried, took = verify_row(r)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            print(f"{r['attr']}: could not run: {e}")
+            broken = True
+            continue
+        judged += 1
+        fixed += outcome == "fixed"
+        print(f"{r['attr']}: labelled cause {outcome or 'not verified'}; {took:.1f} s")
+        for t in tried:
+            print(f"    {t}")
+    if judged:
+        print(f"issue21 verify: labelled cause fixed in {fixed}/{judged}")
+    return broken
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", choices=[n for n, _ in CORPORA],
-                    help="only this corpus (default: both)")
+    ap.add_argument("--set", choices=[n for n, _, _ in CORPORA],
+                    help="only this corpus (default: all three)")
     ap.add_argument("--hello", action="store_true",
                     help=f"time `why` on GNU hello (record {HELLO_TRACE} if missing)")
     ap.add_argument("--only", nargs="+", metavar="ATTR", help="only these fixtures")
@@ -225,10 +303,10 @@ def main(argv=None):
     os.makedirs(workdir, exist_ok=True)
     broken, slowest = False, None
     results = []
-    for name, corpus in CORPORA:
+    for name, corpus, which in CORPORA:
         if args.set and name != args.set:
             continue
-        rows, bad = run_corpus(name, corpus, args.only, workdir)
+        rows, bad = run_corpus(name, corpus, which, args.only, workdir)
         broken |= bad
         results.append((name, rows))
         for r in rows:
@@ -239,6 +317,9 @@ def main(argv=None):
     print()
     if slowest:
         print(f"slowest why: {slowest[2]:.2f} s ({slowest[0]} {slowest[1]})")
+    for name, rows in results:
+        if name == "issue21":
+            broken |= print_verify(rows)
     try:
         hello = hello_time(args.hello)
     except (RuntimeError, subprocess.TimeoutExpired) as e:

@@ -21,6 +21,7 @@ from nixrec.recorder.nix import outputs as outputs_mod
 from nixrec.recorder.errors import BadInput, HostUnsupported, NixrecError
 from nixrec.recorder.tracefile.writer import TraceWriter
 from nixrec.recorder.tracefile.phases import PhaseTracker
+from nixrec.recorder.tracefile import hostview
 
 REFUSED_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOTSUP", "ENETUNREACH", "ECONNREFUSED",
                   "EHOSTUNREACH", "EAFNOSUPPORT"}
@@ -393,6 +394,7 @@ def _run(dest, writer, d, plan, drv_path, input_closure, calls, opts, guard):
     out, workdir = dest.trace, dest.workdir
     counts = {"events": 0, "refused": 0}
     phases = PhaseTracker()          # the stdenv phases, for the summary (phases.py)
+    failed_paths = hostview.Collector(plan.build_dir)   # stat'ed on the host at the end
     roots = visible_roots(plan)
     lock = threading.Lock()
     build = None
@@ -413,6 +415,8 @@ def _run(dest, writer, d, plan, drv_path, input_closure, calls, opts, guard):
         refused = ev.errno is not None and is_refused(ev, roots)
         if refused:
             counts["refused"] += 1
+        if ev.errno is not None:
+            failed_paths(ev)
         phases.see(ev, refused)
         if ev.kind == "fork":
             watchdog.processes(len(build.tracer.tracees))
@@ -486,6 +490,9 @@ def _run(dest, writer, d, plan, drv_path, input_closure, calls, opts, guard):
     if killed is None and build.eof_kill and tracer.builder_status == ("signal", "SIGKILL"):
         killed = "killed when it closed its standard output and error (as Nix does)"
     status, sig = _exit_of(tracer.builder_status, error or killed, signum)
+    # What the host has of what the sandbox refused (hostview.py), for `why`.
+    host_view = hostview.probe(failed_paths.paths, plan.inputs, plan.outputs.values(),
+                               truncated=failed_paths.full)
     summary = {"exit_status": status, "exit_signal": sig, "events": counts["events"],
                "processes": tracer.nprocesses, "refused": counts["refused"],
                "duration": round(build.duration, 3), "stops": tracer.stops,
@@ -494,7 +501,8 @@ def _run(dest, writer, d, plan, drv_path, input_closure, calls, opts, guard):
                "log_bytes": build.pump.bytes, "outputs": outputs, "references": references,
                "output_check": output_check, "hidden_references": hidden,
                "error": error, "phases": phases.result(),
-               "interrupted": bool(signum), "killed": killed}
+               "interrupted": bool(signum), "killed": killed,
+               "host_view": host_view}
     if signum:
         # docs/trace-format.md: which signal, and what nixrec was doing.
         summary["interrupted_by"] = interrupts.name(signum)

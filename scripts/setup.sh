@@ -21,9 +21,30 @@ cd "$(dirname "$0")/.."
 #     systemd        /usr/share/pkgconfig/systemd.pc (pkg-config's query)
 #     tzdata         /usr/share/zoneinfo (the zoneinfo test)
 #     ca-certificates  /etc/ssl/certs/ca-certificates.crt (the pip cases)
+#   issue 21's cases of fixtures/realworld (labels.json "set": "issue21"):
+#     netbase        /etc/services, /etc/protocols (the getservbyname and
+#                    getprotobyname tests in python, perl, ruby)
+#     perl libjson-perl  perl, pod2man, prove; JSON.pm in /usr/share/perl5
+#     ruby ruby-webrick  ruby and minitest; webrick, a gem of
+#                    /usr/share/rubygems-integration
+#     openjdk-17-jdk-headless libcommons-cli-java  javac (through
+#                    /etc/alternatives) and /usr/share/java/commons-cli.jar
+#     dpkg-dev       /usr/share/dpkg/architecture.mk (a Makefile's include)
+#     meson ninja-build  meson's dependency('systemd')
+#     xsltproc docbook-xsl docbook-xml  DocBook man pages through /etc/xml/catalog
+#     autoconf       configureDocbook's configure script (realworld/prepare.sh)
+#     libblas3       libblas.so.3, a link into /etc/alternatives (-l:libblas.so.3,
+#                    the loader); not libblas-dev, whose pkgconfig/blas.pc link
+#                    into /etc/alternatives every pkg-config search then reads
+#     gnupg          gpg making ~/.gnupg
+#     media-types    /etc/mime.types (python's mimetypes)
+#     locales        the de_DE source localedef compiles below (pyLocale)
 PKGS="nix-bin nix-setup-systemd busybox-static strace gcc make libc6-dev
       cmake pkg-config python3-pip nodejs npm cargo golang-go git bzip2
-      zlib1g-dev systemd tzdata ca-certificates chromium tmux"
+      zlib1g-dev systemd tzdata ca-certificates chromium tmux
+      netbase perl libjson-perl ruby ruby-webrick openjdk-17-jdk-headless
+      libcommons-cli-java dpkg-dev meson ninja-build xsltproc docbook-xsl docbook-xml
+      autoconf libblas3 gnupg media-types locales"
 # A package whose program another one provides already: NodeSource's nodejs
 # ships npm, and conflicts with Debian's npm package.
 provided() {
@@ -87,6 +108,16 @@ if [ "$stale" = 1 ]; then
 fi
 
 bash fixtures/prepare.sh
-# The prebuilt binary of fixtures/realworld's prebuiltLoader case (needs
-# ../shared/corpus; the tests say so when it is missing).
-bash fixtures/realworld/prepare.sh || echo "setup: fixtures/realworld/prepare.sh failed: the prebuiltLoader case will not run" >&2
+# fixtures/realworld's pyLocale needs the host to have de_DE.UTF-8 (in
+# /usr/lib/locale/locale-archive), as a German developer's machine does.
+if ! locale -a 2>/dev/null | grep -qx 'de_DE.utf8'; then
+    if [ "$(id -u)" = 0 ]; then
+        localedef -i de_DE -f UTF-8 de_DE.UTF-8 \
+            || echo "setup: localedef de_DE.UTF-8 failed: the pyLocale case will not run" >&2
+    else
+        echo "setup: no de_DE.UTF-8 locale (sudo localedef -i de_DE -f UTF-8 de_DE.UTF-8): the pyLocale case will not run" >&2
+    fi
+fi
+# The release tarballs of fixtures/realworld's prebuiltLoader, loaderBlas and
+# configureDocbook cases (needs ../shared/corpus; the tests say so when missing).
+bash fixtures/realworld/prepare.sh || echo "setup: fixtures/realworld/prepare.sh failed: the prebuiltLoader, loaderBlas and configureDocbook cases will not run" >&2

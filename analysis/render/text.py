@@ -113,6 +113,7 @@ def _argv0(argv):
 
 # deps groups (deps.GROUPS) as the reports title them.
 GROUP_TITLES = {"used": "Used outside the declared inputs",
+                "hidden": "Hidden by the sandbox (the host has them)",
                 "refused": "Refused (the build asked for them and did not get them)"}
 
 
