@@ -93,9 +93,8 @@ def test_why_on_a_big_build_names_the_header():
 
 
 # Two subprocesses: one writes the trace with the real TraceWriter, the other
-# reads it with `why` and reports its own peak RSS (ru_maxrss: KiB on Linux),
-# so the writer's buffers never count against `why` (in one process the
-# writer's peak was 109 MB on a loaded machine before `why` had started).
+# reads it with `why` and reports its own peak RSS (VmHWM), so the writer's
+# buffers never count against `why`.
 _WRITE = """
 import json, sys
 sys.path.insert(0, sys.argv[3])
@@ -110,11 +109,18 @@ print(json.dumps({"events": w.last_seq}))
 """
 
 _WHY = """
-import json, resource, sys
+import json, sys
 from nixrec.analysis.cli import why_report
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def hwm_kib():
+    # VmHWM, this process image's peak RSS: ru_maxrss would not do, Linux keeps
+    # it across exec, so a child of a big pytest process starts at its size.
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+
+before = hwm_kib()
 rep = why_report(sys.argv[1])
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = hwm_kib()
 top = rep["root_causes"][0]
 print(json.dumps({"rss_before_kib": before, "rss_kib": after,
                   "proc": top["proc"], "header": top.get("header"), "kind": top["kind"]}))
