@@ -6,9 +6,8 @@ in the sandbox, labelled with the cause a maintainer would fix.
   build must fail with the label's log line, and `nixrec why`'s top cause must
   be the label. The cases were written and scored before the mechanisms they
   test (docs/analysis.md, "Issue 21's new cases"); those `why` did not name
-  first then are XFAIL_BEFORE: for them a miss is an expected failure (reason
-  "issue 21 mechanisms"), a hit passes. A broken recording or a missing log
-  line fails for every case.
+  first then are XFAIL_BEFORE (kept as the before-table's record). Since the
+  mechanisms landed every case is a hard check.
 - Real Nix 2.8 with its build users must fail every case with the same log
   line: one test, one `nix-build --keep-going` per set of sandbox paths (the
   cases share five), then each case's log from `nix-store --read-log`.
@@ -43,10 +42,6 @@ XFAIL_BEFORE = frozenset({
     "perlServices", "pyLocale", "pyMimeTypes", "pyProtocols", "pyServices",
     "rubyServices", "rubyWebrick",
 })
-# Still missed after issue 21's mechanisms (branch i21b): mesonSystemd's label
-# is the directory /usr/share/pkgconfig; `why` names the file it was to hold,
-# /usr/share/pkgconfig/systemd.pc, as pkgConfigSystemd's label does.
-XFAIL_AFTER = frozenset({"mesonSystemd"})
 
 
 def test_issue21_cases_are_labelled_apart():
@@ -76,8 +71,6 @@ def test_why_names_the_labelled_cause(attr, tmp_path):
     assert rep["status"] == "failed" and rep["root_causes"], rep
     want = expected(label)
     got = {k: rep["root_causes"][0].get(k) for k in want}
-    if got != want and attr in XFAIL_AFTER:
-        pytest.xfail("label: the directory, why names the file in it")
     assert got == want, json.dumps(rep["root_causes"][:3], indent=1)
 
 
