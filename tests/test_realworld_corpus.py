@@ -23,8 +23,8 @@ import subprocess
 
 import pytest
 
-from nixfix import FIXTURES, instantiate, missing, nix_env, run_nixrec
-from test_failing_corpus import expected, require_host, require_record
+from nixfix import FIXTURES, instantiate, missing, nix_env
+from test_failing_corpus import check_top_cause, expected, require_host, require_record
 
 REALWORLD = FIXTURES / "realworld"
 NIXFILE = REALWORLD / "default.nix"
@@ -80,20 +80,7 @@ def test_why_names_the_labelled_cause(attr, tmp_path):
     require_record()
     label = LABELS[attr]
     require_case(label)
-    drv = instantiate(str(NIXFILE), attr)
-    trace = tmp_path / f"{attr}.nixrec"
-    rec = run_nixrec("record", drv, "-o", trace, *label.get("record_args", ()),
-                     timeout=300)
-    log = rec.stderr.decode(errors="replace")
-    assert rec.returncode == 1, f"record should report a failed build:\n{log[-3000:]}"
-    assert label["log"] in log, log[-3000:]
-    why = run_nixrec("why", trace, "--json")
-    assert why.returncode == 0, why.stderr.decode(errors="replace")
-    rep = json.loads(why.stdout)
-    assert rep["status"] == "failed" and rep["root_causes"], rep
-    want = expected(label)
-    got = {k: rep["root_causes"][0].get(k) for k in want}
-    assert got == want, json.dumps(rep["root_causes"][:3], indent=1)
+    check_top_cause(NIXFILE, attr, label, tmp_path)
 
 
 @pytest.mark.e2e
