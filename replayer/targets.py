@@ -121,10 +121,12 @@ def until_seq(n: int, last_seq: int) -> Finder:
 
 
 def until_phase(reader, name: str, end: bool = False) -> Finder:
-    """--until-phase NAME: the phase's first event (its announcement, a write
-    of the builder's shell); --until-phase-end: its last event."""
+    """--until-phase NAME: the phase's announcement, a write of the builder's
+    shell (its first event, or after the dup2 of that write's redirection:
+    phases.py; traces before that have no "announced"); --until-phase-end: its
+    last event."""
     p = phases.lookup(reader.phases, name)
-    seq = p["last"] if end else p["first"]
+    seq = p["last"] if end else p.get("announced", p["first"])
     f = Finder(lambda ev: ev.seq == seq, f"event {seq}")
     f.phase = (p, end)
     return f

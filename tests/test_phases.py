@@ -182,10 +182,15 @@ def test_phases_have_their_boundaries_under_each_announcement_style(traces, attr
     assert {p["style"] for p in ran} == {style}
     assert [p["status"] for p in ph if p["first"] is None] == ["skipped", "skipped"]
     for p, nxt in zip(ran, ran[1:] + [None]):
-        first = events(trace, "--from", p["first"], "--to", p["first"])[0]
-        assert first["kind"] == "output" and first["proc"] == "1"
+        # The phase opens with its announcement, or with the dup2 of that
+        # write's redirection (`echo ... >&2`) just before it.
+        lead = events(trace, "--from", p["first"], "--to", p["announced"])
+        said = lead[-1]
+        assert said["kind"] == "output" and said["proc"] == "1"
+        assert all(e["kind"] == "syscall" and e["syscall"].startswith("dup")
+                   and e["proc"] == "1" for e in lead[:-1]), lead
         if line is not None:
-            assert first["args"]["data"].strip() == line.format(p["name"])
+            assert said["args"]["data"].strip() == line.format(p["name"])
         assert p["last"] == (nxt["first"] - 1 if nxt else last_seq)
         inside = events(trace, "--phase", p["name"])
         assert inside[0]["seq"] == p["first"] and inside[-1]["seq"] == p["last"]

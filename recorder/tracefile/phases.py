@@ -32,6 +32,8 @@ reader folds them from the events for a trace recorded before that.
 import json
 import re
 
+from nixrec.recorder.trace.syscalls import FD_CALLS
+
 STANDARD = ("unpackPhase", "patchPhase", "configurePhase", "buildPhase", "checkPhase",
             "installPhase", "fixupPhase", "installCheckPhase", "distPhase")
 # Where nixpkgs splices the user's extra phase lists into the standard one.
@@ -125,6 +127,7 @@ class PhaseTracker:
         self.last_seq = 0
         self.last_time = 0
         self._styles = set()        # the forms the current run was announced in
+        self._lead = None           # (proc, seq): the fd calls just before a write
 
     def see(self, ev, refused=False) -> None:
         self.last_seq, self.last_time = ev.seq, ev.time
@@ -134,9 +137,20 @@ class PhaseTracker:
             # this on every event it writes).
             if refused and self.runs:
                 self.runs[-1]["refused"] += 1
+            # bash redirects an announcement (`echo ... >&$NIX_LOG_FD`) with
+            # dup2 just before the write: those calls open the run they
+            # announce. Counted in the phase before, `--until-phase-end` of
+            # that one stopped inside the next runPhase (curPhase already
+            # the next phase's).
+            if ev.syscall in FD_CALLS:
+                if self._lead is None or self._lead[0] != ev.proc:
+                    self._lead = (ev.proc, ev.seq)
+            else:
+                self._lead = None
             return
         if kind == "output" and (self.announcer is None or ev.proc == self.announcer):
             self._announced(ev)
+        self._lead = None
         cur = self.runs[-1] if self.runs else None
         if cur is not None:
             if kind == "fork" and not (ev.args or {}).get("thread") and ev.result is not None \
@@ -168,7 +182,12 @@ class PhaseTracker:
                 continue            # the same runPhase's other announcement
             self.announcer = ev.proc
             self._styles = {style}
-            self.runs.append({"name": name, "style": style, "first": ev.seq,
+            lead = self._lead
+            first = lead[1] if lead is not None and lead[0] == ev.proc else ev.seq
+            # "announced": the write itself, where --until-phase stops (replay
+            # does not match fd calls: replayer/matcher.py).
+            self.runs.append({"name": name, "style": style, "first": first,
+                              "announced": ev.seq,
                               "start": ev.time, "processes": 0, "refused": 0})
 
     def _same_run(self, name, style) -> bool:
