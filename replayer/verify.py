@@ -15,9 +15,11 @@ removed:
 What a run shows (`outcome`): `fixed`, the builder exits 0; `further`, the
 build got past the recorded failure (the process that failed there no longer
 fails so) and fails later, or is still running at the limit; `other`, it
-fails elsewhere without getting past the recorded failure; `same`, the
-process that failed fails again with the same status, and the cause's own
-failing call failed again or it ended on the same words as recorded;
+fails elsewhere without getting past the recorded failure; `needed`, the
+cause's own failing call succeeds now but the build ends as recorded (the
+path is used, something else is hidden too); `same`, the process that failed
+fails again with the same status, and the cause's own failing call failed
+again (or, for a cause without one, it ended on the same words as recorded);
 `confirmed` (network); `unknown`, the limit came before the
 recorded point of failure. A run stops at the first of: the build's end, the
 recorded failure repeated (`same`, `confirmed`), the limit (LIMIT_FACTOR times
@@ -298,6 +300,14 @@ def outcome(w, builder_status, stopped_at_limit, recorded_events):
     # The same program failing the same way (not the same tree path: go's
     # processes and make's jobs are numbered in the order they come).
     same_origin = (prog, status, sig) == (t["program"], t["status"], t["signal"])
+    if same_origin and not w.passed and t["call"] is not None and not w.recurred \
+            and w.said_again():
+        # The change took: the cause's own call no longer fails. The failure
+        # stayed as it was, so the build needs more than this one path (a
+        # catalog found, then the files it names still hidden): the cause is
+        # real, and must not drop below one that changed nothing.
+        return "needed", ("its failing call succeeds now, the build fails as recorded: "
+                          "something else is hidden too")
     if same_origin and not w.passed and (w.recurred or t["call"] is None or w.said_again()):
         return "same", None
     line = w.last_line(proc) or (w.said[-1] if w.said else None)

@@ -168,3 +168,22 @@ def test_which_change_tests_which_cause():
     assert (change["what"], change["path"]) == ("bind", "/etc")
     change, why = change_for({"kind": "undeclared-host-path", "path": "/build/x"}, plan)
     assert change is None
+
+
+@pytest.mark.e2e
+def test_a_cause_needed_but_not_enough_stays_first(tmp_path):
+    # pod2man's Pod/Man.pm: exposing /usr/share/perl/5.36/Pod lets perl find
+    # it (the cause's own failing call succeeds now), yet the build still
+    # fails as recorded (more of perl's library stays hidden): `needed`, not
+    # `same`, and it is not moved below the causes that changed nothing.
+    label = REALWORLD["perlPod"]
+    require_host(label)
+    from test_realworld_corpus import require_case
+    require_case(label)
+    trace = record(tmp_path, str(FIXTURES / "realworld" / "default.nix"), "perlPod",
+                   *label["record_args"])
+    rep = verify(trace, "--jobs", "2")
+    outcomes = [(c.get("path"), c["verification"]["outcome"]) for c in rep["root_causes"][:3]]
+    assert outcomes[0] == (label["path"], "needed"), outcomes
+    assert "something else is hidden too" in rep["root_causes"][0]["verification"]["where"]
+    assert [o for _, o in outcomes[1:]] == ["same", "same"], outcomes

@@ -294,6 +294,7 @@ _OUTCOME_WORDS = {
     "fixed": "the build succeeds: proven",
     "further": "the build gets past the recorded failure: proven",
     "confirmed": "the same attempt is made again: confirmed",
+    "needed": "used, but the build still fails as recorded: part of the cause",
     "same": "no effect: not this",
     "unknown": "the limit came first: not shown",
     "other": "it fails another way, not past the recorded failure: not shown",
