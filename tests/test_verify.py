@@ -84,19 +84,25 @@ def test_a_network_cause_is_confirmed_by_the_same_attempt_not_fixed(tmp_path):
     assert top["verification"]["outcome"] == "confirmed"
 
 
+def _verify_realworld(tmp_path, attr):
+    """Record the real-world case `attr` and `why --verify --jobs 2` it ->
+    (the report, [(path, outcome)] of its first three causes)."""
+    label = REALWORLD[attr]
+    require_host(label)
+    from test_realworld_corpus import require_case
+    require_case(label)
+    trace = record(tmp_path, str(FIXTURES / "realworld" / "default.nix"), attr,
+                   *label["record_args"])
+    rep = verify(trace, "--jobs", "2")
+    return rep, [(c.get("path"), c["verification"]["outcome"]) for c in rep["root_causes"][:3]]
+
+
 @pytest.mark.e2e
 def test_paths_that_are_not_the_cause_change_nothing(tmp_path):
     # perl's other @INC directories: exposing them leaves the build failing
     # at the same point; /usr/share/perl5, the host's, where JSON.pm is,
     # makes it build.
-    label = REALWORLD["perlJson"]
-    require_host(label)
-    from test_realworld_corpus import require_case
-    require_case(label)
-    trace = record(tmp_path, str(FIXTURES / "realworld" / "default.nix"), "perlJson",
-                   *label["record_args"])
-    rep = verify(trace, "--jobs", "2")
-    outcomes = [(c.get("path"), c["verification"]["outcome"]) for c in rep["root_causes"][:3]]
+    rep, outcomes = _verify_realworld(tmp_path, "perlJson")
     assert outcomes[0] == ("/usr/share/perl5/JSON.pm", "fixed"), outcomes
     assert len(outcomes) == 3 and [o for _, o in outcomes[1:]] == ["same", "same"], outcomes
     assert rep["verify"]["jobs"] == 2
@@ -176,14 +182,7 @@ def test_a_cause_needed_but_not_enough_stays_first(tmp_path):
     # it (the cause's own failing call succeeds now), yet the build still
     # fails as recorded (more of perl's library stays hidden): `needed`, not
     # `same`, and it is not moved below the causes that changed nothing.
-    label = REALWORLD["perlPod"]
-    require_host(label)
-    from test_realworld_corpus import require_case
-    require_case(label)
-    trace = record(tmp_path, str(FIXTURES / "realworld" / "default.nix"), "perlPod",
-                   *label["record_args"])
-    rep = verify(trace, "--jobs", "2")
-    outcomes = [(c.get("path"), c["verification"]["outcome"]) for c in rep["root_causes"][:3]]
-    assert outcomes[0] == (label["path"], "needed"), outcomes
+    rep, outcomes = _verify_realworld(tmp_path, "perlPod")
+    assert outcomes[0] == (REALWORLD["perlPod"]["path"], "needed"), outcomes
     assert "something else is hidden too" in rep["root_causes"][0]["verification"]["where"]
     assert [o for _, o in outcomes[1:]] == ["same", "same"], outcomes
