@@ -19,19 +19,30 @@ SPIN_SECONDS = 300e-6 if len(os.sched_getaffinity(0)) > 1 else 0.0
 _clock = time.perf_counter
 
 
+_NOTHING_YET = False
+
+
+def _poll():
+    """-> (pid, status) if a tracee or child has reported; None when none is
+    left; _NOTHING_YET while some are left and none has reported."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, WALL | os.WNOHANG)
+        except ChildProcessError:
+            return None
+        except InterruptedError:
+            continue
+        return (pid, status) if pid else _NOTHING_YET
+
+
 def wait_any():
     """-> (pid, status) of the next tracee or child to report; None when none is left."""
     if SPIN_SECONDS:
         deadline = _clock() + SPIN_SECONDS
         while True:
-            try:
-                pid, status = os.waitpid(-1, WALL | os.WNOHANG)
-            except ChildProcessError:
-                return None
-            except InterruptedError:
-                continue
-            if pid:
-                return pid, status
+            got = _poll()
+            if got is not _NOTHING_YET:
+                return got
             if _clock() > deadline:
                 break
     while True:
@@ -51,14 +62,9 @@ def wait_any_but_vfork(pids, poll=0.001):
     waited for it for ever (GNU hello's `make -j2`, docs/replay.md). Its
     interrupt stop comes later, and is resumed as any other."""
     while True:
-        try:
-            pid, status = os.waitpid(-1, WALL | os.WNOHANG)
-        except ChildProcessError:
-            return None
-        except InterruptedError:
-            continue
-        if pid:
-            return pid, status
+        got = _poll()
+        if got is not _NOTHING_YET:
+            return got
         if all(in_vfork(p) for p in pids):
             return None
         time.sleep(poll)
